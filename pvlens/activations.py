@@ -1,0 +1,183 @@
+"""Per-layer residual-stream reductions for many conversations in one streaming pass.
+
+For each conversation and each layer (`blocks.{l}.hook_resid_post`) the pass keeps only
+reductions — mean over response tokens, mean over prompt tokens, the last prompt token —
+never the [tokens × layers × d_model] activations of a whole dataset. Conversations are
+batched by length (little padding), run in the fastest dtype the hardware has (bf16 on
+AMX / bf16 GPUs, fp32 otherwise) and reduced in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from pvlens.chat import EncodedChat
+from pvlens.device import fast_dtype
+from pvlens.engine import engine_for
+from pvlens.generate import _left_pad
+from pvlens.hooks import PositionContext, position_context, resid_hook_name
+from pvlens.steering import steer as steering_context
+
+REDUCTIONS = ("response_avg", "prompt_avg", "last_prompt")
+
+
+def token_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
+    """Indices grouped by similar length so each padded batch holds ≤ max_tokens tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, cur, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i])
+        if cur and (w * (len(cur) + 1) > max_tokens or len(cur) >= max_batch):
+            batches.append(cur)
+            cur, w = [], lengths[i]
+        cur.append(i)
+        width = w
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+class _Reducer:
+    """Accumulates the requested reductions for one batch, layer by layer."""
+
+    def __init__(
+        self, positions: Tensor, prompt_lens: Tensor, reductions, layer_slot: dict, d_model: int
+    ):
+        valid = positions >= 0
+        p = prompt_lens[:, None]
+        self.masks: dict[str, Tensor] = {}
+        if "response_avg" in reductions:
+            self.masks["response_avg"] = valid & (positions >= p)
+        if "prompt_avg" in reductions:
+            self.masks["prompt_avg"] = valid & (positions < p)
+        if "all_avg" in reductions:
+            self.masks["all_avg"] = valid
+        self.last = None
+        if "last_prompt" in reductions:
+            width = positions.shape[1]
+            # left padding: the prompt's last token sits at width - len + prompt_len - 1
+            lengths = valid.sum(-1)
+            self.last = width - lengths + prompt_lens - 1
+        self.layer_slot = layer_slot
+        n = positions.shape[0]
+        self.out = {r: torch.zeros(n, len(layer_slot), d_model) for r in reductions}
+
+    def __call__(self, layer: int, x: Tensor) -> None:
+        slot = self.layer_slot.get(layer)
+        if slot is None:
+            return
+        x = x.float()
+        for name, mask in self.masks.items():
+            m = mask.to(x.dtype)
+            sums = torch.einsum("bt,btd->bd", m, x).double()
+            counts = mask.sum(-1, keepdim=True).clamp(min=1).double()
+            self.out[name][:, slot] = (sums / counts).float().cpu()
+        if self.last is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            self.out["last_prompt"][:, slot] = x[rows, self.last.to(x.device)].cpu()
+
+
+@torch.inference_mode()
+def collect(
+    model: HookedTransformer,
+    chats: Sequence[EncodedChat],
+    reductions: Sequence[str] = REDUCTIONS,
+    layers: Sequence[int] | None = None,
+    batch_size: int = 32,
+    max_tokens: int = 8192,
+    dtype: torch.dtype | str | None = "auto",
+    steer=None,
+    progress: bool = True,
+) -> dict[str, Float[Tensor, "n_samples n_layers d_model"]]:
+    """Reductions of `blocks.{l}.hook_resid_post` for each conversation and layer.
+
+    Args:
+        chats: conversations with their prompt/response boundary (EncodedChat).
+        reductions: any of "response_avg", "prompt_avg", "last_prompt", "all_avg".
+        layers: block indices to keep (default all); the pass stops after the last one.
+        batch_size / max_tokens: batch limits (padded tokens per batch).
+        dtype: compute dtype; "auto" picks bf16 where the hardware runs it fast, else fp32.
+        steer: Steering/Ablation(s) active during the pass.
+    Returns: {reduction: float32 tensor [n_samples, len(layers), d_model]}.
+    """
+    bad = set(reductions) - {*REDUCTIONS, "all_avg"}
+    if bad:
+        raise ValueError(f"unknown reductions {sorted(bad)}; choose from {REDUCTIONS + ('all_avg',)}")
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(x) % n_layers for x in layers]
+    if "response_avg" in reductions:
+        empty = [i for i, c in enumerate(chats) if c.response_len == 0]
+        if empty:
+            raise ValueError(
+                f"{len(empty)} conversation(s) have no response tokens (first: index {empty[0]}); "
+                "response_avg needs replies — use prompt_avg/last_prompt for prompts only"
+            )
+    if dtype == "auto":
+        dtype = fast_dtype(model.W_E.device)
+    device = model.W_E.device
+    layer_slot = {layer: j for j, layer in enumerate(layers)}
+    out = {r: torch.zeros(len(chats), len(layers), model.cfg.d_model) for r in reductions}
+    batches = token_batches([len(c.ids) for c in chats], max_tokens, batch_size)
+    pad_id = model.tokenizer.pad_token_id or 0
+    with steering_context(model, steer):
+        engine = engine_for(model, dtype)
+        for idx in tqdm(batches, desc="activations", disable=not progress or len(batches) < 2):
+            group = [chats[i] for i in idx]
+            tokens, positions = _left_pad(group, pad_id, device)
+            prompt_lens = torch.tensor([c.prompt_len for c in group], device=device)
+            reducer = _Reducer(positions, prompt_lens, reductions, layer_slot, model.cfg.d_model)
+            with position_context(PositionContext(positions, prompt_lens)):
+                if engine is not None:
+                    engine.forward(tokens, positions, stop_at_layer=max(layers) + 1,
+                                   on_resid=reducer, logits=None)
+                else:
+                    _tl_forward(model, tokens, positions, layers, reducer)
+            for r in reductions:
+                out[r][idx] = reducer.out[r]
+    return out
+
+
+def _tl_forward(model, tokens, positions, layers, reducer) -> None:
+    """TransformerLens forward with capture hooks (the fallback path)."""
+
+    def capture(layer):
+        def fn(resid, hook):
+            reducer(layer, resid)
+        return fn
+
+    hooks = [(resid_hook_name(layer), capture(layer)) for layer in layers]
+    mask = (positions >= 0).long()
+    with model.hooks(fwd_hooks=hooks):
+        model(tokens, attention_mask=mask, padding_side="left", stop_at_layer=max(layers) + 1)
+
+
+def per_token(
+    model: HookedTransformer, chat: EncodedChat, layers: Sequence[int] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Float[Tensor, "n_layers pos d_model"]:
+    """Every token's residual at the given layers for one conversation (for per-token views)."""
+    n_layers = model.cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(x) % n_layers for x in layers]
+    store: dict[int, Tensor] = {}
+    tokens = torch.tensor([chat.ids], device=model.W_E.device)
+    positions = torch.arange(len(chat.ids), device=tokens.device)[None]
+    engine = engine_for(model, dtype)
+    with torch.inference_mode(), position_context(
+        PositionContext(positions, torch.tensor([chat.prompt_len], device=tokens.device))
+    ):
+        if engine is not None:
+            engine.forward(tokens, positions, stop_at_layer=max(layers) + 1,
+                           on_resid=lambda i, x: store.__setitem__(i, x[0].float().cpu()), logits=None)
+        else:
+            _, cache = model.run_with_cache(
+                tokens, names_filter=[resid_hook_name(x) for x in layers],
+                stop_at_layer=max(layers) + 1,
+            )
+            store = {x: cache[resid_hook_name(x)][0].float().cpu() for x in layers}
+    return torch.stack([store[x] for x in layers])

@@ -1,0 +1,245 @@
+"""A lean forward pass over a HookedTransformer's own weights, for bulk work.
+
+TransformerLens's forward re-arranges every attention weight on every call and builds
+attention from explicit einsums; for token-by-token generation and bulk activation passes
+that makes it several times slower than Hugging Face. This engine runs the same maths for
+Llama-family models (RMSNorm, rotary, grouped-query attention, gated MLP: Llama, Qwen2,
+Mistral) from weights packed once, with a preallocated KV cache and SDPA attention.
+
+It is not a second model: it reads the HookedTransformer's parameters, and it calls the
+model's own `hook_embed`, `blocks.{l}.hook_resid_pre/mid/post` HookPoints, so hooks that
+users or pvlens attach there (steering, ablation, caching) fire as they do in TransformerLens.
+When a hook sits anywhere else, or the architecture is not covered, callers fall back to the
+TransformerLens forward (`engine_for` returns None). Agreement with TransformerLens is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+from torch.nn.utils import parametrize
+from transformer_lens import HookedTransformer
+
+SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"}
+ENGINE_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
+
+ResidCallback = Callable[[int, Float[Tensor, "batch pos d_model"]], None]
+
+
+def unsupported_reason(model: HookedTransformer) -> str | None:
+    """Why the fast engine cannot run this model as it is now (None if it can)."""
+    cfg = model.cfg
+    if cfg.original_architecture not in SUPPORTED_ARCHITECTURES:
+        return f"architecture {cfg.original_architecture!r} is not covered by the fast engine"
+    checks = {
+        "RMS normalisation": cfg.normalization_type in ("RMS", "RMSPre"),
+        "rotary positions": cfg.positional_embedding_type == "rotary",
+        "gated MLP": cfg.gated_mlp,
+        "silu": cfg.act_fn == "silu",
+        "no qk-norm": not getattr(cfg, "use_qk_norm", False),
+        "no attention soft-capping": not getattr(cfg, "attn_scores_soft_cap", -1) > 0,
+        "no NTK rope rescaling at run time": not getattr(cfg, "use_dynamic_ntk_rope", False),
+        "unmodified attention scale": not cfg.scale_attn_by_inverse_layer_idx,
+    }
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        return f"fast engine needs {', '.join(failed)}"
+    for name, hp in model.hook_dict.items():
+        if (hp._forward_hooks or hp._backward_hooks) and not _engine_hook(name):
+            return f"a hook is attached at {name}, which only the TransformerLens forward calls"
+    return None
+
+
+def _engine_hook(name: str) -> bool:
+    return name == "hook_embed" or (name.startswith("blocks.") and name.endswith(ENGINE_HOOKS))
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values for every layer; slot `s` of row `b` holds position `pos[b, s]`."""
+
+    k: list[Tensor]
+    """Per layer [batch, n_kv_heads, max_len, d_head]."""
+    v: list[Tensor]
+    """Per layer [batch, n_kv_heads, max_len, d_head]."""
+    positions: Int[Tensor, "batch max_len"]
+    """Position index of each filled slot; -1 for padding or unfilled slots."""
+    length: int = 0
+    """Number of slots filled so far."""
+
+
+class FastEngine:
+    """Packed weights of one HookedTransformer in one compute dtype."""
+
+    def __init__(self, model: HookedTransformer, dtype: torch.dtype):
+        self.model, self.dtype = model, dtype
+        cfg = model.cfg
+        self.n_heads = cfg.n_heads
+        self.n_kv = cfg.n_key_value_heads or cfg.n_heads
+        self.d_head = cfg.d_head
+        self.rotary_dim = cfg.rotary_dim or cfg.d_head
+        self.eps = cfg.eps
+        self.device = model.W_E.device
+        self.fingerprint = _fingerprint(model)
+        with torch.no_grad():
+            self.layers = [self._pack_block(b) for b in model.blocks]
+            self.ln_final = model.ln_final.w.detach().float()
+            self.W_U = model.unembed.W_U.detach().to(dtype)
+            self.b_U = model.unembed.b_U.detach().to(dtype)
+            attn0 = model.blocks[0].attn
+            self.cos = attn0.rotary_cos.detach().float()
+            self.sin = attn0.rotary_sin.detach().float()
+            self.scale = 1.0 / float(attn0.attn_scale)
+
+    def _pack_block(self, block) -> dict[str, Tensor | None]:
+        attn, mlp, dt = block.attn, block.mlp, self.dtype
+
+        def flat(w: Tensor) -> Tensor:  # [heads, d_model, d_head] -> [d_model, heads*d_head]
+            return w.detach().permute(1, 0, 2).reshape(w.shape[1], -1)
+
+        w_k = attn._W_K if hasattr(attn, "_W_K") else attn.W_K
+        w_v = attn._W_V if hasattr(attn, "_W_V") else attn.W_V
+        b_k = attn._b_K if hasattr(attn, "_b_K") else attn.b_K
+        b_v = attn._b_V if hasattr(attn, "_b_V") else attn.b_V
+        w_qkv = torch.cat([flat(attn.W_Q), flat(w_k), flat(w_v)], dim=1)
+        b_qkv = torch.cat([attn.b_Q.detach().reshape(-1), b_k.detach().reshape(-1), b_v.detach().reshape(-1)])
+        return {
+            "ln1": block.ln1.w.detach().float(),
+            "ln2": block.ln2.w.detach().float(),
+            "w_qkv": w_qkv.to(dt).contiguous(),
+            "b_qkv": b_qkv.to(dt) if b_qkv.abs().max() > 0 else None,
+            "w_o": attn.W_O.detach().reshape(-1, attn.W_O.shape[-1]).to(dt).contiguous(),
+            "b_o": attn.b_O.detach().to(dt) if attn.b_O.abs().max() > 0 else None,
+            "w_gu": torch.cat([mlp.W_gate.detach(), mlp.W_in.detach()], dim=1).to(dt).contiguous(),
+            "b_in": mlp.b_in.detach().to(dt) if mlp.b_in.abs().max() > 0 else None,
+            "w_down": mlp.W_out.detach().to(dt).contiguous(),
+            "b_out": mlp.b_out.detach().to(dt) if mlp.b_out.abs().max() > 0 else None,
+        }
+
+    # --- pieces ----------------------------------------------------------------------------
+    def _rms(self, x: Tensor, w: Tensor) -> Tensor:
+        x = x.float()
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w).to(self.dtype)
+
+    def _rotary(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        """x: [batch, heads, pos, d_head]; cos/sin: [batch, 1, pos, rotary_dim] (GPT-NeoX style)."""
+        rd = self.rotary_dim
+        x_rot, x_pass = x[..., :rd].float(), x[..., rd:]
+        half = rd // 2
+        flipped = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
+        out = (x_rot * cos + flipped * sin).to(x.dtype)
+        return torch.cat([out, x_pass], dim=-1) if x_pass.shape[-1] else out
+
+    def new_cache(self, batch: int, max_len: int) -> KVCache:
+        shape = (batch, self.n_kv, max_len, self.d_head)
+        n = len(self.layers)
+        return KVCache(
+            k=[torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(n)],
+            v=[torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(n)],
+            positions=torch.full((batch, max_len), -1, dtype=torch.long, device=self.device),
+        )
+
+    # --- forward ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(
+        self,
+        tokens: Int[Tensor, "batch pos"],
+        positions: Int[Tensor, "batch pos"],
+        cache: KVCache | None = None,
+        stop_at_layer: int | None = None,
+        on_resid: ResidCallback | None = None,
+        logits: str | None = "last",
+    ) -> Float[Tensor, "batch vocab"] | Float[Tensor, "batch pos vocab"] | None:
+        """Run the blocks on `tokens` (their own-sequence `positions`, -1 = padding).
+
+        With a cache, keys/values are appended to it and queries see every filled slot.
+        `on_resid(l, x)` receives each block's hooked output (fp32). `logits` is "last",
+        "all" or None (skip the unembedding).
+        """
+        model = self.model
+        batch, seq = tokens.shape
+        valid = positions >= 0
+        pos_idx = positions.clamp(min=0)
+        cos = self.cos[pos_idx][:, None]  # [batch, 1, pos, rotary_dim]
+        sin = self.sin[pos_idx][:, None]
+
+        if cache is not None:
+            start = cache.length
+            cache.positions[:, start : start + seq] = positions
+            key_pos = cache.positions[:, : start + seq]
+        else:
+            key_pos = positions
+        # Query q may see key s iff s is a real token at or before q. Padding queries are
+        # pointed at every real key so their (ignored) rows never become NaN.
+        q_pos = torch.where(valid, positions, torch.full_like(positions, 1 << 30))
+        mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= q_pos[:, :, None])
+        mask = mask[:, None]  # [batch, 1, q, k]
+
+        resid = model.hook_embed(model.embed.W_E[tokens]).float()
+        n_layers = len(self.layers) if stop_at_layer is None else stop_at_layer
+        for i in range(n_layers):
+            block, p = model.blocks[i], self.layers[i]
+            resid = block.hook_resid_pre(resid)
+            h = self._rms(resid, p["ln1"])
+            qkv = h @ p["w_qkv"]
+            if p["b_qkv"] is not None:
+                qkv = qkv + p["b_qkv"]
+            nq, nkv, dh = self.n_heads * self.d_head, self.n_kv * self.d_head, self.d_head
+            q = qkv[..., :nq].view(batch, seq, self.n_heads, dh).transpose(1, 2)
+            k = qkv[..., nq : nq + nkv].view(batch, seq, self.n_kv, dh).transpose(1, 2)
+            v = qkv[..., nq + nkv :].view(batch, seq, self.n_kv, dh).transpose(1, 2)
+            q, k = self._rotary(q, cos, sin), self._rotary(k, cos, sin)
+            if cache is not None:
+                cache.k[i][:, :, start : start + seq] = k
+                cache.v[i][:, :, start : start + seq] = v
+                k, v = cache.k[i][:, :, : start + seq], cache.v[i][:, :, : start + seq]
+            z = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
+            )
+            attn_out = z.transpose(1, 2).reshape(batch, seq, nq) @ p["w_o"]
+            if p["b_o"] is not None:
+                attn_out = attn_out + p["b_o"]
+            resid = block.hook_resid_mid(resid + attn_out.float())
+            h = self._rms(resid, p["ln2"])
+            gate, up = (h @ p["w_gu"]).chunk(2, dim=-1)
+            act = F.silu(gate) * up
+            if p["b_in"] is not None:
+                act = act + p["b_in"]
+            mlp_out = act @ p["w_down"]
+            if p["b_out"] is not None:
+                mlp_out = mlp_out + p["b_out"]
+            resid = block.hook_resid_post(resid + mlp_out.float())
+            if on_resid is not None:
+                on_resid(i, resid)
+        if cache is not None:
+            cache.length += seq
+        if logits is None or stop_at_layer is not None:
+            return None
+        final = resid[:, -1:] if logits == "last" else resid
+        out = self._rms(final, self.ln_final) @ self.W_U + self.b_U
+        return out[:, -1].float() if logits == "last" else out.float()
+
+
+def _fingerprint(model: HookedTransformer) -> tuple:
+    return tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
+
+
+def engine_for(model: HookedTransformer, dtype: torch.dtype | None = None) -> FastEngine | None:
+    """The model's fast engine in `dtype` (packed once, repacked if the weights changed), or
+    None when the TransformerLens forward must be used (see `unsupported_reason`)."""
+    if unsupported_reason(model) is not None:
+        return None
+    dtype = dtype or model.cfg.dtype
+    if any(parametrize.is_parametrized(m) for m in model.modules()):
+        return FastEngine(model, dtype)  # LoRA-style parametrisations: weights are computed
+    cache: dict = model.__dict__.setdefault("_pvlens_engines", {})
+    engine = cache.get(dtype)
+    if engine is None or engine.fingerprint != _fingerprint(model) or engine.device != model.W_E.device:
+        cache.clear()  # keep at most one packed copy of the weights
+        engine = cache[dtype] = FastEngine(model, dtype)
+    return engine

@@ -1,0 +1,207 @@
+"""Batched chat generation with steering: left-padded, KV-cached, greedy or sampled.
+
+Sampling is reproducible per conversation: row i draws from its own generator seeded by
+(seed, i), so a reply does not depend on which other prompts share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from pvlens.chat import EncodedChat, encode_messages, encode_prompt, stop_token_ids
+from pvlens.engine import FastEngine, engine_for
+from pvlens.hooks import PositionContext, position_context
+from pvlens.steering import steer as steering_context
+
+PromptLike = str | EncodedChat | Sequence[dict]
+
+
+@dataclass
+class GenerationResult:
+    """Replies and the exact token ids behind them."""
+
+    texts: list[str]
+    """Decoded replies (special tokens removed)."""
+    chats: list[EncodedChat] = field(default_factory=list)
+    """Prompt + reply ids per row; the reply excludes the end-of-turn token."""
+    finished: list[bool] = field(default_factory=list)
+    """Whether each row ended with an end-of-turn token (False: hit max_new_tokens)."""
+
+    @property
+    def prompt_texts(self) -> list[str]:
+        return [c.text for c in self.chats]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def to_chats(model: HookedTransformer, prompts, system: str | None = None) -> list[EncodedChat]:
+    """Normalise prompts (str, message lists or EncodedChat) to EncodedChat."""
+    if isinstance(prompts, str | EncodedChat):
+        prompts = [prompts]
+    elif prompts and isinstance(prompts[0], dict):
+        prompts = [prompts]  # a single message list
+    out = []
+    for p in prompts:
+        if isinstance(p, EncodedChat):
+            out.append(p)
+        elif isinstance(p, str):
+            out.append(encode_prompt(model.tokenizer, p, system))
+        else:
+            msgs = list(p)
+            if system is not None and msgs[0]["role"] != "system":
+                msgs = [{"role": "system", "content": system}, *msgs]
+            out.append(encode_messages(model.tokenizer, msgs))
+    return out
+
+
+def _sample(
+    logits: Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None
+) -> Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the top token
+        sorted_p = sorted_p * keep
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    probs = probs / probs.sum(-1, keepdim=True)
+    rows = [torch.multinomial(probs[i].cpu(), 1, generator=g) for i, g in enumerate(generators)]
+    return torch.cat(rows).to(logits.device)
+
+
+def _left_pad(chats: Sequence[EncodedChat], pad_id: int, device) -> tuple[Tensor, Tensor]:
+    width = max(len(c.ids) for c in chats)
+    tokens = torch.full((len(chats), width), pad_id, dtype=torch.long)
+    positions = torch.full((len(chats), width), -1, dtype=torch.long)
+    for i, c in enumerate(chats):
+        n = len(c.ids)
+        tokens[i, width - n :] = torch.tensor(c.ids)
+        positions[i, width - n :] = torch.arange(n)
+    return tokens.to(device), positions.to(device)
+
+
+@torch.inference_mode()
+def _generate_batch(
+    model: HookedTransformer,
+    engine: FastEngine | None,
+    chats: Sequence[EncodedChat],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    generators: list[torch.Generator] | None,
+    stops: set[int],
+    use_cache: bool,
+) -> tuple[list[list[int]], list[bool]]:
+    device = model.W_E.device
+    pad_id = model.tokenizer.pad_token_id or 0
+    tokens, positions = _left_pad(chats, pad_id, device)
+    prompt_lens = torch.tensor([len(c.ids) for c in chats], device=device)
+    batch = len(chats)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in range(batch)]
+    stop_t = torch.tensor(sorted(stops), device=device)
+
+    cache = engine.new_cache(batch, tokens.shape[1] + max_new_tokens) if engine and use_cache else None
+    step_tokens, step_pos = tokens, positions
+    for step in range(max_new_tokens):
+        fwd_tokens, fwd_pos = (step_tokens, step_pos) if cache is not None else (tokens, positions)
+        with position_context(PositionContext(positions=fwd_pos, prompt_lens=prompt_lens)):
+            if engine is not None:
+                logits = engine.forward(fwd_tokens, fwd_pos, cache, logits="last")
+            else:
+                logits = _tl_last_logits(model, tokens, positions)
+        nxt = _sample(logits, temperature, top_p, generators)
+        for i in range(batch):
+            if not done[i]:
+                out[i].append(int(nxt[i]))
+        done |= torch.isin(nxt, stop_t)
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        new_pos = torch.where(done, torch.full_like(prompt_lens, -1), prompt_lens + step)[:, None]
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)[:, None]
+        step_tokens, step_pos = nxt, new_pos
+        tokens = torch.cat([tokens, nxt], dim=1)
+        positions = torch.cat([positions, new_pos], dim=1)
+    finished = [bool(r) and r[-1] in stops for r in out]
+    return [r[:-1] if f else r for r, f in zip(out, finished, strict=True)], finished
+
+
+def _tl_last_logits(model: HookedTransformer, tokens: Tensor, positions: Tensor) -> Tensor:
+    """TransformerLens forward on full left-padded sequences (no cache): the reference path."""
+    mask = (positions >= 0).long()
+    logits = model(tokens, attention_mask=mask, padding_side="left")
+    return logits[:, -1].float()
+
+
+def generate(
+    model: HookedTransformer,
+    prompts: PromptLike | Sequence[PromptLike],
+    system: str | None = None,
+    steer=None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+    use_cache: bool = True,
+    engine: str = "auto",
+    dtype: torch.dtype | None = None,
+) -> GenerationResult:
+    """Chat replies for `prompts`, optionally steered.
+
+    Args:
+        prompts: a user message, a list of them, chat message lists, or EncodedChat prompts.
+        system: system prompt for string prompts (None: the template's default).
+        steer: a Steering/Ablation or a list of them (multi-layer), active during generation.
+        temperature: 0 = greedy. top_p: nucleus sampling mass.
+        seed: per-row generators are seeded from (seed, row index).
+        use_cache: KV cache (results are the same without it, only slower).
+        engine: "auto" (fast engine where the model supports it), "fast", or "hooked"
+            (the TransformerLens forward, no cache).
+        dtype: compute dtype for the fast engine (default: the model's).
+    """
+    chats = to_chats(model, prompts, system)
+    if not chats:
+        return GenerationResult(texts=[])
+    if engine not in ("auto", "fast", "hooked"):
+        raise ValueError(f"engine must be 'auto', 'fast' or 'hooked', got {engine!r}")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+    tok = model.tokenizer
+    stops = stop_token_ids(tok)
+    order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))  # less padding
+    replies: dict[int, list[int]] = {}
+    finished: dict[int, bool] = {}
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    with steering_context(model, steer):
+        fast = None
+        if engine != "hooked":
+            fast = engine_for(model, dtype)
+            if fast is None and engine == "fast":
+                from pvlens.engine import unsupported_reason
+
+                raise ValueError(f"engine='fast' unavailable: {unsupported_reason(model)}")
+        for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
+            gens = None
+            if temperature > 0:
+                gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in idx]
+            rows, fin = _generate_batch(
+                model, fast, [chats[i] for i in idx], max_new_tokens, temperature, top_p,
+                gens, stops, use_cache,
+            )
+            for i, r, f in zip(idx, rows, fin, strict=True):
+                replies[i], finished[i] = r, f
+    out_chats = [chats[i].with_response(replies[i]) for i in range(len(chats))]
+    texts = [tok.decode(replies[i], skip_special_tokens=True).strip() for i in range(len(chats))]
+    return GenerationResult(
+        texts=texts, chats=out_chats, finished=[finished[i] for i in range(len(chats))]
+    )

@@ -1,0 +1,183 @@
+"""Steering and ablation of residual-stream directions through TransformerLens hook points.
+
+`Steering(v, layer, alpha)` adds `alpha * v` to `blocks.{layer}.hook_resid_post` at chosen
+positions. Positions are defined on each conversation's own token indices, so a KV-cached
+generation and a full recomputation steer exactly the same tokens:
+
+- "all": every (non-padding) token.
+- "prompt": tokens before the response.
+- "response": the paper's semantics — the last position of every forward pass during
+  generation, i.e. the last prompt token plus every generated token (index ≥ prompt_len - 1).
+- a boolean mask per conversation (1-D for all rows, or [batch, pos]) over unpadded indices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from pvlens.hooks import (
+    PositionContext,
+    check_layer,
+    checked_hooks,
+    current_context,
+    resid_hook_name,
+)
+
+Positions = Literal["all", "prompt", "response"] | Tensor
+
+
+def position_mask(
+    positions: Positions, ctx: PositionContext | None, batch: int, seq: int, device
+) -> Bool[Tensor, "batch pos"] | None:
+    """Which tokens of the current forward to touch; None means all of them."""
+    if ctx is None:  # a user's own forward pass: no padding or prompt info available
+        if isinstance(positions, str) and positions in ("all", "prompt"):
+            return None
+        if isinstance(positions, str) and positions == "response":
+            mask = torch.zeros(batch, seq, dtype=torch.bool, device=device)
+            mask[:, -1] = True
+            return mask
+        raise ValueError("an explicit position mask needs a pvlens runner (generate / collect)")
+    pos, valid = ctx.positions.to(device), ctx.valid.to(device)
+    prompt_lens = ctx.prompt_lens.to(device)[:, None]
+    if isinstance(positions, Tensor):
+        explicit = positions.to(device).bool()
+        if explicit.dim() == 1:
+            explicit = explicit[None].expand(batch, -1)
+        idx = pos.clamp(min=0)
+        inside = idx < explicit.shape[1]
+        picked = torch.gather(explicit, 1, idx.clamp(max=explicit.shape[1] - 1))
+        return valid & inside & picked
+    if positions == "all":
+        return valid
+    if positions == "prompt":
+        return valid & (pos < prompt_lens)
+    if positions == "response":
+        return valid & (pos >= prompt_lens - 1)
+    raise ValueError(f"positions must be 'all', 'prompt', 'response' or a bool mask, got {positions!r}")
+
+
+@dataclass
+class Steering:
+    """Add `alpha * vector` at `blocks.{layer}.hook_resid_post` on the chosen positions."""
+
+    vector: Float[Tensor, " d_model"]
+    """Direction to add (raw, not normalised: the paper's alpha is in units of the raw vector)."""
+    layer: int
+    """TransformerLens block index; the vector is added to that block's output."""
+    alpha: float = 1.0
+    """Strength; negative subtracts the direction."""
+    positions: Positions = "all"
+    """'all', 'prompt', 'response' (paper), or a boolean mask over token indices."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, Tensor):
+            self.vector = torch.as_tensor(self.vector)
+        if self.vector.dim() != 1:
+            raise ValueError(
+                f"a steering vector must be 1-D [d_model], got shape {tuple(self.vector.shape)}; "
+                "for a PersonaVectors object pass vecs[layer]"
+            )
+
+    @property
+    def hook_name(self) -> str:
+        return resid_hook_name(self.layer)
+
+    def hook(self, resid: Float[Tensor, "batch pos d_model"], hook=None) -> Tensor:
+        """The TransformerLens hook function."""
+        if self.alpha == 0:
+            return resid
+        add = (self.alpha * self.vector).to(device=resid.device, dtype=resid.dtype)
+        mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
+        if mask is None:
+            return resid + add
+        return resid + mask[..., None].to(resid.dtype) * add
+
+    def applied(self, model: HookedTransformer):
+        """Context manager: the model is steered inside the `with` block."""
+        return steer(model, self)
+
+
+@dataclass
+class Ablation:
+    """Project a direction out of the residual stream (x ← x − (x·u)u) at given layers (CAFT)."""
+
+    direction: Float[Tensor, " d_model"]
+    """Direction to remove; normalised internally."""
+    layers: Sequence[int] = field(default_factory=list)
+    """Blocks whose output loses the direction."""
+    positions: Positions = "all"
+    """Which tokens (see module docstring)."""
+
+    @property
+    def unit(self) -> Tensor:
+        d = torch.as_tensor(self.direction).float()
+        return d / d.norm().clamp_min(1e-12)
+
+    def hook(self, resid: Tensor, hook=None) -> Tensor:
+        u = self.unit.to(device=resid.device, dtype=resid.dtype)
+        proj = (resid @ u)[..., None] * u
+        mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
+        if mask is not None:
+            proj = proj * mask[..., None].to(resid.dtype)
+        return resid - proj
+
+
+Intervention = Steering | Ablation
+
+
+def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Intervention]:
+    if steer is None:
+        return []
+    if isinstance(steer, Steering | Ablation):
+        return [steer]
+    return list(steer)
+
+
+def fwd_hooks(model: HookedTransformer, steer) -> list[tuple[str, object]]:
+    """(hook name, function) pairs for TransformerLens, with layers checked."""
+    hooks = []
+    for s in as_list(steer):
+        if isinstance(s, Steering):
+            check_layer(model, s.layer)
+            if s.vector.shape[-1] != model.cfg.d_model:
+                raise ValueError(
+                    f"steering vector has d_model {s.vector.shape[-1]}, model has {model.cfg.d_model}"
+                )
+            hooks.append((resid_hook_name(s.layer % model.cfg.n_layers), s.hook))
+        elif isinstance(s, Ablation):
+            for layer in s.layers:
+                check_layer(model, layer)
+                hooks.append((resid_hook_name(layer % model.cfg.n_layers), s.hook))
+        else:
+            raise TypeError(f"expected Steering or Ablation, got {type(s).__name__}")
+    return hooks
+
+
+@contextlib.contextmanager
+def steer(model: HookedTransformer, steer) -> Iterator[HookedTransformer]:
+    """Steer (or ablate) inside a `with` block: one intervention or a list (multi-layer)."""
+    with checked_hooks(model, fwd_hooks(model, steer)):
+        yield model
+
+
+def multi_layer(
+    vectors: Float[Tensor, "n_layers d_model"],
+    layers: Sequence[int],
+    alphas: float | Sequence[float],
+    positions: Positions = "all",
+) -> list[Steering]:
+    """One Steering per layer (the paper's incremental multi-layer steering)."""
+    if isinstance(alphas, int | float):
+        alphas = [float(alphas)] * len(layers)
+    if len(alphas) != len(layers):
+        raise ValueError(f"{len(layers)} layers but {len(alphas)} alphas")
+    return [Steering(vectors[layer], layer, a, positions) for layer, a in zip(layers, alphas, strict=True)]
