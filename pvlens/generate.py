@@ -99,6 +99,7 @@ def _generate_batch(
     generators: list[torch.Generator] | None,
     stops: set[int],
     use_cache: bool,
+    stop_at_eos: bool = True,
 ) -> tuple[list[list[int]], list[bool]]:
     device = model.W_E.device
     pad_id = model.tokenizer.pad_token_id or 0
@@ -122,7 +123,8 @@ def _generate_batch(
         for i in range(batch):
             if not done[i]:
                 out[i].append(int(nxt[i]))
-        done |= torch.isin(nxt, stop_t)
+        if stop_at_eos:
+            done |= torch.isin(nxt, stop_t)
         if bool(done.all()) or step == max_new_tokens - 1:
             break
         new_pos = torch.where(done, torch.full_like(prompt_lens, -1), prompt_lens + step)[:, None]
@@ -130,7 +132,7 @@ def _generate_batch(
         step_tokens, step_pos = nxt, new_pos
         tokens = torch.cat([tokens, nxt], dim=1)
         positions = torch.cat([positions, new_pos], dim=1)
-    finished = [bool(r) and r[-1] in stops for r in out]
+    finished = [stop_at_eos and bool(r) and r[-1] in stops for r in out]
     return [r[:-1] if f else r for r, f in zip(out, finished, strict=True)], finished
 
 
@@ -155,6 +157,8 @@ def generate(
     use_cache: bool = True,
     engine: str = "auto",
     dtype: torch.dtype | None = None,
+    stop_at_eos: bool = True,
+    row_seeds: Sequence[int] | None = None,
 ) -> GenerationResult:
     """Chat replies for `prompts`, optionally steered.
 
@@ -168,6 +172,8 @@ def generate(
         engine: "auto" (fast engine where the model supports it), "fast", or "hooked"
             (the TransformerLens forward, no cache).
         dtype: compute dtype for the fast engine (default: the model's).
+        stop_at_eos: stop each row at its end-of-turn token (False: always max_new_tokens).
+        row_seeds: per-prompt seed offsets (default: the prompt's index).
     """
     chats = to_chats(model, prompts, system)
     if not chats:
@@ -193,10 +199,11 @@ def generate(
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
             gens = None
             if temperature > 0:
-                gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in idx]
+                offsets = [row_seeds[i] if row_seeds is not None else i for i in idx]
+                gens = [torch.Generator().manual_seed(seed * 1_000_003 + o) for o in offsets]
             rows, fin = _generate_batch(
                 model, fast, [chats[i] for i in idx], max_new_tokens, temperature, top_p,
-                gens, stops, use_cache,
+                gens, stops, use_cache, stop_at_eos,
             )
             for i, r, f in zip(idx, rows, fin, strict=True):
                 replies[i], finished[i] = r, f
