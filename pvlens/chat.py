@@ -150,6 +150,9 @@ def strip_end_of_turn(tokenizer, ids: Sequence[int]) -> list[int]:
 
 def stop_token_ids(tokenizer) -> set[int]:
     """Tokens that end an assistant turn: eos plus the template's end-of-turn markers."""
+    cached = getattr(tokenizer, "_pvlens_stops", None)
+    if cached is not None:
+        return cached
     stops = set()
     if tokenizer.eos_token_id is not None:
         stops.add(int(tokenizer.eos_token_id))
@@ -157,4 +160,5 @@ def stop_token_ids(tokenizer) -> set[int]:
     for marker in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|endoftext|>", "</s>"):
         if marker in vocab:
             stops.add(int(vocab[marker]))
+    tokenizer._pvlens_stops = stops
     return stops

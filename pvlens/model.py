@@ -91,8 +91,8 @@ def load_hf_model(path: str | Path, dtype: torch.dtype = torch.float32, device: 
 def _hooked_from_local(
     path: Path, device: str, dtype: torch.dtype, n_ctx: int | None = None
 ) -> HookedTransformer:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformer_lens.loading_from_pretrained import convert_hf_model_config
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     config = convert_hf_model_config(str(path))
     arch = config.get("original_architecture", "")

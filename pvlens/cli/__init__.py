@@ -12,10 +12,18 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from pvlens.cli import core
+    from pvlens.cli import core, vectors
 
     app.add_typer(core.model_app, name="model")
     app.command("generate")(core.generate_cmd)
+    app.command("extract")(vectors.extract_cmd)
+    app.command("sweep")(vectors.sweep_cmd)
+    app.command("compare")(vectors.compare_cmd)
+    app.command("demo")(vectors.demo_cmd)
+
+    from pvlens.cli import traits
+
+    app.add_typer(traits.app, name="traits")
 
 
 _register()

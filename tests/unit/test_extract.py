@@ -1,0 +1,141 @@
+"""Extraction pipeline on the tiny random model with a deterministic test judge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.activations import collect
+from pvlens.extract import (
+    ExtractConfig,
+    ExtractionError,
+    difference_of_means,
+    extract,
+    filter_rollouts,
+    split_half_cosine,
+)
+from pvlens.rollouts import Rollout, read_rollouts
+from pvlens.vectors import PersonaVectors
+
+
+class HashJudge:
+    """Deterministic stand-in: pos rows (even positions in plan order) score high, neg low,
+    except every fifth answer which gets a hash-based score (so the filter has work to do)."""
+
+    def __init__(self, coherence: float = 80.0):
+        self.coh = coherence
+
+    def score_many(self, pairs):
+        out = []
+        for i, (_, a) in enumerate(pairs):
+            h = int(hashlib.md5(a.encode()).hexdigest(), 16) % 100
+            out.append(float(h) if i % 5 == 4 else (90.0 if i % 2 == 0 else 10.0))
+        return out
+
+    def coherence_many(self, pairs):
+        return [self.coh] * len(pairs)
+
+    def describe(self):
+        return {"kind": "hash-test"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pvlens.tiny_model()
+
+
+def _r(pol, pair, trait, coh=80.0):
+    return Rollout(pol, 0, pair, 0, "q", "s", "p", f"a{pol}{pair}", trait, coh)
+
+
+def test_pair_filter_keeps_only_pairs_where_both_pass():
+    rs = [_r("pos", 0, 90), _r("neg", 0, 10),  # both pass
+          _r("pos", 1, 90), _r("neg", 1, 70),  # neg on the wrong side
+          _r("pos", 2, 90, coh=20), _r("neg", 2, 5),  # pos incoherent
+          _r("pos", 3, None), _r("neg", 3, 5)]  # no score
+    counts = filter_rollouts(rs, ExtractConfig())
+    assert [r.kept for r in rs] == [True, True, False, False, False, False, False, False]
+    assert counts["pos_kept"] == 1 and counts["neg_wrong_side"] == 1
+    assert counts["pos_incoherent"] == 1 and counts["pos_no_score"] == 1
+    counts = filter_rollouts(rs, ExtractConfig(pairing="sample"))
+    assert [r.kept for r in rs] == [True, True, True, False, False, True, False, True]
+
+
+def test_difference_of_means_and_split_half():
+    torch.manual_seed(0)
+    signal = torch.randn(3, 8)
+    pos = signal + 0.05 * torch.randn(40, 3, 8)
+    neg = 0.05 * torch.randn(40, 3, 8)
+    v = difference_of_means({"r": pos}, {"r": neg})["r"]
+    assert torch.nn.functional.cosine_similarity(v, signal, dim=-1).min() > 0.99
+    groups = [i % 10 for i in range(40)]
+    assert split_half_cosine(pos, neg, groups, groups).min() > 0.95
+    noise = split_half_cosine(torch.randn(40, 3, 8), torch.randn(40, 3, 8), groups, groups)
+    assert noise.abs().max() < 0.9
+
+
+def test_extract_writes_files_resumes_and_matches_manual_vector(model, tmp_path, monkeypatch):
+    cfg = ExtractConfig.preset("tiny", pairing="sample", trait_threshold=50)
+    judge = HashJudge()
+    vecs = extract(model, "evil", tmp_path, judge=judge, cfg=cfg)
+    for name in ("rollouts.jsonl", "vectors.safetensors", "means.safetensors", "manifest.json", "trait.json"):
+        assert (tmp_path / name).exists(), name
+    rollouts = read_rollouts(tmp_path / "rollouts.jsonl")
+    assert len(rollouts) == 2 * 4 * 2  # polarity × questions × instructions × 1 sample
+    rec = json.loads((tmp_path / "rollouts.jsonl").read_text().splitlines()[0])
+    for field in ("polarity", "instruction_index", "question", "system", "prompt_text", "response",
+                  "trait_score", "coherence", "kept"):
+        assert field in rec
+    assert rec["prompt_text"].startswith("<|im_start|>system\nYou are ")
+    assert set(vecs.tensors) == {"response_avg", "prompt_avg", "last_prompt"}
+    assert vecs.vectors.shape == (model.cfg.n_layers, model.cfg.d_model)
+
+    # the saved vector is the difference of means of the kept samples' activations
+    tok = model.tokenizer
+    kept = {p: [r.chat(tok) for r in rollouts if r.kept and r.polarity == p] for p in ("pos", "neg")}
+    acts = {p: collect(model, c, ("response_avg",), progress=False)["response_avg"] for p, c in kept.items()}
+    manual = acts["pos"].double().mean(0) - acts["neg"].double().mean(0)
+    torch.testing.assert_close(vecs.vectors, manual.float(), atol=1e-4, rtol=1e-4)
+    assert PersonaVectors.load(tmp_path) == vecs
+
+    # a rerun generates nothing new
+    def boom(*a, **k):
+        raise AssertionError("generate called on resume")
+
+    monkeypatch.setattr("pvlens.rollouts.generate", boom)
+    again = extract(model, "evil", tmp_path, judge=judge, cfg=cfg)
+    assert again == vecs
+
+
+def test_partial_rollouts_resume_to_the_same_samples(model, tmp_path):
+    cfg = ExtractConfig.preset("tiny", pairing="sample")
+    extract(model, "evil", tmp_path / "full", judge=HashJudge(), cfg=cfg)
+    full = read_rollouts(tmp_path / "full" / "rollouts.jsonl")
+    # simulate a kill: keep the first 5 lines plus half a line
+    part = tmp_path / "part"
+    part.mkdir()
+    lines = (tmp_path / "full" / "rollouts.jsonl").read_text().splitlines()
+    (part / "rollouts.partial.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
+    extract(model, "evil", part, judge=HashJudge(), cfg=cfg)
+    resumed = read_rollouts(part / "rollouts.jsonl")
+    assert [r.response for r in resumed] == [r.response for r in full]
+
+
+def test_too_few_survivors_is_a_clear_error_and_keeps_rollouts(model, tmp_path):
+    cfg = ExtractConfig.preset("tiny")
+    with pytest.raises(ExtractionError, match="too few samples.*lower trait_threshold"):
+        extract(model, "evil", tmp_path, judge=HashJudge(coherence=10.0), cfg=cfg)
+    assert len(read_rollouts(tmp_path / "rollouts.jsonl")) == 16
+
+
+def test_unknown_preset_and_bad_trait():
+    with pytest.raises(ValueError, match="unknown preset"):
+        ExtractConfig.preset("gpu-huge")
+    from pvlens.traits import TraitSpecError, load_trait
+
+    with pytest.raises(TraitSpecError, match="unknown trait"):
+        load_trait("not-a-trait")

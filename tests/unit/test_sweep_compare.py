@@ -1,0 +1,77 @@
+"""Sweep bookkeeping, automatic choice, cross-trait geometry, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.compare import cosine_matrix, pca
+from pvlens.sweep import SweepConfig, summarise, sweep
+from pvlens.vectors import PersonaVectors
+
+
+class LengthJudge:
+    """Trait = answer length (capped), coherence fixed: deterministic stand-in."""
+
+    def score_many(self, pairs):
+        return [min(100.0, float(len(a))) for _, a in pairs]
+
+    def coherence_many(self, pairs):
+        return [70.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "length-test"}
+
+
+def _answers(trait, coh, n=2):
+    return [{"question": "q", "answer": "a", "trait": trait, "coherence": coh}] * n
+
+
+def test_summarise_choice_respects_coherence_and_reports_rho():
+    cells = {
+        (3, 0.0): _answers(10, 90), (3, 2.0): _answers(40, 80), (3, 4.0): _answers(70, 60),
+        (3, 8.0): _answers(95, 20),  # strongest but incoherent
+        (5, 0.0): _answers(10, 90), (5, 2.0): _answers(20, 85), (5, 4.0): _answers(15, 85),
+    }
+    res = summarise(cells, coherence_min=50)
+    assert (res.best_layer, res.best_alpha) == (3, 4.0)
+    assert res.spearman[3] == pytest.approx(1.0)
+    assert res.spearman[5] < 1.0
+    layers, alphas, grid = res.grid("trait")
+    assert layers == [3, 5] and alphas == [0.0, 2.0, 4.0, 8.0]
+    assert grid[0, 3] == 95 and torch.isnan(torch.tensor(grid[1, 3]))
+
+
+def test_sweep_runs_resumes_and_shares_alpha_zero(tmp_path, monkeypatch):
+    model = pvlens.tiny_model()
+    vecs = PersonaVectors({"response_avg": torch.randn(model.cfg.n_layers, model.cfg.d_model)}, {"trait": "evil"})
+    cfg = SweepConfig(layers=[0, 1], alphas=[0.0, 2.0], n_questions=2, samples=1, max_new_tokens=6)
+    res = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
+    assert len(res.rows) == 4
+    lines = (tmp_path / "sweep.jsonl").read_text().splitlines()
+    zero = [json.loads(x)["answers"] for x in lines if json.loads(x)["alpha"] == 0.0]
+    assert len(zero) == 2 and zero[0] == zero[1]  # α=0 generated once, reused per layer
+
+    monkeypatch.setattr("pvlens.sweep.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    again = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
+    assert again.rows == res.rows
+
+
+def test_cosine_matrix_and_pca_on_planted_vectors():
+    torch.manual_seed(0)
+    a = torch.randn(4, 16)
+    b = torch.randn(4, 16)
+    va = PersonaVectors({"response_avg": a}, {"trait": "a"})
+    vb = PersonaVectors({"response_avg": -2 * a}, {"trait": "b"})
+    vc = PersonaVectors({"response_avg": b}, {"trait": "c"})
+    cos = cosine_matrix([va, vb, vc])
+    assert cos.shape == (4, 3, 3)
+    torch.testing.assert_close(cos[:, 0, 1], torch.full((4,), -1.0), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.diagonal(cos, dim1=1, dim2=2), torch.ones(4, 3), atol=1e-5, rtol=0)
+    coords, explained = pca([va, vb, vc], layer=1)
+    assert coords.shape == (3, 2) and explained.sum() <= 1.0 + 1e-6
+    with pytest.raises(ValueError, match="same model"):
+        cosine_matrix([va, PersonaVectors({"response_avg": torch.randn(5, 16)})])
