@@ -2,27 +2,56 @@
 
 Extract trait directions from contrastive rollouts, steer generation with them, monitor and
 screen with projections, finetune with preventative steering, decompose with SAEs.
+
+The top-level names load lazily, so `import pvlens` (and CLI commands that need no model)
+do not pay for importing torch and TransformerLens.
 """
 
-from pvlens.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
-from pvlens.generate import GenerationResult, generate
-from pvlens.model import load_model, tiny_model
-from pvlens.steering import Ablation, Steering, multi_layer, steer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Ablation",
-    "EncodedChat",
-    "GenerationResult",
-    "Steering",
-    "__version__",
-    "encode_conversation",
-    "encode_messages",
-    "encode_prompt",
-    "generate",
-    "load_model",
-    "multi_layer",
-    "steer",
-    "tiny_model",
+_LAZY = {
+    "EncodedChat": "pvlens.chat",
+    "encode_conversation": "pvlens.chat",
+    "encode_messages": "pvlens.chat",
+    "encode_prompt": "pvlens.chat",
+    "GenerationResult": "pvlens.generate",
+    "generate": "pvlens.generate",
+    "load_model": "pvlens.model",
+    "tiny_model": "pvlens.model",
+    "Ablation": "pvlens.steering",
+    "Steering": "pvlens.steering",
+    "multi_layer": "pvlens.steering",
+    "steer": "pvlens.steering",
+    "PersonaVectors": "pvlens.vectors",
+}
+
+if TYPE_CHECKING:
+    from pvlens.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
+    from pvlens.generate import GenerationResult, generate
+    from pvlens.model import load_model, tiny_model
+    from pvlens.steering import Ablation, Steering, multi_layer, steer
+    from pvlens.vectors import PersonaVectors
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pvlens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = [  # noqa: F822 — resolved lazily by __getattr__
+    "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__",
+    "encode_conversation", "encode_messages", "encode_prompt", "generate", "load_model",
+    "multi_layer", "steer", "tiny_model",
 ]

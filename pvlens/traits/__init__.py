@@ -37,7 +37,7 @@ def load_trait(trait: str | Path | TraitSpec) -> TraitSpec:
         return TraitSpec.load(builtin)
     raise TraitSpecError(
         f"unknown trait {str(trait)!r}: not a built-in ({', '.join(builtin_traits())}) "
-        "and not a .json/.yaml file. Write one with `pvlens traits new NAME \"description\"`."
+        'and not a .json/.yaml file. Write one with `pvlens traits new NAME "description"`.'
     )
 
 

@@ -87,7 +87,8 @@ class TraitSpec(BaseModel):
         default_factory=Exemplars, description="Labelled answers for the offline judge."
     )
     pos_assistant_name: str | None = Field(
-        default=None, description="Name in 'You are a/an {name} assistant.' for pos (default: name)."
+        default=None,
+        description="Name in 'You are a/an {name} assistant.' for pos (default: name).",
     )
 
     @field_validator("rubric")
@@ -218,7 +219,9 @@ class TraitSpec(BaseModel):
                 "(expected keys: instruction, questions, eval_prompt)"
             ) from e
         except TypeError as e:
-            raise TraitSpecError(f"{source}: paper trait JSON has a field of the wrong type: {e}") from e
+            raise TraitSpecError(
+                f"{source}: paper trait JSON has a field of the wrong type: {e}"
+            ) from e
         return cls.from_dict(spec, source=source)
 
     @classmethod
