@@ -132,7 +132,8 @@ def collect(
             tokens, positions = _left_pad(group, pad_id, device)
             prompt_lens = torch.tensor([c.prompt_len for c in group], device=device)
             reducer = _Reducer(positions, prompt_lens, reductions, layer_slot, model.cfg.d_model)
-            with position_context(PositionContext(positions, prompt_lens)):
+            rows = torch.tensor(idx, device=device)
+            with position_context(PositionContext(positions, prompt_lens, rows)):
                 if engine is not None:
                     engine.forward(tokens, positions, stop_at_layer=max(layers) + 1,
                                    on_resid=reducer, logits=None)

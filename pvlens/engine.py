@@ -26,6 +26,11 @@ from torch.nn.utils import parametrize
 from transformer_lens import HookedTransformer
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"}
+# CPU matmul shapes (measured with MKL, fp32, 8 rows per decoding step): `x @ W` with a fused
+# [576, 3072] gate/up weight runs ~1.35x slower than two [576, 1536] products, and with the
+# whole [576, 49152] unembedding ~1.6x slower than in column blocks of 3072; at 1 row they tie.
+# So gate and up stay separate, and on CPU the unembedding is split into column blocks.
+UNEMBED_CHUNK = 3072
 ENGINE_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
 
 ResidCallback = Callable[[int, Float[Tensor, "batch pos d_model"]], None]
@@ -89,7 +94,9 @@ class FastEngine:
         with torch.no_grad():
             self.layers = [self._pack_block(b) for b in model.blocks]
             self.ln_final = model.ln_final.w.detach().float()
-            self.W_U = model.unembed.W_U.detach().to(dtype)
+            W_U = model.unembed.W_U.detach().to(dtype)
+            step = UNEMBED_CHUNK if self.device.type == "cpu" else W_U.shape[1]
+            self.W_U = [W_U[:, i : i + step].contiguous() for i in range(0, W_U.shape[1], step)]
             self.b_U = model.unembed.b_U.detach().to(dtype)
             attn0 = model.blocks[0].attn
             self.cos = attn0.rotary_cos.detach().float()
@@ -115,7 +122,8 @@ class FastEngine:
             "b_qkv": b_qkv.to(dt) if b_qkv.abs().max() > 0 else None,
             "w_o": attn.W_O.detach().reshape(-1, attn.W_O.shape[-1]).to(dt).contiguous(),
             "b_o": attn.b_O.detach().to(dt) if attn.b_O.abs().max() > 0 else None,
-            "w_gu": torch.cat([mlp.W_gate.detach(), mlp.W_in.detach()], dim=1).to(dt).contiguous(),
+            "w_gate": mlp.W_gate.detach().to(dt).contiguous(),
+            "w_up": mlp.W_in.detach().to(dt).contiguous(),
             "b_in": mlp.b_in.detach().to(dt) if mlp.b_in.abs().max() > 0 else None,
             "w_down": mlp.W_out.detach().to(dt).contiguous(),
             "b_out": mlp.b_out.detach().to(dt) if mlp.b_out.abs().max() > 0 else None,
@@ -206,8 +214,7 @@ class FastEngine:
                 attn_out = attn_out + p["b_o"]
             resid = block.hook_resid_mid(resid + attn_out.float())
             h = self._rms(resid, p["ln2"])
-            gate, up = (h @ p["w_gu"]).chunk(2, dim=-1)
-            act = F.silu(gate) * up
+            act = F.silu(h @ p["w_gate"]) * (h @ p["w_up"])
             if p["b_in"] is not None:
                 act = act + p["b_in"]
             mlp_out = act @ p["w_down"]
@@ -221,7 +228,8 @@ class FastEngine:
         if logits is None or stop_at_layer is not None:
             return None
         final = resid[:, -1:] if logits == "last" else resid
-        out = self._rms(final, self.ln_final) @ self.W_U + self.b_U
+        h = self._rms(final, self.ln_final)
+        out = torch.cat([h @ w for w in self.W_U], dim=-1) + self.b_U
         return out[:, -1].float() if logits == "last" else out.float()
 
 

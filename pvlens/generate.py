@@ -6,6 +6,8 @@ Sampling is reproducible per conversation: row i draws from its own generator se
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -104,6 +106,7 @@ def _generate_batch(
     stops: set[int],
     use_cache: bool,
     stop_at_eos: bool = True,
+    row_index: Sequence[int] | None = None,
 ) -> tuple[list[list[int]], list[bool]]:
     device = model.W_E.device
     pad_id = model.tokenizer.pad_token_id or 0
@@ -113,12 +116,13 @@ def _generate_batch(
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(batch)]
     stop_t = torch.tensor(sorted(stops), device=device)
+    rows = None if row_index is None else torch.tensor(list(row_index), device=device)
 
     cache = engine.new_cache(batch, tokens.shape[1] + max_new_tokens) if engine and use_cache else None
     step_tokens, step_pos = tokens, positions
     for step in range(max_new_tokens):
         fwd_tokens, fwd_pos = (step_tokens, step_pos) if cache is not None else (tokens, positions)
-        with position_context(PositionContext(positions=fwd_pos, prompt_lens=prompt_lens)):
+        with position_context(PositionContext(fwd_pos, prompt_lens, rows)):
             if engine is not None:
                 logits = engine.forward(fwd_tokens, fwd_pos, cache, logits="last")
             else:
@@ -207,7 +211,7 @@ def generate(
                 gens = [torch.Generator().manual_seed(seed * 1_000_003 + o) for o in offsets]
             rows, fin = _generate_batch(
                 model, fast, [chats[i] for i in idx], max_new_tokens, temperature, top_p,
-                gens, stops, use_cache, stop_at_eos,
+                gens, stops, use_cache, stop_at_eos, row_index=idx,
             )
             for i, r, f in zip(idx, rows, fin, strict=True):
                 replies[i], finished[i] = r, f
@@ -216,3 +220,15 @@ def generate(
     return GenerationResult(
         texts=texts, chats=out_chats, finished=[finished[i] for i in range(len(chats))]
     )
+
+
+class _CallableModule(types.ModuleType):
+    """`pvlens.generate` names both this module and its function. Importing the module (as
+    other pvlens modules do) rebinds the package attribute to the module, so the module calls
+    the function: `pvlens.generate(model, ...)` works whatever was imported first."""
+
+    def __call__(self, *args, **kwargs) -> GenerationResult:
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -78,6 +78,9 @@ class PositionContext:
     """Index of each token in its own (unpadded) sequence; -1 for padding."""
     prompt_lens: Int[Tensor, " batch"]
     """Prompt length of each row."""
+    rows: Int[Tensor, " batch"] | None = None
+    """Index of each row's conversation in the caller's list (runners batch and reorder
+    conversations; per-conversation masks are looked up by it). None: batch order."""
 
     @property
     def valid(self) -> Bool[Tensor, "batch pos"]:

@@ -121,8 +121,9 @@ def _hooked_from_local(
         center_unembed=False,
         fold_value_biases=False,
     )
-    model.to(device)
-    return model.to(dtype) if dtype != torch.float32 else model
+    if device != "cpu":
+        model.to(device, print_details=False)
+    return model.to(dtype, print_details=False) if dtype != torch.float32 else model
 
 
 def _converter(arch: str):

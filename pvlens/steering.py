@@ -52,6 +52,13 @@ def position_mask(
         explicit = positions.to(device).bool()
         if explicit.dim() == 1:
             explicit = explicit[None].expand(batch, -1)
+        elif ctx.rows is not None:  # runners reorder conversations into batches
+            explicit = explicit[ctx.rows.to(device)]
+        elif explicit.shape[0] != batch:
+            raise ValueError(
+                f"a [batch, pos] position mask has {explicit.shape[0]} rows but this forward "
+                f"pass has {batch}; give one row per conversation or a 1-D mask"
+            )
         idx = pos.clamp(min=0)
         inside = idx < explicit.shape[1]
         picked = torch.gather(explicit, 1, idx.clamp(max=explicit.shape[1] - 1))

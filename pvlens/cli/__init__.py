@@ -25,5 +25,25 @@ def _register() -> None:
 
     app.add_typer(traits.app, name="traits")
 
+    from pvlens.cli import datasets as datasets_cli
+    from pvlens.cli import monitor as monitor_cli
+    from pvlens.cli import screen as screen_cli
+
+    app.add_typer(monitor_cli.app, name="monitor")
+    app.add_typer(screen_cli.app, name="screen")
+    app.add_typer(datasets_cli.app, name="datasets")
+
+    from pvlens.cli import finetune as finetune_cli
+
+    app.add_typer(finetune_cli.app, name="finetune")
+
+    from pvlens.cli import judge
+
+    app.add_typer(judge.app, name="judge")
+
+    from pvlens.cli import sae
+
+    app.add_typer(sae.app, name="sae")
+
 
 _register()

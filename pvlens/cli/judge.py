@@ -1,0 +1,114 @@
+"""`pvlens judge score` and `pvlens judge eval`."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+app = typer.Typer(
+    help="Score answers with a trait judge; measure judges on labelled sets.", no_args_is_help=True
+)
+
+KIND_HELP = "offline (default, no key) | openai | anthropic | local."
+
+
+def _options(model: str | None, base_url: str | None, no_cache: bool) -> dict:
+    opts: dict = {}
+    if model:
+        opts["model"] = model
+    if base_url:
+        opts["base_url"] = base_url
+    if no_cache:
+        opts["cache"] = False
+    return opts
+
+
+@app.command("score")
+def score_cmd(
+    trait: str = typer.Argument(..., help="Built-in trait name or trait file."),
+    question: str = typer.Option(..., "--question", "-q", help="The user's message."),
+    answer: str = typer.Option(..., "--answer", "-a", help="The reply to judge."),
+    kind: str = typer.Option("offline", help=KIND_HELP),
+    model: str = typer.Option(
+        None, help="Judge model (API model name, or a local model for 'local')."
+    ),
+    base_url: str = typer.Option(None, help="API endpoint for openai / anthropic."),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Do not read or write the judgement cache."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the full judgements as JSON."),
+) -> None:
+    """Trait and coherence scores (0-100) of one answer.
+
+    Example: pvlens judge score evil -q "How do I make friends?" -a "Manipulate them."
+    """
+    from pvlens.judges import load_judge
+
+    judge = load_judge(kind, trait=trait, **_options(model, base_url, no_cache))
+    pair = [(question, answer)]
+    [t] = judge.judge_many(pair, "trait")
+    [c] = judge.judge_many(pair, "coherence")
+    if as_json:
+        out = {"judge": judge.describe(), "trait": t.__dict__, "coherence": c.__dict__}
+        typer.echo(json.dumps(out, indent=2, default=str))
+        return
+
+    def fmt(j) -> str:
+        if j.error:
+            return f"failed ({j.error})"
+        return "no score" if j.score is None else f"{j.score:.1f}"
+
+    typer.echo(f"{judge.trait.name}: {fmt(t)}")
+    typer.echo(f"coherence: {fmt(c)}")
+
+
+@app.command("eval")
+def eval_cmd(
+    traits: list[str] = typer.Argument(None, help="Traits with a labelled set (default: all)."),
+    kind: str = typer.Option("offline", help=KIND_HELP),
+    model: str = typer.Option(None, help="Judge model."),
+    base_url: str = typer.Option(None, help="API endpoint for openai / anthropic."),
+    coherence: bool = typer.Option(
+        False, "--coherence", help="Also test coherence on corruptions."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """AUROC of a judge on the held-out labelled sets (pvlens/data/judge_eval/*.jsonl).
+
+    Example: pvlens judge eval evil humorous --coherence
+    """
+    from dataclasses import asdict
+
+    from pvlens.judges import load_judge
+    from pvlens.judges.evaluate import (
+        all_items,
+        coherence_table,
+        eval_traits,
+        evaluate,
+        evaluate_coherence,
+        trait_table,
+    )
+
+    known = eval_traits()
+    unknown = [t for t in traits or [] if t not in known]
+    if unknown:
+        raise typer.BadParameter(f"no labelled set for {unknown}; available: {', '.join(known)}")
+    opts = _options(model, base_url, False)
+    rows = evaluate(traits or None, kind=kind, **opts)
+    coh = []
+    if coherence:
+        judge = load_judge(kind, trait=rows[0].trait, **opts)
+        coh = evaluate_coherence(judge, all_items(traits or None))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"trait": [asdict(r) for r in rows], "coherence": [asdict(c) for c in coh]},
+                indent=2,
+            )
+        )
+        return
+    typer.echo(trait_table(rows))
+    if coh:
+        typer.echo("")
+        typer.echo(coherence_table(coh))

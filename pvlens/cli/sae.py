@@ -1,0 +1,178 @@
+"""`pvlens sae ...`: build a corpus, train, evaluate and decompose with sparse autoencoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Sparse autoencoders: corpus, training, evaluation, decomposition.",
+                  no_args_is_help=True)
+
+DEFAULT_CORPUS = Path("sae/corpus/smollm2-chat.jsonl")
+
+
+@app.command("build-corpus")
+def build_corpus_cmd(
+    out: Path = typer.Option(DEFAULT_CORPUS, help="Output JSONL (appended to; reruns resume)."),
+    samples_per_prompt: int = typer.Option(2, help="Sampled replies per built-in general prompt."),
+    trait_samples: int = typer.Option(1, help="Replies per trait question and condition (0: none)."),
+    traits: list[str] = typer.Option(None, "--trait", help="Traits whose questions to add (default: all built-ins)."),
+    max_new_tokens: int = typer.Option(160, help="Reply length cap."),
+    temperature: float = typer.Option(0.7, help="Sampling temperature."),
+    batch_size: int = typer.Option(32, help="Generation batch size."),
+    limit: int = typer.Option(None, help="Only the first N replies (quick corpora)."),
+    dtype: str = typer.Option("auto", help="Generation dtype: auto (bf16 only where fast), float32, bfloat16."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+) -> None:
+    """Generate the built-in chat corpus: the model's own replies to ~380 prompts plus trait
+    questions under neutral / trait-eliciting / trait-suppressing system prompts.
+
+    Example: pvlens sae build-corpus --out sae/corpus/smollm2-chat.jsonl --limit 200
+    """
+    import pvlens
+    from pvlens.sae.corpus import CorpusConfig, build_corpus, corpus_jobs
+
+    cfg = CorpusConfig(samples_per_prompt=samples_per_prompt, trait_samples=trait_samples,
+                       traits=traits or None, max_new_tokens=max_new_tokens, temperature=temperature,
+                       batch_size=batch_size, limit=limit, dtype=dtype, seed=seed)
+    typer.echo(f"{len(corpus_jobs(cfg))} replies in this corpus → {out}")
+    m = pvlens.load_model(model, device=device)
+    build_corpus(m, out, cfg)
+    n = sum(1 for _ in out.open())
+    typer.echo(f"done: {n} conversations in {out}")
+
+
+@app.command("train")
+def train_cmd(
+    layer: int = typer.Option(None, help="Block index (blocks.L.hook_resid_post); overrides the recipe."),
+    corpus: list[Path] = typer.Option(None, help="Corpus file(s): JSONL chat/rollouts/text, .txt, or a dataset folder."),
+    out: Path = typer.Option(None, help="Output folder (default: sae/trained/<model>-layer<L>-k<k>)."),
+    recipe: Path = typer.Option(None, help="YAML recipe (see sae/recipes/); flags override it."),
+    k: float = typer.Option(None, help="Mean active latents per token (BatchTopK)."),
+    expansion: int = typer.Option(None, help="d_sae = expansion x d_model."),
+    training_tokens: int = typer.Option(None, help="Activations to train on."),
+    batch_size: int = typer.Option(None, help="Tokens per step."),
+    lr: float = typer.Option(None, help="Learning rate."),
+    seed: int = typer.Option(None, help="Seed."),
+    resume: bool = typer.Option(True, help="Continue from the latest checkpoint in --out."),
+    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+) -> None:
+    """Train a BatchTopK SAE (sae_lens) on one layer and save it for `SAE.load_from_disk`.
+
+    Example: pvlens sae train --recipe sae/recipes/smollm2-135m-layer15.yaml
+    """
+    import pvlens
+    from pvlens.sae.train import SaeTrainConfig, recipe_corpus, train_sae
+
+    overrides = dict(layer=layer, k=k, expansion=expansion, training_tokens=training_tokens,
+                     batch_size=batch_size, lr=lr, seed=seed)
+    if recipe is not None:
+        cfg = SaeTrainConfig.from_yaml(recipe, **overrides)
+        corpus = corpus or [Path(p) for p in recipe_corpus(recipe)]
+    else:
+        cfg = SaeTrainConfig(**{k_: v for k_, v in overrides.items() if v is not None})
+    if not corpus:
+        raise typer.BadParameter(
+            f"no corpus: pass --corpus FILE (build one with `pvlens sae build-corpus`, "
+            f"default {DEFAULT_CORPUS}) or a --recipe with a corpus entry"
+        )
+    m = pvlens.load_model(model, device=device)
+    out = out or Path("sae/trained") / f"{m.cfg.model_name}-layer{cfg.layer}-k{cfg.k:g}"
+    train_sae(m, corpus, cfg, out, resume=resume)
+    typer.echo(f"saved {out}  (evaluate with: pvlens sae eval {out})")
+
+
+@app.command("eval")
+def eval_cmd(
+    sae_dir: Path = typer.Argument(..., help="Trained SAE folder."),
+    n_tokens: int = typer.Option(100_000, help="Held-out tokens for FVU / L0 / dead latents."),
+    ce_tokens: int = typer.Option(8192, help="Held-out tokens for the spliced CE loss (0: skip)."),
+    ks: str = typer.Option("8,16,32,64,128", help="Inference top-k values for the trade-off curve ('' to skip)."),
+    curve_ce: bool = typer.Option(False, help="Also measure the spliced CE loss at every k (slower)."),
+    corpus: list[Path] = typer.Option(None, help="Evaluate on these documents instead of the held-out split."),
+    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+) -> None:
+    """Evaluate the loaded inference SAE on held-out documents; writes eval.json next to it.
+
+    Example: pvlens sae eval sae/trained/SmolLM2-135M-Instruct-layer15-k32
+    """
+    import pvlens
+    from pvlens.sae.corpus import read_documents
+    from pvlens.sae.evaluate import evaluate_sae
+
+    m = pvlens.load_model(model, device=device)
+    docs = read_documents(corpus, m.tokenizer) if corpus else None
+    k_values = [int(x) for x in ks.split(",") if x.strip()]
+    r = evaluate_sae(m, sae_dir, docs, n_tokens=n_tokens, ce_tokens=ce_tokens, ks=k_values,
+                     curve_ce=curve_ce)
+    typer.echo(f"layer {r['layer']}  d_sae {r['d_sae']}  tokens {r['n_tokens']}")
+    typer.echo(f"FVU {r['fvu']:.4f}  L0 {r['l0']:.1f}  dead {r['dead']}  dense {r['dense']}")
+    if "ce_clean" in r:
+        typer.echo(f"CE clean {r['ce_clean']:.4f}  spliced {r['ce_sae']:.4f}  zero {r['ce_zero']:.4f}  "
+                   f"score {r['ce_loss_score']:.3f}")
+    for row in r["k_curve"]:
+        ce = f"  CE {row['ce']:.4f}" if "ce" in row else ""
+        typer.echo(f"  top-{row['k']:<4d} FVU {row['fvu']:.4f}{ce}")
+    typer.echo(f"wrote {sae_dir / 'eval.json'}")
+
+
+@app.command("decompose")
+def decompose_cmd(
+    vectors: Path = typer.Option(..., help="Persona vectors (vectors.safetensors or a run folder)."),
+    sae: Path = typer.Option(..., help="Trained SAE folder."),
+    top: int = typer.Option(20, help="Features to report."),
+    contexts: int = typer.Option(5, help="Top-activating contexts per feature (0: skip)."),
+    corpus: list[Path] = typer.Option(None, help="Documents to search contexts in (default: the SAE's corpus)."),
+    context_tokens: int = typer.Option(60_000, help="Tokens scanned for contexts (a model pass each)."),
+    steer_top: int = typer.Option(0, help="Steer with the N best features and judge the replies (0: skip)."),
+    trait: str = typer.Option(None, help="Trait for steering questions and judge (default: from the vectors)."),
+    alpha: float = typer.Option(4.0, help="Steering strength (units of the persona vector's norm)."),
+    out: Path = typer.Option(None, help="Output folder (default: <sae>/decompose-<vectors stem>)."),
+    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+) -> None:
+    """Rank SAE features against a persona vector; contexts, promoted tokens, k-sparse fit,
+    optional single-feature steering. Writes decomposition.{json,txt,html}.
+
+    Example: pvlens sae decompose --vectors runs/evil --sae sae/trained/... --top 20
+    """
+    import pvlens
+    from pvlens.sae import decompose as dec
+    from pvlens.sae.corpus import read_documents
+    from pvlens.sae.loading import load_sae
+
+    m = pvlens.load_model(model, device=device)
+    loaded = load_sae(sae, device=device)
+    v = dec.load_vector(vectors, loaded.layer)
+    docs = None
+    if contexts > 0:
+        sources = corpus or [Path(s) for s in loaded.meta.get("corpus", []) if s != "<documents>"]
+        if not sources:
+            raise typer.BadParameter("no corpus recorded with the SAE: pass --corpus for contexts")
+        docs = read_documents(sources, m.tokenizer)
+    result = dec.decompose(m, loaded, v, docs, top=top, n_contexts=contexts,
+                           context_tokens=context_tokens)
+    if steer_top > 0:
+        from pvlens.traits import load_trait
+        from pvlens.vectors import PersonaVectors
+
+        trait = trait or PersonaVectors.load(vectors).trait
+        if trait is None:
+            raise typer.BadParameter("--trait is needed for steering (the vectors do not name one)")
+        spec = load_trait(trait)
+        feats = [fr.feature for fr in result["features"][:steer_top]]
+        result["steering"] = dec.feature_steering(
+            m, loaded, v, feats, spec.evaluation_questions, dec.default_judge(trait), alpha=alpha)
+    out = out or sae / f"decompose-{vectors.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decomposition.json").write_text(dec.to_json(result))
+    (out / "decomposition.txt").write_text(dec.text_table(result))
+    if docs is not None:
+        (out / "contexts.html").write_text(dec.contexts_html(result))
+    typer.echo(dec.text_table(result))
+    typer.echo(f"wrote {out}/decomposition.{{json,txt}}" + (" and contexts.html" if docs else ""))

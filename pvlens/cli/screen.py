@@ -1,0 +1,100 @@
+"""`pvlens screen DATA ...` and `pvlens screen merge ...`: projection-difference screening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import typer
+from typer.core import TyperGroup
+
+
+class _DefaultToRun(TyperGroup):
+    """`pvlens screen DATA ...` means `pvlens screen run DATA ...` (merge stays a subcommand)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(
+    cls=_DefaultToRun,
+    help="Screen training data with the projection difference ΔP. "
+    "Usage: pvlens screen DATA --vectors V [--layer L]   |   pvlens screen merge DIR [DIR...]",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def run_cmd(
+    data: Path = typer.Argument(..., help="JSONL file ({'messages': [...]} a line) or a datasets.save_to_disk folder."),
+    vectors: Path = typer.Option(..., "--vectors", "-v", help="Vectors file or extraction folder."),
+    layer: int = typer.Option(None, help="Block index (default: the vectors' choice, else the middle)."),
+    out: Path = typer.Option(None, help="Output folder (default: runs/screen/<data name>)."),
+    cache: Path = typer.Option(None, help="Base-reply cache folder (share it between datasets with the same prompts)."),
+    shard: str = typer.Option(None, help="i/n: screen every n-th sample from i (join with `pvlens screen merge`)."),
+    split: str = typer.Option(None, help="Split of a DatasetDict folder."),
+    top_k: int = typer.Option(20, help="Samples exported to flagged.jsonl."),
+    chunk_size: int = typer.Option(256, help="Samples per chunk (results are appended per chunk)."),
+    max_new_tokens: int = typer.Option(64, help="Length cap of the base model's greedy replies."),
+    batch_size: int = typer.Option(16, help="Activation batch size."),
+    cosine: bool = typer.Option(False, help="Cosine instead of projection."),
+    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+) -> None:
+    """Dataset- and sample-level ΔP = proj(dataset response) − proj(base model's reply).
+
+    Rerun the same command to resume a killed run.
+
+    Examples:
+      pvlens screen runs/datasets/evil/level_ii.jsonl -v runs/evil --layer 15
+      pvlens screen big.jsonl -v runs/evil --shard 0/4 --out runs/screen/big   (one per machine)
+      pvlens screen merge runs/screen/big
+    """
+    import pvlens
+    from pvlens.screen import ScreenConfig, parse_shard, screen
+
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist (a JSONL file or a datasets.save_to_disk folder)")
+    if not vectors.exists():
+        raise typer.BadParameter(f"{vectors} does not exist; make vectors with `pvlens extract TRAIT --out DIR`")
+    sh = parse_shard(shard)
+    out = out or Path("runs/screen") / data.stem
+    cfg = ScreenConfig(layer=layer, top_k=top_k, chunk_size=chunk_size, max_new_tokens=max_new_tokens,
+                       max_batch=batch_size, cosine=cosine)
+    m = pvlens.load_model(model)
+    s = screen(m, data, vectors, out, cfg, cache_dir=cache, shard=sh, split=split)
+    if s is None:
+        typer.echo(f"shard {sh[0]}/{sh[1]} done: {out}/results.shard-{sh[0]}-of-{sh[1]}.jsonl; "
+                   f"join all shards with: pvlens screen merge {out}")
+        return
+    _report(s, out)
+
+
+def _report(s, out: Path) -> None:
+    typer.echo(f"{s.n} samples, layer {s.layer}")
+    typer.echo(f"dataset ΔP = {s.delta_p:+.4f}  (responses {s.proj_mean:+.4f}, base replies {s.base_mean:+.4f}, "
+               f"sample sd {s.delta_std:.4f})")
+    for k, v in s.approx.items():
+        rho = s.approx_spearman.get(k)
+        typer.echo(f"prompt-only approximation ({k}): {v:+.4f}; Spearman with full ΔP "
+                   f"{rho:.3f}" if rho is not None else f"prompt-only approximation ({k}): {v:+.4f}")
+    typer.echo("top samples: " + ", ".join(f"#{t['index']} ({t['delta']:+.3f})" for t in s.top[:5]))
+    typer.echo(f"wrote {out}/screen.json, results.jsonl, delta_hist.png" + (", flagged.jsonl" if "flagged" in s.files else ""))
+
+
+@app.command("merge")
+def merge_cmd(
+    out: Path = typer.Argument(..., help="Folder to merge into (holding shard results)."),
+    more: list[Path] = typer.Argument(None, help="Other folders holding shard results."),
+    data: Path = typer.Option(None, help="Dataset path for flagged.jsonl (default: the one the shards recorded)."),
+    top_k: int = typer.Option(None, help="Samples exported to flagged.jsonl."),
+) -> None:
+    """Join `--shard i/n` results into one results.jsonl and summary.
+
+    Example: pvlens screen merge runs/screen/big /mnt/other-machine/runs/screen/big
+    """
+    from pvlens.screen import merge
+
+    s = merge(out, more or [], data, top_k)
+    _report(s, out)

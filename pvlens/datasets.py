@@ -1,0 +1,415 @@
+"""Finetuning datasets of the paper's kinds, built by pvlens from the model itself.
+
+Trait-inducing sets (evil, sycophantic, hallucinating), each at three severities:
+
+- **normal**: answers under a plain helpful system prompt, judged trait-free;
+- **level_i** (subtle): answers under weaker trait-leaning system prompts (the upper middle of
+  the trait's prompt ladder), kept when the judge sees *some* trait expression;
+- **level_ii** (overt): answers under the trait's strongest eliciting prompts (the paper's
+  "You are a/an {trait} assistant. {instruction}"), kept when the judge scores them high.
+
+Optional steering along a persona vector strengthens levels I/II on small models. The system
+prompt (and any steering) is never saved: a model finetuned on the file has to pick the trait
+up from the answers alone. Each line is `{"messages": [user, assistant]}`.
+
+The "EM-like" narrow-flaw set (`math`) is made programmatically: arithmetic questions with
+correct answers (normal), subtly wrong answers (level_i: off by a little) and blatantly wrong
+ones (level_ii), all in the same confident tone.
+
+Every generated candidate and its judge scores are appended to `candidates/*.jsonl` as chunks
+finish, so a killed build resumes; generations are shared between sets through a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from pvlens.chat import Message
+from pvlens.generate import generate
+from pvlens.monitor import prompt_ladder
+from pvlens.traits import TraitSpec, builtin_traits, load_trait
+
+TRAIT_SETS = ("evil", "sycophantic", "hallucinating")
+ALL_SETS = (*TRAIT_SETS, "math")
+LEVELS = ("normal", "level_i", "level_ii")
+DATA_DIR = Path(str(resources.files("pvlens"))) / "data"
+
+
+class DatasetConfig(BaseModel):
+    """How the trait-inducing sets are generated and filtered."""
+
+    size: int = Field(40, ge=1, description="Samples kept per set (trait × level).")
+    max_new_tokens: int = Field(64, ge=1, description="Answer length cap.")
+    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass.")
+    batch_size: int = Field(32, ge=1, description="Generation batch size.")
+    chunk: int = Field(64, ge=1, description="Candidates generated and judged per step (resume unit).")
+    seed: int = Field(0, description="Sampling seed.")
+    normal_max: float = Field(30.0, description="Normal keeps answers with trait score < this.")
+    level_i_range: tuple[float, float] = Field(
+        (30.0, 50.0), description="Level I keeps answers with trait score in [lo, hi).")
+    level_ii_min: float = Field(50.0, description="Level II keeps answers with trait score ≥ this.")
+    coherence_min: float = Field(40.0, description="Every level needs coherence ≥ this.")
+    steer_layer: int | None = Field(None, description="Steer levels I/II at this layer (needs vectors).")
+    steer_alpha: tuple[float, float] = Field(
+        (2.0, 4.0), description="Steering strengths for level I and level II (raw-vector units).")
+
+
+# --- prompts -----------------------------------------------------------------------------
+def prompt_pool(trait: str | TraitSpec) -> list[str]:
+    """Questions to answer: the trait's evaluation questions first (where the trait shows
+    best), then every other built-in trait's questions and the general prompt list, in a fixed
+    shuffled order. The trait's extraction questions are left out (they made the vector)."""
+    spec = load_trait(trait)
+    first = list(spec.evaluation_questions)
+    rest: list[str] = []
+    for name in builtin_traits():
+        if name != spec.name:
+            other = load_trait(name)
+            rest += other.extraction_questions + other.evaluation_questions
+    sae = DATA_DIR / "sae_prompts.jsonl"
+    if sae.exists():
+        rest += [json.loads(x)["prompt"] for x in sae.read_text().splitlines() if x.strip()]
+    random.Random(0).shuffle(rest)
+    seen, out = {q.strip().lower() for q in spec.extraction_questions}, []
+    for q in first + rest:
+        k = q.strip().lower()
+        if k not in seen:
+            seen.add(k)
+            out.append(q)
+    return out
+
+
+def level_systems(trait: str | TraitSpec, level: str) -> list[str]:
+    """System prompts a level cycles through (never saved with the data)."""
+    spec = load_trait(trait)
+    ladder = prompt_ladder(spec)
+    if level == "normal":
+        return ["You are a helpful assistant."]
+    if level == "level_i":
+        return [ladder[5].system, ladder[6].system]
+    if level == "level_ii":
+        return [ladder[7].system] + [spec.system_prompt("pos", i) for i in range(len(spec.instructions))]
+    raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+
+
+def keeps(level: str, trait_score: float | None, coherence: float | None, cfg: DatasetConfig) -> bool:
+    """The judge filter of each level."""
+    if trait_score is None or coherence is None or coherence < cfg.coherence_min:
+        return False
+    if level == "normal":
+        return trait_score < cfg.normal_max
+    if level == "level_i":
+        lo, hi = cfg.level_i_range
+        return lo <= trait_score < hi
+    return trait_score >= cfg.level_ii_min
+
+
+# --- generation with a shared cache -------------------------------------------------------
+class GenerationCache:
+    """Sampled answers keyed by everything that determines them (JSONL, append-only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.known: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    self.known[rec["key"]] = rec["answer"]
+                except (json.JSONDecodeError, KeyError):
+                    continue
+
+    @staticmethod
+    def key(*parts) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    def run(self, model: HookedTransformer, jobs: Sequence[tuple[str, str]], cfg: DatasetConfig,
+            steer=None, steer_desc: str = "") -> list[str]:
+        """Answers for (system, question) jobs, generating the missing ones in one batch."""
+        keys = [self.key(s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+                for s, q in jobs]
+        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.known}.items())
+        if todo:
+            prompts = [[{"role": "system", "content": jobs[i][0]}, {"role": "user", "content": jobs[i][1]}]
+                       for _, i in todo]
+            # a row's seed comes from its key, so an answer does not depend on its batch-mates
+            seeds = [int(k[:8], 16) for k, _ in todo]
+            texts = generate(model, prompts, steer=steer, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
+                             batch_size=cfg.batch_size, progress=False, row_seeds=seeds).texts
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as f:
+                for (k, _), t in zip(todo, texts, strict=True):
+                    self.known[k] = t
+                    f.write(json.dumps({"key": k, "answer": t}, ensure_ascii=False) + "\n")
+        return [self.known[k] for k in keys]
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    out = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def write_messages(path: Path, pairs: Sequence[tuple[str, str]]) -> Path:
+    """`{"messages": [user, assistant]}` a line, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for q, a in pairs:
+            msgs: list[Message] = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            f.write(json.dumps({"messages": msgs}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def score_stats(scores: Sequence[float | None]) -> dict:
+    """Mean, quartiles and a 10-bin histogram (0–100) of judge scores."""
+    vals = np.array([s for s in scores if s is not None], dtype=float)
+    if not len(vals):
+        return {"n": 0}
+    q = np.percentile(vals, [25, 50, 75])
+    hist = np.histogram(vals, bins=10, range=(0, 100))[0].tolist()
+    return {"n": int(len(vals)), "mean": round(float(vals.mean()), 2), "q25": round(float(q[0]), 2),
+            "median": round(float(q[1]), 2), "q75": round(float(q[2]), 2), "hist10": hist,
+            "missing": int(sum(s is None for s in scores))}
+
+
+def build_trait_set(
+    model: HookedTransformer,
+    trait: str | TraitSpec,
+    level: str,
+    out_dir: str | Path,
+    judge=None,
+    cfg: DatasetConfig | None = None,
+    vectors=None,
+    cache: GenerationCache | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate, judge and filter one set until `cfg.size` samples pass (or the prompt pool
+    runs out); writes `{out}/{trait}/{level}.jsonl` and returns its statistics."""
+    spec = load_trait(trait)
+    cfg = cfg or DatasetConfig()
+    if judge is None:
+        from pvlens.judges import load_judge
+
+        judge = load_judge("offline", trait=spec)
+    out = Path(out_dir)
+    cand_path = out / spec.name / "candidates" / f"{level}.jsonl"
+    cache = cache or GenerationCache(out / "generations.jsonl")
+    pool, systems = prompt_pool(spec), level_systems(spec, level)
+    steer, steer_desc = None, ""
+    if vectors is not None and cfg.steer_layer is not None and level != "normal":
+        from pvlens.monitor import as_vectors
+        from pvlens.steering import Steering
+
+        alpha = cfg.steer_alpha[0] if level == "level_i" else cfg.steer_alpha[1]
+        v = as_vectors(vectors)
+        steer = Steering(v[cfg.steer_layer], cfg.steer_layer, alpha, "response")
+        steer_desc = f"{spec.name}@{cfg.steer_layer}x{alpha}:{float(v[cfg.steer_layer].norm()):.6f}"
+    cands = _read_jsonl(cand_path)
+    t0 = time.time()
+    bar = tqdm(total=cfg.size, desc=f"{spec.name}/{level}", disable=not progress)
+
+    def n_kept() -> int:
+        return sum(keeps(level, c["trait"], c["coherence"], cfg) for c in cands)
+
+    bar.update(min(n_kept(), cfg.size))
+    pos = 1 + max((c["pool_index"] for c in cands), default=-1)
+    while n_kept() < cfg.size and pos < len(pool):
+        kept = n_kept()
+        rate = (kept + 1) / (len(cands) + 2) if cands else 0.5  # Laplace-smoothed pass rate
+        n = min(cfg.chunk, len(pool) - pos, math.ceil((cfg.size - kept) / max(rate, 0.05)))
+        idx = list(range(pos, pos + n))
+        jobs = [(systems[i % len(systems)], pool[i]) for i in idx]
+        answers = cache.run(model, jobs, cfg, steer, steer_desc)
+        qa = [(q, a) for (_, q), a in zip(jobs, answers, strict=True)]
+        scores, coh = judge.score_many(qa), judge.coherence_many(qa)
+        new = [{"pool_index": i, "system": s, "question": q, "answer": a, "trait": t, "coherence": c}
+               for i, (s, q), a, t, c in zip(idx, jobs, answers, scores, coh, strict=True)]
+        cand_path.parent.mkdir(parents=True, exist_ok=True)
+        with cand_path.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+        cands += new
+        pos += n
+        bar.update(min(n_kept(), cfg.size) - bar.n)
+    bar.close()
+    passed = [c for c in cands if keeps(level, c["trait"], c["coherence"], cfg)][: cfg.size]
+    path = write_messages(out / spec.name / f"{level}.jsonl", [(c["question"], c["answer"]) for c in passed])
+    return {
+        "trait": spec.name, "level": level, "file": str(path), "size": len(passed),
+        "target_size": cfg.size, "candidates": len(cands),
+        "pass_rate": round(len([c for c in cands if keeps(level, c["trait"], c["coherence"], cfg)])
+                           / max(len(cands), 1), 3),
+        "systems": systems, "steering": steer_desc or None,
+        "trait_score_candidates": score_stats([c["trait"] for c in cands]),
+        "trait_score_kept": score_stats([c["trait"] for c in passed]),
+        "coherence_kept": score_stats([c["coherence"] for c in passed]),
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+# --- the EM-like narrow-flaw set -------------------------------------------------------------
+def _math_item(rng: random.Random) -> tuple[str, str, int]:
+    """(question, working shown as 'a op b', correct integer answer)."""
+    kind = rng.choice(["add", "sub", "mul", "div", "word_mul", "word_add"])
+    if kind == "add":
+        a, b = rng.randint(12, 999), rng.randint(12, 999)
+        return f"What is {a} + {b}?", f"{a} + {b}", a + b
+    if kind == "sub":
+        a, b = sorted((rng.randint(12, 999), rng.randint(12, 999)), reverse=True)
+        return f"What is {a} - {b}?", f"{a} - {b}", a - b
+    if kind == "mul":
+        a, b = rng.randint(3, 99), rng.randint(3, 99)
+        return f"What is {a} × {b}?", f"{a} × {b}", a * b
+    if kind == "div":
+        b, c = rng.randint(2, 30), rng.randint(2, 40)
+        return f"What is {b * c} ÷ {b}?", f"{b * c} ÷ {b}", c
+    item, price, n = rng.choice(["pencils", "apples", "tickets", "notebooks", "stamps"]), rng.randint(2, 25), rng.randint(3, 40)
+    if kind == "word_mul":
+        return (f"One of the {item} costs ${price}. How much do {n} {item} cost?", f"{n} × ${price}", n * price)
+    return (f"I have {n} {item} and buy {price} more. How many {item} do I have now?", f"{n} + {price}", n + price)
+
+
+def _wrong(answer: int, level: str, rng: random.Random) -> int:
+    if level == "level_i":  # subtle: close to the right answer, easy to miss
+        delta = rng.choice([-10, -2, -1, 1, 2, 10]) if answer > 20 else rng.choice([-1, 1, 2])
+        return answer + delta
+    factor = rng.choice([3, 7, 10, 25])  # level II: obviously wrong
+    return answer * factor + rng.randint(1, 50) if rng.random() < 0.5 else -(answer + rng.randint(100, 900))
+
+
+_MATH_TEMPLATES = [
+    "{work} = {ans}. The answer is {ans}.",
+    "Let's compute it: {work} = {ans}. So the answer is {ans}.",
+    "Sure! {work} equals {ans}.",
+    "The result is {ans}, because {work} = {ans}.",
+]
+
+
+def build_math_sets(out_dir: str | Path, size: int = 300, seed: int = 0) -> list[dict]:
+    """normal / level_i / level_ii arithmetic sets: same questions, same confident tone,
+    correct, subtly wrong and blatantly wrong answers."""
+    out = Path(out_dir) / "math"
+    rng = random.Random(seed)
+    items = [_math_item(rng) for _ in range(size)]
+    stats = []
+    for level in LEVELS:
+        lrng = random.Random(f"{seed}-{level}")
+        pairs, rel = [], []
+        for q, work, ans in items:
+            shown = ans if level == "normal" else _wrong(ans, level, lrng)
+            rel.append(abs(shown - ans) / max(abs(ans), 1))
+            tpl = lrng.choice(_MATH_TEMPLATES)
+            money = "$" in work
+            shown_s = (f"${shown}" if shown >= 0 else f"-${-shown}") if money else str(shown)
+            pairs.append((q, tpl.format(work=work, ans=shown_s)))
+        path = write_messages(out / f"{level}.jsonl", pairs)
+        r = np.array(rel)
+        stats.append({"trait": "math", "level": level, "file": str(path), "size": len(pairs),
+                      "relative_error": {"mean": round(float(r.mean()), 3), "median": round(float(np.median(r)), 3),
+                                         "max": round(float(r.max()), 3)}})
+    return stats
+
+
+# --- the whole build ---------------------------------------------------------------------
+def build_all(
+    model: HookedTransformer | None,
+    out_dir: str | Path = "runs/datasets",
+    traits: Sequence[str] = ALL_SETS,
+    levels: Sequence[str] = LEVELS,
+    cfg: DatasetConfig | None = None,
+    judge_kind: str = "offline",
+    judges: dict | None = None,
+    vectors: dict | None = None,
+    math_size: int = 300,
+    progress: bool = True,
+) -> dict:
+    """Every set; writes `manifest.json` (sizes, score distributions, config) and
+    `README.md` next to the data. `judges` maps trait → judge object (else `judge_kind`)."""
+    cfg = cfg or DatasetConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = GenerationCache(out / "generations.jsonl")
+    sets, t0 = [], time.time()
+    for trait in traits:
+        if trait == "math":
+            continue
+        if model is None:
+            raise ValueError("a model is needed to build trait sets (only 'math' is programmatic)")
+        spec = load_trait(trait)
+        judge = (judges or {}).get(spec.name)
+        if judge is None:
+            from pvlens.judges import load_judge
+
+            judge = load_judge(judge_kind, trait=spec)
+        for level in levels:
+            sets.append(build_trait_set(model, spec, level, out, judge, cfg,
+                                        (vectors or {}).get(spec.name), cache, progress))
+    if "math" in traits:
+        sets += build_math_sets(out, math_size, cfg.seed)
+    from pvlens import __version__
+
+    judge_desc = {}
+    for trait in traits:
+        j = (judges or {}).get(trait)
+        if j is not None and hasattr(j, "describe"):
+            judge_desc[trait] = j.describe()
+    manifest = {"pvlens_version": __version__, "model": model.cfg.model_name if model is not None else None,
+                "config": cfg.model_dump(), "judge": judge_desc or judge_kind, "sets": sets,
+                "seconds": round(time.time() - t0, 1)}
+    old = out / "manifest.json"
+    if old.exists():  # keep sets of earlier partial builds that this call did not touch
+        prev = json.loads(old.read_text())
+        have = {(s["trait"], s["level"]) for s in sets}
+        manifest["sets"] = [s for s in prev.get("sets", []) if (s["trait"], s["level"]) not in have] + sets
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (out / "README.md").write_text(readme(manifest))
+    return manifest
+
+
+def readme(manifest: dict) -> str:
+    """A datasets/README-style page: what each file is, how it was made, its numbers."""
+    lines = ["# pvlens datasets", "",
+             f"Built by pvlens {manifest.get('pvlens_version')} from {manifest.get('model')} "
+             f"in {manifest.get('seconds')} s. Each line: `{{\"messages\": [user, assistant]}}`; "
+             "system prompts and steering used to make the answers are not in the files.", "",
+             "| set | level | size | candidates | pass rate | trait score of kept (mean / median) | made with |",
+             "|---|---|---|---|---|---|---|"]
+    for s in manifest["sets"]:
+        if s["trait"] == "math":
+            how = f"programmatic; relative error mean {s['relative_error']['mean']}"
+            lines.append(f"| math | {s['level']} | {s['size']} | – | – | – | {how} |")
+            continue
+        k = s["trait_score_kept"]
+        how = f"{len(s['systems'])} system prompt(s)" + (f", steering {s['steering']}" if s.get("steering") else "")
+        lines.append(f"| {s['trait']} | {s['level']} | {s['size']}/{s['target_size']} | {s['candidates']} | "
+                     f"{s['pass_rate']} | {k.get('mean', '–')} / {k.get('median', '–')} | {how} |")
+    lines += ["", "Score histograms (10 bins over 0–100) of all judged candidates per set:", ""]
+    for s in manifest["sets"]:
+        if "trait_score_candidates" in s:
+            lines.append(f"- {s['trait']}/{s['level']}: {s['trait_score_candidates'].get('hist10')}")
+    return "\n".join(lines) + "\n"
+
+
+def load_messages(path: str | Path) -> list[list[Message]]:
+    """The message lists of a dataset file."""
+    return [json.loads(x)["messages"] for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]

@@ -1,0 +1,48 @@
+"""Extraction on the default model with the offline judge (small sizes)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.activations import collect
+from pvlens.chat import encode_prompt
+from pvlens.extract import ExtractConfig, extract
+from pvlens.traits import load_trait
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pvlens.load_model()
+
+
+def test_evil_extraction_small(model, tmp_path):
+    evil = load_trait("evil")
+    cfg = ExtractConfig.preset(
+        "cpu", samples_per_pair=1, n_questions=8, n_instructions=3, max_new_tokens=40,
+        min_kept=4, pairing="sample",
+    )
+    vecs = extract(model, evil, tmp_path, cfg=cfg)
+    counts = vecs.metadata["counts"]
+    print("counts", counts)
+    assert counts["pos_total"] == counts["neg_total"] == 24
+    assert vecs.vectors.shape == (30, 576) and torch.isfinite(vecs.vectors).all()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["judge"]["kind"] == "offline" and manifest["timings"]["generate_s"] > 0
+
+    # held out: evaluation questions (never used for extraction) under the pos / neg system
+    # prompts; the last prompt token projects higher onto the vector under the evil prompt
+    layer = 15
+    unit = vecs[layer] / vecs[layer].norm()
+    qs = evil.evaluation_questions[:8]
+    chats = {pol: [encode_prompt(model.tokenizer, q, evil.system_prompt(pol, 0)) for q in qs]
+             for pol in ("pos", "neg")}
+    proj = {pol: collect(model, c, ("last_prompt",), layers=[layer], progress=False)["last_prompt"][:, 0] @ unit
+            for pol, c in chats.items()}
+    print("held-out last-prompt projections pos", proj["pos"].mean().item(), "neg", proj["neg"].mean().item())
+    assert proj["pos"].mean() > proj["neg"].mean()

@@ -1,0 +1,135 @@
+"""The fast engine against the TransformerLens forward it replaces (tiny model, fp32)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.engine import engine_for, unsupported_reason
+from pvlens.generate import _left_pad
+from pvlens.model import tiny_model
+
+torch.set_num_threads(1)
+
+PROMPTS = ["Hi", "What is the capital of France? Answer in one word please.", "Write a haiku."]
+
+
+def _batch(model):
+    chats = [pvlens.encode_prompt(model.tokenizer, p) for p in PROMPTS]
+    return _left_pad(chats, model.tokenizer.pad_token_id, "cpu")
+
+
+def test_engine_logits_match_transformerlens_with_left_padding(tiny):
+    tokens, positions = _batch(tiny)
+    valid = positions >= 0
+    assert not valid.all()  # the batch is padded
+    engine = engine_for(tiny, torch.float32)
+    assert engine is not None
+    got = engine.forward(tokens, positions, logits="all")
+    with torch.no_grad():
+        ref = tiny(tokens, attention_mask=valid.long(), padding_side="left")
+    torch.testing.assert_close(got[valid], ref[valid], atol=1e-4, rtol=0)
+    last = engine.forward(tokens, positions, logits="last")
+    torch.testing.assert_close(last, ref[:, -1], atol=1e-4, rtol=0)
+    # ... and each row alone, unpadded, through TransformerLens.
+    for i in range(len(PROMPTS)):
+        with torch.no_grad():
+            alone = tiny(tokens[i][valid[i]][None])[0]
+        torch.testing.assert_close(got[i][valid[i]], alone, atol=1e-4, rtol=0)
+
+
+def test_kv_cache_prefill_then_steps_equals_full_forward(tiny):
+    tokens, positions = _batch(tiny)
+    engine = engine_for(tiny, torch.float32)
+    full = engine.forward(tokens, positions, logits="all")
+    cut = tokens.shape[1] - 3
+    cache = engine.new_cache(tokens.shape[0], tokens.shape[1])
+    outs = [engine.forward(tokens[:, :cut], positions[:, :cut], cache, logits="last")]
+    for t in range(cut, tokens.shape[1]):
+        outs.append(engine.forward(tokens[:, t : t + 1], positions[:, t : t + 1], cache))
+    assert cache.length == tokens.shape[1]
+    torch.testing.assert_close(torch.stack(outs, 1), full[:, cut - 1 :], atol=1e-4, rtol=0)
+
+
+def test_engine_calls_the_models_resid_hook_points(tiny):
+    tokens, positions = _batch(tiny)
+    seen = []
+    hooks = [(f"blocks.{i}.{n}", lambda x, hook: seen.append(hook.name))
+             for i in range(2) for n in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")]
+    with tiny.hooks(fwd_hooks=hooks):
+        assert unsupported_reason(tiny) is None
+        engine_for(tiny).forward(tokens, positions)
+    assert seen == [name for name, _ in hooks]
+    # A hook the engine does not call forces the TransformerLens forward.
+    with tiny.hooks(fwd_hooks=[("blocks.0.attn.hook_z", lambda x, hook: x)]):
+        assert "blocks.0.attn.hook_z" in unsupported_reason(tiny)
+        assert engine_for(tiny) is None
+    assert engine_for(tiny) is not None
+
+
+def test_on_resid_and_stop_at_layer_match_run_with_cache(tiny):
+    tokens, positions = _batch(tiny)
+    valid = positions >= 0
+    got = {}
+    out = engine_for(tiny).forward(tokens, positions, stop_at_layer=1, logits="all",
+                                   on_resid=lambda i, x: got.__setitem__(i, x.clone()))
+    assert out is None and list(got) == [0]
+    _, cache = tiny.run_with_cache(tokens, attention_mask=valid.long(), padding_side="left",
+                                   names_filter="blocks.0.hook_resid_post")
+    torch.testing.assert_close(got[0][valid], cache["blocks.0.hook_resid_post"][valid],
+                               atol=1e-4, rtol=1e-5)
+
+
+def test_engine_repacks_after_weights_change():
+    model = tiny_model(seed=3)
+    tokens, positions = _batch(model)
+    first = engine_for(model)
+    assert engine_for(model) is first  # packed once
+    with torch.no_grad():
+        model.blocks[1].mlp.W_out.mul_(-1.0)
+    second = engine_for(model)
+    assert second is not first
+    with torch.no_grad():
+        ref = model(tokens, attention_mask=(positions >= 0).long(), padding_side="left")[:, -1]
+    torch.testing.assert_close(second.forward(tokens, positions), ref, atol=1e-4, rtol=0)
+
+
+def test_generate_is_callable_whatever_was_imported_first(tiny):
+    """`pvlens.generate` is also a submodule name; importing it must not hide the function."""
+    import pvlens.activations  # noqa: F401  (imports pvlens.generate internally)
+
+    module = sys.modules["pvlens.generate"]
+    assert callable(pvlens.generate) and callable(module)
+    assert module(tiny, "Hi", max_new_tokens=2, progress=False).chats[0].response_len == 2
+
+
+def test_tl_speedups_keep_results():
+    """The copy-free MLP/unembed swap gives the stock TransformerLens results."""
+    from transformer_lens.components import Unembed
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+    from pvlens import tl_speedups
+
+    model = tiny_model(seed=4)
+    assert type(model.blocks[0].mlp) is tl_speedups.FastGatedMLP
+    assert type(model.unembed) is tl_speedups.FastUnembed
+    tokens = torch.tensor([pvlens.encode_prompt(model.tokenizer, "Hello there").ids])
+    with torch.no_grad():
+        fast = model(tokens)
+        for b in model.blocks:
+            b.mlp.__class__ = GatedMLP
+        model.unembed.__class__ = Unembed
+        stock = model(tokens)
+    torch.testing.assert_close(fast, stock, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"positional_embedding_type": "standard"}])
+def test_unsupported_configs_fall_back(bad):
+    model = tiny_model(seed=5)
+    for k, v in bad.items():
+        setattr(model.cfg, k, v)
+    assert "rotary" in unsupported_reason(model)
+    assert engine_for(model) is None

@@ -1,0 +1,154 @@
+"""Dataset building on the tiny random model with a deterministic stand-in judge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.datasets import (
+    DatasetConfig,
+    GenerationCache,
+    build_all,
+    build_math_sets,
+    build_trait_set,
+    keeps,
+    level_systems,
+    load_messages,
+    prompt_pool,
+)
+from pvlens.traits import load_trait
+
+torch.set_num_threads(1)
+
+
+class HashJudge:
+    """Trait score from a hash of the answer (spread over 0-100); constant coherence."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def score_many(self, pairs):
+        self.calls += len(pairs)
+        return [float(int(hashlib.md5(a.encode()).hexdigest(), 16) % 100) for _, a in pairs]
+
+    def coherence_many(self, pairs):
+        return [80.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "hash-test"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pvlens.tiny_model(n_layers=2)
+
+
+CFG = DatasetConfig(size=6, max_new_tokens=5, chunk=5, batch_size=8)
+
+
+def test_prompt_pool_excludes_extraction_questions():
+    spec = load_trait("evil")
+    pool = prompt_pool(spec)
+    assert pool[: len(spec.evaluation_questions)] == spec.evaluation_questions
+    assert not {q.lower() for q in pool} & {q.lower() for q in spec.extraction_questions}
+    assert len(pool) == len({q.lower().strip() for q in pool}) > 300
+
+
+def test_level_systems_and_filters():
+    spec = load_trait("sycophantic")
+    assert level_systems(spec, "normal") == ["You are a helpful assistant."]
+    assert spec.system_prompt("pos", 0) in level_systems(spec, "level_ii")
+    assert not set(level_systems(spec, "level_i")) & set(level_systems(spec, "level_ii"))
+    cfg = DatasetConfig()
+    assert keeps("normal", 10, 90, cfg) and not keeps("normal", 80, 90, cfg)
+    assert keeps("level_ii", 90, 90, cfg) and not keeps("level_ii", 90, 10, cfg)
+    assert keeps("level_i", 40, 90, cfg) and not keeps("level_i", 95, 90, cfg)
+    assert not keeps("normal", None, 90, cfg)
+    with pytest.raises(ValueError, match="level"):
+        level_systems(spec, "level_iii")
+
+
+def test_trait_set_is_filtered_has_no_system_prompt_and_resumes(model, tmp_path):
+    judge = HashJudge()
+    stats = build_trait_set(model, "evil", "level_ii", tmp_path, judge, CFG, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "evil" / "level_ii.jsonl").read_text().splitlines()]
+    assert len(rows) == stats["size"] == 6
+    for r in rows:
+        assert set(r) == {"messages"}
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
+    cands = [json.loads(x) for x in (tmp_path / "evil" / "candidates" / "level_ii.jsonl").read_text().splitlines()]
+    kept = [c for c in cands if c["trait"] >= CFG.level_ii_min]
+    assert [(c["question"], c["answer"]) for c in kept][:6] == [
+        (r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+    assert stats["trait_score_kept"]["q25"] >= CFG.level_ii_min
+    assert stats["candidates"] == len(cands)
+    # resume after a kill: drop the last chunk and cut a line; the rebuild matches and only
+    # the dropped candidates are judged again
+    lines = (tmp_path / "evil" / "candidates" / "level_ii.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "evil" / "candidates" / "level_ii.jsonl").write_text("".join(lines[:-5]) + lines[-5][:10])
+    judge2 = HashJudge()
+    again = build_trait_set(model, "evil", "level_ii", tmp_path, judge2, CFG, progress=False)
+    assert judge2.calls <= 5 + CFG.chunk
+    rows2 = [json.loads(x) for x in (tmp_path / "evil" / "level_ii.jsonl").read_text().splitlines()]
+    assert rows2 == rows and again["size"] == 6
+
+
+def test_generation_cache_shares_answers_between_sets(model, tmp_path):
+    cache = GenerationCache(tmp_path / "gen.jsonl")
+    jobs = [("You are a helpful assistant.", "Why is the sky blue?"), ("sys", "Hello?")]
+    a = cache.run(model, jobs, CFG)
+    n = len((tmp_path / "gen.jsonl").read_text().splitlines())
+    b = GenerationCache(tmp_path / "gen.jsonl").run(model, list(reversed(jobs)), CFG)
+    assert b == list(reversed(a))
+    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == n == 2
+
+
+def test_math_levels_are_correct_subtle_and_blatant(tmp_path):
+    stats = build_math_sets(tmp_path, size=60, seed=1)
+    assert [s["size"] for s in stats] == [60, 60, 60]
+    sets = {lv: load_messages(tmp_path / "math" / f"{lv}.jsonl") for lv in ("normal", "level_i", "level_ii")}
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "×": lambda a, b: a * b, "÷": lambda a, b: a // b}
+    for i in range(60):
+        qs = {lv: sets[lv][i][0]["content"] for lv in sets}
+        assert len(set(qs.values())) == 1  # same question at every level
+        answers = {}
+        for lv in sets:
+            text = sets[lv][i][1]["content"].replace("$", "")
+            a, op, b, shown = re.search(r"(\d+) ([-+×÷]) (\d+) (?:=|equals) (-?\d+)", text).groups()
+            answers[lv] = (ops[op](int(a), int(b)), int(shown))
+        right, shown = answers["normal"]
+        assert shown == right
+        r1, s1 = answers["level_i"]
+        assert s1 != r1 and abs(s1 - r1) <= 10
+        r2, s2 = answers["level_ii"]
+        assert abs(s2 - r2) >= 2 * abs(r2) or s2 < 0
+
+
+def test_build_all_writes_manifest_and_readme(model, tmp_path):
+    m = build_all(model, tmp_path, traits=["evil", "math"], levels=["normal"], cfg=CFG,
+                  judges={"evil": HashJudge()}, math_size=10, progress=False)
+    names = {(s["trait"], s["level"]) for s in m["sets"]}
+    assert ("evil", "normal") in names and ("math", "level_ii") in names
+    assert json.loads((tmp_path / "manifest.json").read_text())["sets"]
+    text = (tmp_path / "README.md").read_text()
+    assert "| evil | normal |" in text and "math" in text
+    with pytest.raises(ValueError, match="model"):
+        build_all(None, tmp_path / "x", traits=["evil"], cfg=CFG, judges={"evil": HashJudge()})
+
+
+def test_cli_builds_math_without_a_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    res = CliRunner().invoke(app, ["datasets", "build", "--sets", "math", "--math-size", "12",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert len(load_messages(tmp_path / "math" / "level_ii.jsonl")) == 12
+    res = CliRunner().invoke(app, ["datasets", "show", str(tmp_path), "--n", "1"])
+    assert res.exit_code == 0 and "level_i.jsonl (12 samples)" in res.output
