@@ -291,6 +291,13 @@ class LocalJudge(Judge):
     def distribution(self, aspect: Aspect, question: str, answer: str) -> dict[int, float]:
         """P(integer) for 0-100 under the chosen method (mass may be < 1)."""
         ids = self.prompt_ids(aspect, question, answer)
+        n_ctx = getattr(getattr(self.lm, "cfg", None), "n_ctx", None)
+        if n_ctx is not None and len(ids) + _CachedPrompt.SLACK > n_ctx:
+            raise ValueError(
+                f"the judge prompt is {len(ids)} tokens but the model's context is {n_ctx}; "
+                "load the model with a larger n_ctx (pvlens.load_model(n_ctx=...)) or shorten "
+                "the answer"
+            )
         root, next_logprobs = self._prompt_scorer(ids)
         if self.method == "single_token":
             return integer_distribution_single(root, self.tokens)
