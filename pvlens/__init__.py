@@ -19,8 +19,8 @@ _LAZY = {
     "encode_conversation": "pvlens.chat",
     "encode_messages": "pvlens.chat",
     "encode_prompt": "pvlens.chat",
-    "GenerationResult": "pvlens.generate",
-    "generate": "pvlens.generate",
+    "GenerationResult": "pvlens.generation",
+    "generate": "pvlens.generation",
     "load_model": "pvlens.model",
     "tiny_model": "pvlens.model",
     "Ablation": "pvlens.steering",
@@ -32,7 +32,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from pvlens.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
-    from pvlens.generate import GenerationResult, generate
+    from pvlens.generation import GenerationResult, generate
     from pvlens.model import load_model, tiny_model
     from pvlens.steering import Ablation, Steering, multi_layer, steer
     from pvlens.vectors import PersonaVectors

@@ -20,7 +20,7 @@ from transformer_lens import HookedTransformer
 from pvlens.chat import EncodedChat
 from pvlens.device import fast_dtype
 from pvlens.engine import engine_for
-from pvlens.generate import _left_pad
+from pvlens.generation import _left_pad
 from pvlens.hooks import PositionContext, position_context, resid_hook_name
 from pvlens.steering import steer as steering_context
 

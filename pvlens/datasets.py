@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.chat import Message
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.monitor import prompt_ladder
 from pvlens.traits import TraitSpec, builtin_traits, load_trait
 

@@ -33,7 +33,7 @@ from transformer_lens import HookedTransformer
 
 from pvlens.activations import collect, per_token
 from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messages
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import PersonaVectors
 

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.chat import EncodedChat, encode_conversation, encode_prompt
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.traits import TraitSpec
 
 

@@ -36,7 +36,7 @@ from pvlens.activations import collect, token_batches
 from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messages
 from pvlens.device import fast_dtype
 from pvlens.engine import KVCache, engine_for
-from pvlens.generate import _left_pad, generate
+from pvlens.generation import _left_pad, generate
 from pvlens.monitor import VectorsLike, as_vectors, default_layer, project, unit_direction
 
 Sample = tuple[int, list[Message]]

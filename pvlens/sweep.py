@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.steering import Steering
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import PersonaVectors

@@ -33,7 +33,7 @@ from transformer_lens import HookedTransformer
 
 from pvlens.chat import EncodedChat, build_messages, encode_conversation, stop_token_ids
 from pvlens.engine import engine_for
-from pvlens.generate import _left_pad
+from pvlens.generation import _left_pad
 from pvlens.hooks import PositionContext, position_context
 from pvlens.steering import steer as steering_context
 

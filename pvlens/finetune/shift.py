@@ -18,7 +18,7 @@ from transformer_lens import HookedTransformer
 from pvlens.activations import collect
 from pvlens.finetune.lora import LoraHandle, get_handle
 from pvlens.finetune.vectors import as_table, unit
-from pvlens.generate import to_chats
+from pvlens.generation import to_chats
 
 
 @dataclass

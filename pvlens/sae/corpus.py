@@ -32,7 +32,7 @@ from transformer_lens import HookedTransformer
 
 from pvlens.chat import encode_conversation, encode_messages, stop_token_ids
 from pvlens.device import fast_dtype
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.model import _as_dtype
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "sae_prompts.jsonl"

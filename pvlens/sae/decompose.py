@@ -278,7 +278,7 @@ def feature_steering(
     persona vector, or a feature's unit decoder direction times ‖vector‖ (same norm as the
     persona vector); `n_random` random features not among `features` are the control.
     """
-    from pvlens.generate import generate
+    from pvlens.generation import generate
 
     gen = generate_fn or generate
     norm = vector.float().norm()

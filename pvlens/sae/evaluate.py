@@ -33,7 +33,7 @@ from transformer_lens import HookedTransformer
 from pvlens.activations import token_batches
 from pvlens.chat import EncodedChat
 from pvlens.engine import engine_for
-from pvlens.generate import _left_pad
+from pvlens.generation import _left_pad
 from pvlens.sae.corpus import Document
 from pvlens.sae.loading import LoadedSae, heldout_documents, load_sae
 from pvlens.sae.provider import ProviderStats, _resolve_dtype, layer_activations

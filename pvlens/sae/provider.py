@@ -32,7 +32,7 @@ from pvlens.activations import _tl_forward, token_batches
 from pvlens.chat import EncodedChat
 from pvlens.device import fast_dtype
 from pvlens.engine import engine_for
-from pvlens.generate import _left_pad
+from pvlens.generation import _left_pad
 from pvlens.hooks import check_layer
 from pvlens.model import _as_dtype
 from pvlens.sae.corpus import Document

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
 import pvlens
 from pvlens.engine import engine_for, unsupported_reason
-from pvlens.generate import _left_pad
+from pvlens.generation import _left_pad
 from pvlens.model import tiny_model
 
 torch.set_num_threads(1)
@@ -97,13 +95,13 @@ def test_engine_repacks_after_weights_change():
     torch.testing.assert_close(second.forward(tokens, positions), ref, atol=1e-4, rtol=0)
 
 
-def test_generate_is_callable_whatever_was_imported_first(tiny):
-    """`pvlens.generate` is also a submodule name; importing it must not hide the function."""
-    import pvlens.activations  # noqa: F401  (imports pvlens.generate internally)
+def test_generate_is_the_function_whatever_was_imported_first(tiny):
+    """The module is `pvlens.generation`, so importing it never rebinds `pvlens.generate`."""
+    import pvlens.activations  # noqa: F401  (imports pvlens.generation internally)
+    import pvlens.generation
 
-    module = sys.modules["pvlens.generate"]
-    assert callable(pvlens.generate) and callable(module)
-    assert module(tiny, "Hi", max_new_tokens=2, progress=False).chats[0].response_len == 2
+    assert pvlens.generate is pvlens.generation.generate
+    assert pvlens.generate(tiny, "Hi", max_new_tokens=2, progress=False).chats[0].response_len == 2
 
 
 def test_tl_speedups_keep_results():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pvlens
-import pvlens.generate as gen_mod
+import pvlens.generation as gen_mod
 from pvlens.hooks import current_context
 from pvlens.steering import Steering, multi_layer
 

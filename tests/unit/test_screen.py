@@ -10,7 +10,7 @@ import torch
 import pvlens
 from pvlens.activations import collect
 from pvlens.chat import encode_conversation
-from pvlens.generate import generate
+from pvlens.generation import generate
 from pvlens.screen import (
     BaseReplies,
     ScreenConfig,

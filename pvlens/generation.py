@@ -2,12 +2,12 @@
 
 Sampling is reproducible per conversation: row i draws from its own generator seeded by
 (seed, i), so a reply does not depend on which other prompts share its batch.
+
+The module is `generation`, not `generate`, so that `pvlens.generate` stays the function.
 """
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -221,14 +221,3 @@ def generate(
         texts=texts, chats=out_chats, finished=[finished[i] for i in range(len(chats))]
     )
 
-
-class _CallableModule(types.ModuleType):
-    """`pvlens.generate` names both this module and its function. Importing the module (as
-    other pvlens modules do) rebinds the package attribute to the module, so the module calls
-    the function: `pvlens.generate(model, ...)` works whatever was imported first."""
-
-    def __call__(self, *args, **kwargs) -> GenerationResult:
-        return generate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
