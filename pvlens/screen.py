@@ -37,6 +37,7 @@ from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messag
 from pvlens.device import fast_dtype
 from pvlens.engine import KVCache, engine_for
 from pvlens.generation import _left_pad, generate
+from pvlens.jsonl import iter_jsonl, read_jsonl_lenient
 from pvlens.monitor import VectorsLike, as_vectors, default_layer, project, unit_direction
 
 Sample = tuple[int, list[Message]]
@@ -84,19 +85,10 @@ def iter_samples(source: str | Path, split: str | None = None, batch: int = 1024
     if path.is_dir():
         yield from _iter_hf(path, split, batch)
         return
-    with path.open(encoding="utf-8") as f:
-        index = 0
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ScreenError(f"{path}:{lineno} is not valid JSON ({e.msg})") from e
-            if not isinstance(rec, dict):
-                raise ScreenError(f'{path}:{lineno}: expected an object {{"messages": [...]}}')
-            yield index, _check(index, rec.get("messages"), f"{path}:{lineno}")
-            index += 1
+    for index, (lineno, rec) in enumerate(iter_jsonl(path, error=ScreenError)):
+        if not isinstance(rec, dict):
+            raise ScreenError(f'{path}:{lineno}: expected an object {{"messages": [...]}}')
+        yield index, _check(index, rec.get("messages"), f"{path}:{lineno}")
 
 
 def _iter_hf(path: Path, split: str | None, batch: int) -> Iterator[Sample]:
@@ -157,13 +149,9 @@ class BaseReplies:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fp = model_fingerprint(model)
         self.known: dict[str, str] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                    self.known[rec["key"]] = rec["reply"]
-                except (json.JSONDecodeError, KeyError):
-                    continue  # a line cut off by a kill
+        for rec in read_jsonl_lenient(self.path):  # a line cut off by a kill is skipped
+            if isinstance(rec, dict) and "key" in rec and "reply" in rec:
+                self.known[rec["key"]] = rec["reply"]
 
     def key(self, prompt: Sequence[Message]) -> str:
         blob = json.dumps([self.fp, self.max_new_tokens, list(prompt)], sort_keys=True, ensure_ascii=False)

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from pvlens.chat import EncodedChat, Message, encode_conversation
 from pvlens.hooks import PositionContext
+from pvlens.jsonl import iter_jsonl
 
 Conversation = Sequence[Message]
 
@@ -28,17 +29,10 @@ def read_jsonl(path: str | Path) -> list[list[Message]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data {path} does not exist")
-    out = []
-    with path.open() as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            out.append(check_messages(row.get("messages") if isinstance(row, dict) else None,
-                                      where=f"{path}:{i}"))
+    out = [
+        check_messages(row.get("messages") if isinstance(row, dict) else None, where=f"{path}:{i}")
+        for i, row in iter_jsonl(path)
+    ]
     if not out:
         raise ValueError(f"{path} holds no conversations")
     return out

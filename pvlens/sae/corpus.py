@@ -33,6 +33,7 @@ from transformer_lens import HookedTransformer
 from pvlens.chat import encode_conversation, encode_messages, stop_token_ids
 from pvlens.device import fast_dtype
 from pvlens.generation import generate
+from pvlens.jsonl import iter_jsonl
 from pvlens.model import _as_dtype
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "sae_prompts.jsonl"
@@ -243,14 +244,8 @@ def read_documents(
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from e
-        yield f"{path.name}:{i + 1}", row
+    for i, row in iter_jsonl(path):
+        yield f"{path.name}:{i}", row
 
 
 def _dataset_rows(path: Path) -> Iterator[tuple[str, dict]]:

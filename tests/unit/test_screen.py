@@ -187,7 +187,7 @@ def test_input_is_streamed_and_errors_name_the_sample(tmp_path):
     path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n{broken\n")
     it = iter_samples(path)
     assert next(it)[0] == 0 and next(it)[0] == 1  # read lazily: the bad line is not reached yet
-    with pytest.raises(ScreenError, match=r"d.jsonl:4 is not valid JSON"):
+    with pytest.raises(ScreenError, match=r"d.jsonl:4: not valid JSON"):
         next(it)
     bad = tmp_path / "b.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
