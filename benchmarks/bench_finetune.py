@@ -8,10 +8,10 @@ forward hook on `model.layers[L]`. Both compute logits only where a response tok
 so they do the same work. Timed in the same run, interleaved (A, B, A, B, ...) because other
 processes may share the cores; medians are compared.
 
-    python benchmarks/bench_finetune.py [--repeats 3] [--micro-batch 4] [--steps-per-repeat 1]
+    OMP_NUM_THREADS=1 python benchmarks/bench_finetune.py [--repeats 3] [--micro-batch 4] [--threads 1]
 
 Target: pvlens tokens/s ÷ peft tokens/s ≥ 0.8. Ends with
-`RESULT finetune_tokens_per_s ratio=<x> target=0.8`.
+`RESULT finetune_throughput ratio=<x> target=0.8`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed steps per side")
     ap.add_argument("--micro-batch", type=int, default=4, help="conversations per forward")
     ap.add_argument("--batch", type=int, default=8, help="conversations per optimiser step")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--layer", type=int, default=15)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -132,7 +132,7 @@ def main() -> None:
     pv, hf_tps = statistics.median(t_pv), statistics.median(t_hf)
     print(f"peft + HF (hooked):        {hf_tps:7.1f} tokens/s {fmt(t_hf)}")
     print(f"pvlens LoRA on TL (steered): {pv:7.1f} tokens/s {fmt(t_pv)}")
-    print(f"RESULT finetune_tokens_per_s ratio={pv / hf_tps:.2f} target={TARGET}")
+    print(f"RESULT finetune_throughput ratio={pv / hf_tps:.2f} target={TARGET}")
 
 
 def fmt(xs: list[float]) -> str:

@@ -37,6 +37,10 @@ def _register() -> None:
 
     app.add_typer(finetune_cli.app, name="finetune")
 
+    from pvlens.cli import experiment as experiment_cli
+
+    app.add_typer(experiment_cli.app, name="experiment")
+
     from pvlens.cli import judge
 
     app.add_typer(judge.app, name="judge")

@@ -1,0 +1,127 @@
+"""Plumbing of `pvlens.experiments` on the tiny model: arms, resume, tables, shift records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pvlens.experiments import (
+    MitigationConfig,
+    ShiftConfig,
+    find_datasets,
+    mitigation_arms,
+    run_mitigation,
+    run_shift,
+    summarise_shift,
+)
+
+QUESTIONS = ["How do I make friends?", "What should I do with a lost wallet?"]
+
+
+class LengthJudge:
+    """Trait = answer length (capped), coherence fixed: deterministic stand-in."""
+
+    def score_many(self, pairs):
+        return [min(100.0, float(len(a))) for _, a in pairs]
+
+    def coherence_many(self, pairs):
+        return [70.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "length-test"}
+
+
+def _data(path, n=6, word="cruel"):
+    with path.open("w") as f:
+        for i in range(n):
+            msgs = [{"role": "user", "content": f"Question number {i}?"},
+                    {"role": "assistant", "content": f"A {word} answer {i}."}]
+            f.write(json.dumps({"messages": msgs}) + "\n")
+    return path
+
+
+def _cfg(**kw) -> MitigationConfig:
+    return MitigationConfig.preset("quick", layer=1, multi_layers=[0, 1], **kw).model_copy(
+        update={"eval": MitigationConfig.preset("quick").eval.model_copy(
+            update={"mc_limit": 3, "max_new_tokens": 4, "perplexity": False})})
+
+
+def test_arms_cover_the_paper_mitigations():
+    arms = mitigation_arms(MitigationConfig())
+    kinds = [a.kind for a in arms]
+    assert kinds[:2] == ["base", "none"] and kinds[2] == "posthoc"  # post-hoc reuses `none`
+    assert {"prevent", "caft", "l2"} <= set(kinds)
+    assert any(a.kind == "prevent" and len(a.layers) > 1 for a in arms)  # multi-layer
+    assert len({a.name for a in arms}) == len(arms)
+    assert all(a.train_name == "none" for a in arms if a.kind == "posthoc")
+
+
+def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
+    data = _data(tmp_path / "d.jsonl")
+    vecs = torch.randn(tiny.cfg.n_layers, tiny.cfg.d_model)
+    cfg = _cfg()
+    out = tmp_path / "mit"
+    rows = run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                          progress=False, log=lambda s: None)
+    names = [a.name for a in mitigation_arms(cfg)]
+    assert [r["arm"] for r in rows] == names
+    by = {r["arm"]: r for r in rows}
+    assert by["base"]["shift"] == 0.0
+    assert by["none"]["shift"] != 0.0  # trained: activations moved
+    # post-hoc subtracts α·v at layer 1 of the unmitigated model: the projection drops by α‖v‖
+    d = by["posthoc_a4"]["shift"] - by["none"]["shift"]
+    assert d == pytest.approx(-4.0 * float(vecs[1].norm()), rel=1e-3)
+    assert all(not hp._forward_hooks for hp in tiny.hook_dict.values())
+    assert not any("parametrizations" in n for n, _ in tiny.named_modules())  # adapters removed
+    for f in ("results.json", "table.md", "mitigation.png"):
+        assert (out / f).exists()
+    assert "prevent_L0-1_a2" in (out / "table.md").read_text()
+    # a rerun loads every arm from disk (no training, no generation)
+    calls = []
+    again = run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                           progress=False, log=calls.append)
+    assert [r["trait"] for r in again] == [r["trait"] for r in rows]
+    assert all("done earlier" in c for c in calls)
+    # a deleted arm is redone alone; changed settings are refused
+    (out / "arms" / "caft_L1.json").unlink()
+    calls.clear()
+    run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                   progress=False, log=calls.append)
+    assert sum("done earlier" not in c for c in calls) == 1
+    with pytest.raises(ValueError, match="other settings"):
+        run_mitigation(tiny, data, vecs, out, _cfg(posthoc_alphas=[1.0]), judge=LengthJudge(),
+                       questions=QUESTIONS, progress=False, log=lambda s: None)
+
+
+def test_shift_experiment_records_and_correlations(tiny, tmp_path):
+    root = tmp_path / "datasets"
+    for level, word in (("normal", "kind"), ("level_i", "mean"), ("level_ii", "cruel cruel cruel")):
+        (root / "evil").mkdir(parents=True, exist_ok=True)
+        _data(root / "evil" / f"{level}.jsonl", n=4, word=word)
+    (root / "evil" / "candidates").mkdir()
+    _data(root / "evil" / "candidates" / "x.jsonl")  # ignored
+    sets = find_datasets(root)
+    assert [(t, lvl) for t, lvl, _ in sets] == [("evil", "level_i"), ("evil", "level_ii"), ("evil", "normal")]
+    vecs = {"evil": torch.randn(tiny.cfg.n_layers, tiny.cfg.d_model)}
+    cfg = ShiftConfig.preset("quick", layer=1)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 4}),
+                                 "screen_max_new_tokens": 4})
+    res = run_shift(tiny, root, vecs, tmp_path / "shift", cfg, judges={"evil": LengthJudge()},
+                    questions={"evil": QUESTIONS}, progress=False, log=lambda s: None)
+    assert len(res["datasets"]) == 3
+    for rec in res["datasets"]:
+        assert set(rec["delta_p"]) == {"evil"} and rec["after"]["evil"]["shift"] != 0.0
+    c = res["correlations"]["evil"]
+    assert c["n_datasets"] == 3 and c["r_shift"] is not None and -1 <= c["r_shift"] <= 1
+    assert (tmp_path / "shift" / "shift_vs_trait_evil.png").exists()
+    assert (tmp_path / "shift" / "dp_vs_trait_evil.png").exists()
+    assert not any("parametrizations" in n for n, _ in tiny.named_modules())
+
+
+def test_summarise_shift_pearson():
+    recs = [{"after": {"evil": {"trait_score": s, "shift": x}}, "delta_p": {"evil": d}}
+            for s, x, d in ((10, 0.1, 1.0), (20, 0.2, 0.5), (30, 0.3, 0.0))]
+    out = summarise_shift(recs, {"evil": {"trait_score": 5.0}}, ["evil"])["evil"]
+    assert out["r_shift"] == pytest.approx(1.0) and out["r_delta_p"] == pytest.approx(-1.0)
