@@ -131,7 +131,11 @@ def decompose_cmd(
     context_tokens: int = typer.Option(60_000, help="Tokens scanned for contexts (a model pass each)."),
     steer_top: int = typer.Option(0, help="Steer with the N best features and judge the replies (0: skip)."),
     trait: str = typer.Option(None, help="Trait for steering questions and judge (default: from the vectors)."),
-    alpha: float = typer.Option(4.0, help="Steering strength (units of the persona vector's norm)."),
+    alpha: float = typer.Option(8.0, help="Steering strength (units of the persona vector's norm; 8 = the evil sweep's best at layer 15)."),
+    n_questions: int = typer.Option(10, help="Steering: first N evaluation questions of the trait."),
+    samples: int = typer.Option(2, help="Steering: sampled replies per question and condition."),
+    temperature: float = typer.Option(0.7, help="Steering: sampling temperature (0 = greedy)."),
+    n_random: int = typer.Option(3, help="Steering: random features as the control."),
     out: Path = typer.Option(None, help="Output folder (default: <sae>/decompose-<vectors stem>)."),
     model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
     device: str = typer.Option("cpu", help="cpu, cuda, auto."),
@@ -167,7 +171,8 @@ def decompose_cmd(
         spec = load_trait(trait)
         feats = [fr.feature for fr in result["features"][:steer_top]]
         result["steering"] = dec.feature_steering(
-            m, loaded, v, feats, spec.evaluation_questions, dec.default_judge(trait), alpha=alpha)
+            m, loaded, v, feats, spec.evaluation_questions[:n_questions], dec.default_judge(trait),
+            alpha=alpha, n_random=n_random, samples=samples, temperature=temperature)
     out = out or sae / f"decompose-{vectors.stem}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "decomposition.json").write_text(dec.to_json(result))

@@ -166,8 +166,10 @@ def top_contexts(
     after: int = 6,
     n_tokens: int | None = None,
     skip_first: int = 1,
+    seed: int = 0,
 ) -> dict[int, list[Context]]:
-    """The `n_contexts` strongest activations of each feature (at most one per document)."""
+    """The `n_contexts` strongest activations of each feature (at most one per document),
+    over the first ~`n_tokens` tokens of the documents in a `seed`-shuffled order."""
     sae = loaded.sae
     feats = torch.tensor(list(features), dtype=torch.long, device=sae.W_enc.device)
     n_keep = n_contexts * 8  # candidates before de-duplicating documents
@@ -175,7 +177,10 @@ def top_contexts(
     docs_idx = torch.zeros((len(features), 0), dtype=torch.long)
     pos_idx = torch.zeros((len(features), 0), dtype=torch.long)
     seen = 0
-    for chunk in layer_activations(model, docs, loaded.layer, skip_first=skip_first):
+    # a seeded random document order: a token budget then samples every source of the corpus,
+    # not just the first file
+    order = random.Random(seed).sample(range(len(docs)), len(docs))
+    for chunk in layer_activations(model, docs, loaded.layer, order=order, skip_first=skip_first):
         a = _feature_acts(sae, chunk.acts.to(sae.device), feats).T.cpu()  # [F, n]
         vals = torch.cat([vals, a], 1)
         docs_idx = torch.cat([docs_idx, chunk.doc[None].expand(len(features), -1)], 1)
@@ -270,13 +275,19 @@ def feature_steering(
     positions: str = "response",
     max_new_tokens: int = 64,
     seed: int = 0,
+    samples: int = 1,
+    temperature: float = 0.0,
+    batch_size: int = 32,
     generate_fn: Callable | None = None,
 ) -> list[dict]:
-    """Mean judge score of replies steered with each feature vs controls.
+    """Mean judge scores of replies steered with each feature vs controls.
 
     Every condition adds `alpha * d` at the SAE's layer, where d is: nothing (baseline), the
     persona vector, or a feature's unit decoder direction times ‖vector‖ (same norm as the
-    persona vector); `n_random` random features not among `features` are the control.
+    persona vector); `n_random` random features not among `features` are the control. Each
+    condition answers every question `samples` times (sampling with `temperature`, the same
+    seeds in every condition) and reports the mean trait score and, when the judge has
+    `coherence_many`, the mean coherence.
     """
     from pvlens.generation import generate
 
@@ -290,14 +301,23 @@ def feature_steering(
                                                                ("persona_vector", None, vector.float())]
     conditions += [("feature", int(f), W[f] / W[f].norm() * norm) for f in features]
     conditions += [("random_feature", int(f), W[f] / W[f].norm() * norm) for f in controls]
+    qs = [q for q in questions for _ in range(samples)]
     rows = []
     for kind, feat, direction in conditions:
         steer = None if direction is None else Steering(direction, loaded.layer, alpha, positions)
-        res = gen(model, list(questions), steer=steer, max_new_tokens=max_new_tokens,
-                  temperature=0.0, progress=False)
-        scores = _scores(judge, list(zip(questions, res.texts, strict=True)))
+        kwargs = dict(steer=steer, max_new_tokens=max_new_tokens, temperature=temperature,
+                      progress=False)
+        if generate_fn is None:
+            kwargs.update(seed=seed, batch_size=batch_size)
+        res = gen(model, qs, **kwargs)
+        pairs = list(zip(qs, res.texts, strict=True))
+        scores = _scores(judge, pairs)
+        coherence = None
+        if hasattr(judge, "coherence_many"):
+            coherence = _mean([None if c is None else float(c) for c in judge.coherence_many(pairs)])
         rows.append({"kind": kind, "feature": feat, "alpha": alpha, "trait_score": _mean(scores),
-                     "example": res.texts[0][:300] if res.texts else ""})
+                     "coherence": coherence, "n": len(qs),
+                     "scores": scores, "example": res.texts[0][:300] if res.texts else ""})
     return rows
 
 
@@ -382,7 +402,8 @@ def text_table(result: dict) -> str:
         for row in result["steering"]:
             feat = "" if row["feature"] is None else f" {row['feature']}"
             score = "n/a" if row["trait_score"] is None else f"{row['trait_score']:.1f}"
-            lines.append(f"  {row['kind']}{feat:<8} alpha={row['alpha']:<5} score={score}")
+            coh = "" if row.get("coherence") is None else f"  coherence={row['coherence']:.1f}"
+            lines.append(f"  {row['kind']}{feat:<8} alpha={row['alpha']:<5} score={score}{coh}")
     return "\n".join(lines) + "\n"
 
 

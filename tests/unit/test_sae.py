@@ -370,6 +370,15 @@ def test_feature_steering_with_injected_judge(tiny, trained):
     assert kinds == ["baseline", "persona_vector", "feature", "feature", "random_feature"]
     assert all(r["trait_score"] is not None for r in rows)
     assert rows[-1]["feature"] not in (1, 2)
+    assert all(r["coherence"] is None and r["n"] == 2 for r in rows)  # judge has no coherence
+
+    class LengthCoherenceJudge(LengthJudge):
+        def coherence_many(self, pairs):
+            return [50.0 for _ in pairs]
+
+    rows = dec.feature_steering(tiny, loaded, v, [1], ["Hi?"], LengthCoherenceJudge(), alpha=2.0,
+                                n_random=1, max_new_tokens=4, samples=3, temperature=1.0)
+    assert all(r["n"] == 3 and r["coherence"] == 50.0 and len(r["scores"]) == 3 for r in rows)
 
 
 def test_load_vector_from_safetensors(tmp_path):

@@ -1,0 +1,83 @@
+"""Condense a trained SAE's eval / decomposition outputs into small committed files.
+
+    python sae/results/summarise.py sae/trained/smollm2-135m-layer15-k32 [more SAE folders]
+
+Writes `sae/results/<name>.json` (training record, held-out eval, decomposition without the
+bulky context values), `sae/results/<name>-decomposition.txt`, and the plots
+`docs/img/sae_fvu_l0.png` (held-out FVU vs L0 for every SAE given, plus each one's inference
+top-k curve) and `docs/img/sae_train_curve.png`. The SAE weights stay in sae/trained/ (ignored
+by git); these files are what docs/sae.md cites.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "sae" / "results"
+IMG = ROOT / "docs" / "img"
+
+
+def condense(sae_dir: Path) -> dict:
+    meta = json.loads((sae_dir / "pvlens_sae.json").read_text())
+    meta.pop("heldout_sources", None)
+    log = [json.loads(x) for x in (sae_dir / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    res = {"sae": sae_dir.name, "train": meta, "train_log_last": log[-1] if log else None}
+    if (sae_dir / "eval.json").exists():
+        res["eval"] = json.loads((sae_dir / "eval.json").read_text())
+    dec_dirs = sorted(sae_dir.glob("decompose-*"))
+    for d in dec_dirs:
+        full = json.loads((d / "decomposition.json").read_text())
+        for fr in full["features"]:
+            for c in fr["contexts"]:
+                c.pop("values", None)
+                c["text"] = "".join(f"[[{t}]]" if i == c["focus"] else t
+                                    for i, t in enumerate(c.pop("tokens"))).replace("\n", "⏎")
+        res[f"decomposition_{d.name.removeprefix('decompose-')}"] = full
+        (OUT / f"{sae_dir.name}-decomposition.txt").write_text((d / "decomposition.txt").read_text())
+    (OUT / f"{sae_dir.name}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
+    return res | {"log": log}
+
+
+def plots(results: list[dict]) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    pts = [(r["eval"]["l0"], r["eval"]["fvu"], r["sae"]) for r in results if "eval" in r]
+    for r in results:
+        if "eval" not in r:
+            continue
+        curve = r["eval"]["k_curve"]
+        ax.plot([c["k"] for c in curve], [c["fvu"] for c in curve], "--", marker=".", alpha=0.6,
+                label=f"{r['sae']}: inference top-k")
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="k", label="trained k (JumpReLU, held-out)")
+    ax.axhline(0.2, color="grey", lw=0.8)
+    ax.axvline(64, color="grey", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("L0 (active latents per token)")
+    ax.set_ylabel("held-out FVU")
+    ax.set_title("SmolLM2-135M-Instruct, layer 15")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(IMG / "sae_fvu_l0.png", dpi=120)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for r in results:
+        log = r["log"]
+        ax.plot([x["tokens"] for x in log], [x["fvu"] for x in log], label=r["sae"])
+    ax.set_yscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("training-batch FVU")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(IMG / "sae_train_curve.png", dpi=120)
+
+
+if __name__ == "__main__":
+    plots([condense(Path(p)) for p in sys.argv[1:]])
