@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import Tensor
 
 LAYER_CONVENTION = "row l = TransformerLens blocks.{l}.hook_resid_post (paper layer l+1)"
 DEFAULT_REDUCTION = "response_avg"
+DEFAULT_MODEL_KEY = "smollm2-135m-instruct"  # folder of the shipped vectors under pvlens/data/vectors
 
 
 class PersonaVectors:
@@ -153,6 +155,20 @@ class PersonaVectors:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("pvlens", "{}")
         return cls(load_file(str(path)), json.loads(raw), reduction)
+
+    @classmethod
+    def builtin(cls, trait: str, model: str = DEFAULT_MODEL_KEY, reduction: str | None = None) -> PersonaVectors:
+        """Vectors shipped with pvlens for the offline default model (extracted with
+        `pvlens extract TRAIT --preset cpu`), so notebooks and screening need no extraction."""
+        folder = Path(str(resources.files("pvlens"))) / "data" / "vectors" / model
+        path = folder / f"{trait}.safetensors"
+        if not path.exists():
+            have = sorted(p.stem for p in folder.glob("*.safetensors")) if folder.exists() else []
+            raise FileNotFoundError(
+                f"no shipped vectors for trait {trait!r} and model {model!r} (shipped: {have}); "
+                f"extract them with `pvlens extract {trait} --out runs/{trait}`"
+            )
+        return cls.load(path, reduction)
 
     @classmethod
     def from_paper_pt(

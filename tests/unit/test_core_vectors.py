@@ -97,3 +97,14 @@ def test_paper_pt_import_export_shifts_layers(tmp_path):
     torch.save({"not": "a tensor"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="bare tensor"):
         PersonaVectors.from_paper_pt(tmp_path / "bad.pt")
+
+
+def test_builtin_vectors_for_the_default_model_load_and_missing_ones_say_how_to_make_them():
+    from pvlens.vectors import PersonaVectors
+
+    v = PersonaVectors.builtin("evil")
+    assert (v.n_layers, v.d_model) == (30, 576)
+    assert v.trait == "evil" and torch.isfinite(v.vectors).all()
+    assert {"response_avg", "prompt_avg", "last_prompt"} <= set(v.tensors)
+    with pytest.raises(FileNotFoundError, match="pvlens extract nosuchtrait"):
+        PersonaVectors.builtin("nosuchtrait")
