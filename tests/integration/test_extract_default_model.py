@@ -25,8 +25,11 @@ def test_evil_extraction_small(model, tmp_path):
     evil = load_trait("evil")
     cfg = ExtractConfig.preset(
         "cpu", samples_per_pair=1, n_questions=8, n_instructions=3, max_new_tokens=40,
-        min_kept=4, pairing="sample",
+        min_kept=4, pairing="sample", trait_threshold=35.0,
     )
+    # At this size (40-token answers, 3 instructions) the 135M model rarely passes the default
+    # threshold of 50: one run kept 3/24 evil answers (scores 59, 69, 88). 35 keeps ~9 and still
+    # tests the whole pipeline; the full cpu preset keeps 49/300 per polarity at 50.
     vecs = extract(model, evil, tmp_path, cfg=cfg)
     counts = vecs.metadata["counts"]
     print("counts", counts)
