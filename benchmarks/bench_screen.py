@@ -34,11 +34,11 @@ TARGET = 5.0
 
 
 def load_samples(args, n: int) -> list[list[dict]]:
-    """Dataset conversations: a given JSONL, the built evil Level II set, or prompts from the
+    """Dataset conversations: a given JSONL, the shipped evil Level II set, or prompts from the
     SAE prompt list whose 'dataset replies' are base replies of other prompts (shuffled)."""
     from pvlens.screen import iter_samples
 
-    for path in [args.data, ROOT / "runs/datasets/evil/level_ii.jsonl"]:
+    for path in [args.data, ROOT / "pvlens/data/datasets/evil/level_ii.jsonl"]:
         if path and Path(path).exists():
             rows = [m for _, m in iter_samples(path)][:n]
             print(f"data: {path} ({len(rows)} samples)")

@@ -65,6 +65,8 @@ class DatasetConfig(BaseModel):
     steer_layer: int | None = Field(None, description="Steer levels I/II at this layer (needs vectors).")
     steer_alpha: tuple[float, float] = Field(
         (2.0, 4.0), description="Steering strengths for level I and level II (raw-vector units).")
+    samples_per_question: int = Field(
+        1, ge=1, description="Passes over the prompt pool; pass r>0 redraws each answer with a new seed.")
 
 
 # --- prompts -----------------------------------------------------------------------------
@@ -137,10 +139,13 @@ class GenerationCache:
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     def run(self, model: HookedTransformer, jobs: Sequence[tuple[str, str]], cfg: DatasetConfig,
-            steer=None, steer_desc: str = "") -> list[str]:
-        """Answers for (system, question) jobs, generating the missing ones in one batch."""
-        keys = [self.key(s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
-                for s, q in jobs]
+            steer=None, steer_desc: str = "", rounds: Sequence[int] | None = None) -> list[str]:
+        """Answers for (system, question) jobs, generating the missing ones in one batch.
+        `rounds[i] > 0` asks for a further, independently seeded answer to the same job."""
+        rounds = rounds or [0] * len(jobs)
+        keys = [self.key(s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
+                         *([r] if r else []))  # round 0 keeps the keys of single-pass builds
+                for (s, q), r in zip(jobs, rounds, strict=True)]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in self.known}.items())
         if todo:
             prompts = [[{"role": "system", "content": jobs[i][0]}, {"role": "user", "content": jobs[i][1]}]
@@ -234,13 +239,14 @@ def build_trait_set(
 
     bar.update(min(n_kept(), cfg.size))
     pos = 1 + max((c["pool_index"] for c in cands), default=-1)
-    while n_kept() < cfg.size and pos < len(pool):
+    end = len(pool) * cfg.samples_per_question  # position p is question p % len(pool), pass p // len(pool)
+    while n_kept() < cfg.size and pos < end:
         kept = n_kept()
         rate = (kept + 1) / (len(cands) + 2) if cands else 0.5  # Laplace-smoothed pass rate
-        n = min(cfg.chunk, len(pool) - pos, math.ceil((cfg.size - kept) / max(rate, 0.05)))
+        n = min(cfg.chunk, end - pos, math.ceil((cfg.size - kept) / max(rate, 0.05)))
         idx = list(range(pos, pos + n))
-        jobs = [(systems[i % len(systems)], pool[i]) for i in idx]
-        answers = cache.run(model, jobs, cfg, steer, steer_desc)
+        jobs = [(systems[i % len(systems)], pool[i % len(pool)]) for i in idx]
+        answers = cache.run(model, jobs, cfg, steer, steer_desc, [i // len(pool) for i in idx])
         qa = [(q, a) for (_, q), a in zip(jobs, answers, strict=True)]
         scores, coh = judge.score_many(qa), judge.coherence_many(qa)
         new = [{"pool_index": i, "system": s, "question": q, "answer": a, "trait": t, "coherence": c}
@@ -256,7 +262,8 @@ def build_trait_set(
     path = write_messages(out / spec.name / f"{level}.jsonl", [(c["question"], c["answer"]) for c in passed])
     return {
         "trait": spec.name, "level": level, "file": str(path), "size": len(passed),
-        "target_size": cfg.size, "candidates": len(cands),
+        "target_size": cfg.size, "candidates": len(cands), "pool": len(pool),
+        "distinct_questions": len({c["question"] for c in passed}),
         "pass_rate": round(len([c for c in cands if keeps(level, c["trait"], c["coherence"], cfg)])
                            / max(len(cands), 1), 3),
         "systems": systems, "steering": steer_desc or None,
@@ -408,6 +415,23 @@ def readme(manifest: dict) -> str:
         if "trait_score_candidates" in s:
             lines.append(f"- {s['trait']}/{s['level']}: {s['trait_score_candidates'].get('hist10')}")
     return "\n".join(lines) + "\n"
+
+
+BUILTIN_DIR = DATA_DIR / "datasets"
+"""The sets shipped with pvlens (built on the default model; see its README.md)."""
+
+
+def builtin_dataset(trait: str, level: str) -> Path:
+    """Path of a shipped set, e.g. `builtin_dataset("evil", "level_ii")`, so experiments and
+    notebooks can use the sets without rebuilding them (hours on CPU)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    path = BUILTIN_DIR / trait / f"{level}.jsonl"
+    if not path.exists():
+        have = sorted(f"{p.parent.name}/{p.stem}" for p in BUILTIN_DIR.glob("*/*.jsonl"))
+        raise FileNotFoundError(f"no shipped set {trait}/{level}; shipped: {have}. "
+                                "Build your own with `pvlens datasets build`.")
+    return path
 
 
 def load_messages(path: str | Path) -> list[list[Message]]:

@@ -23,6 +23,8 @@ def build_cmd(
     vectors: list[str] = typer.Option(None, help="TRAIT=PATH: steer levels I/II along this trait's vector."),
     steer_layer: int = typer.Option(None, help="Layer to steer at (with --vectors)."),
     steer_alpha: str = typer.Option("2,4", help="Level I and level II steering strengths (with --vectors)."),
+    samples_per_question: int = typer.Option(
+        1, help="Passes over the prompt pool (more answers per question when a level's pass rate is low)."),
     seed: int = typer.Option(0, help="Sampling seed."),
     model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
 ) -> None:
@@ -50,7 +52,8 @@ def build_cmd(
         raise typer.BadParameter("--steer-layer is required with --vectors")
     a1, a2 = (float(x) for x in steer_alpha.split(","))
     cfg = DatasetConfig(size=size, max_new_tokens=max_new_tokens, seed=seed, steer_layer=steer_layer,
-                        steer_alpha=(a1, a2))
+                        steer_alpha=(a1, a2),
+                        samples_per_question=samples_per_question)
     m = None
     if any(n != "math" for n in names):
         import pvlens

@@ -16,6 +16,7 @@ from pvlens.datasets import (
     build_all,
     build_math_sets,
     build_trait_set,
+    builtin_dataset,
     keeps,
     level_systems,
     load_messages,
@@ -96,6 +97,34 @@ def test_trait_set_is_filtered_has_no_system_prompt_and_resumes(model, tmp_path)
     assert judge2.calls <= 5 + CFG.chunk
     rows2 = [json.loads(x) for x in (tmp_path / "evil" / "level_ii.jsonl").read_text().splitlines()]
     assert rows2 == rows and again["size"] == 6
+
+
+def test_samples_per_question_passes_over_the_pool_again(model, tmp_path, monkeypatch):
+    """A small pool stops a set short; further passes redraw answers to the same questions."""
+    import pvlens.datasets as ds
+
+    monkeypatch.setattr(ds, "prompt_pool", lambda trait: ["Why is the sky blue?", "Hello?", "Tea or coffee?"])
+    keep_all = DatasetConfig(size=8, max_new_tokens=4, chunk=4, batch_size=8, normal_max=101.0)
+    one = build_trait_set(model, "evil", "normal", tmp_path / "a", HashJudge(), keep_all, progress=False)
+    assert one["size"] == one["candidates"] == 3  # pool exhausted
+    three = build_trait_set(model, "evil", "normal", tmp_path / "b", HashJudge(),
+                            keep_all.model_copy(update={"samples_per_question": 3}), progress=False)
+    assert three["size"] == 8 and three["distinct_questions"] == 3
+    cands = [json.loads(x) for x in (tmp_path / "b" / "evil" / "candidates" / "normal.jsonl").read_text().splitlines()]
+    assert [c["pool_index"] for c in cands] == list(range(8))
+    # every (question, pass) is its own generation, not a cached repeat of pass 0
+    gen = [json.loads(x)["key"] for x in (tmp_path / "b" / "generations.jsonl").read_text().splitlines()]
+    assert len(set(gen)) == 8
+
+
+def test_builtin_datasets_are_shipped():
+    path = builtin_dataset("evil", "normal")
+    rows = load_messages(path)
+    assert len(rows) >= 50 and all([m["role"] for m in r] == ["user", "assistant"] for r in rows)
+    with pytest.raises(ValueError, match="level"):
+        builtin_dataset("evil", "level_iii")
+    with pytest.raises(FileNotFoundError, match="shipped"):
+        builtin_dataset("no_such_trait", "normal")
 
 
 def test_generation_cache_shares_answers_between_sets(model, tmp_path):
