@@ -42,6 +42,7 @@ test: install
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_activations.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_extract.py
 
 clean:
 	rm -rf $(VENV) .site
