@@ -172,7 +172,7 @@ def top_contexts(
     over the first ~`n_tokens` tokens of the documents in a `seed`-shuffled order."""
     sae = loaded.sae
     feats = torch.tensor(list(features), dtype=torch.long, device=sae.W_enc.device)
-    n_keep = n_contexts * 8  # candidates before de-duplicating documents
+    n_keep = n_contexts * 32  # candidates before de-duplicating documents and repeated text
     vals = torch.full((len(features), 0), -1.0)
     docs_idx = torch.zeros((len(features), 0), dtype=torch.long)
     pos_idx = torch.zeros((len(features), 0), dtype=torch.long)
@@ -194,13 +194,17 @@ def top_contexts(
     picks: dict[int, list[tuple[float, int, int]]] = {}
     for row, f in enumerate(features):
         order = vals[row].argsort(descending=True)
-        chosen, used = [], set()
+        chosen, used, windows = [], set(), set()
         for j in order.tolist():
-            d = int(docs_idx[row, j])
-            if vals[row, j] <= 0 or d in used:
+            d, p = int(docs_idx[row, j]), int(pos_idx[row, j])
+            # one context per document, and no repeated text: rollouts share system prompts
+            # and questions, so the same window occurs in many documents
+            window = tuple(docs[d].ids[max(0, p - before) : p + after + 1])
+            if vals[row, j] <= 0 or d in used or window in windows:
                 continue
             used.add(d)
-            chosen.append((float(vals[row, j]), d, int(pos_idx[row, j])))
+            windows.add(window)
+            chosen.append((float(vals[row, j]), d, p))
             if len(chosen) == n_contexts:
                 break
         picks[f] = chosen

@@ -42,8 +42,26 @@ def condense(sae_dir: Path) -> dict:
                                     for i, t in enumerate(c.pop("tokens"))).replace("\n", "⏎")
         res[f"decomposition_{d.name.removeprefix('decompose-')}"] = full
         (OUT / f"{sae_dir.name}-decomposition.txt").write_text((d / "decomposition.txt").read_text())
+        (OUT / f"{sae_dir.name}-features.md").write_text(feature_table(full))
     (OUT / f"{sae_dir.name}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
     return res | {"log": log}
+
+
+def feature_table(dec: dict, n: int = 12, width: int = 70) -> str:
+    """Markdown: rank, feature, cosine, encoder rank, promoted tokens, strongest context."""
+    rows = ["| # | feature | cos | enc. rank | promoted tokens | strongest context (max token in [[ ]]) |",
+            "|---|---|---|---|---|---|"]
+    for i, fr in enumerate(dec["features"][:n]):
+        promo = " ".join(repr(t) for t, _ in fr["promoted"][:4]).replace("|", "\\|")
+        ctx = ""
+        if fr["contexts"]:
+            text = fr["contexts"][0]["text"]
+            j = text.index("[[")
+            ctx = text[max(0, j - width // 2): j + width // 2].replace("|", "\\|")
+            ctx = ctx.replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| {i} | {fr['feature']} | {fr['cosine']:.3f} | {fr['rank_by_encoder']} | "
+                    f"{promo} | …{ctx}… |")
+    return "\n".join(rows) + "\n"
 
 
 def plots(results: list[dict]) -> None:

@@ -353,6 +353,17 @@ def test_decompose_report_with_contexts(tiny, trained, docs, tmp_path):
     json.loads(dec.to_json(result))
 
 
+def test_contexts_skip_repeated_text(tiny, trained, docs):
+    from pvlens.sae.loading import load_sae
+
+    loaded = load_sae(trained[0])
+    twice = list(docs[:6]) + list(docs[:6])  # every text twice, as in rollouts sharing prompts
+    ctx = dec.top_contexts(tiny, loaded, twice, [0, 1, 2], n_contexts=8)
+    for contexts in ctx.values():
+        texts = [c.text() for c in contexts]
+        assert len(texts) == len(set(texts))
+
+
 def test_feature_steering_with_injected_judge(tiny, trained):
     from pvlens.sae.loading import load_sae
 
