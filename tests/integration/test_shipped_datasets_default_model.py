@@ -1,0 +1,41 @@
+"""The shipped trait datasets screen as documented on the default model (small and offline).
+
+Uses the shipped evil vector and the shipped evil sets (pvlens/data): a handful of samples per
+level, base replies generated greedily. docs/screen.md has the full-size numbers (dataset ΔP
+normal ≈ 0, level I ≈ +15; AUROC level II vs normal ≈ 1).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.datasets import builtin_dataset, load_messages
+from pvlens.screen import ScreenConfig, auroc, load_results, screen
+from pvlens.vectors import PersonaVectors
+
+pytestmark = pytest.mark.integration
+N = 6
+
+
+def _head(trait: str, level: str, path) -> object:
+    rows = builtin_dataset(trait, level).read_text(encoding="utf-8").splitlines()[:N]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_shipped_evil_sets_order_by_projection_difference(tmp_path):
+    torch.set_num_threads(2)
+    model = pvlens.load_model()
+    vecs = PersonaVectors.builtin("evil")
+    cfg = ScreenConfig(layer=15, max_new_tokens=32, top_k=0)
+    delta = {}
+    for level in ("normal", "level_ii"):
+        assert len(load_messages(builtin_dataset("evil", level))) >= 50
+        data = _head("evil", level, tmp_path / f"{level}.jsonl")
+        s = screen(model, data, vecs, tmp_path / level, cfg, cache_dir=tmp_path / "base", progress=False)
+        assert s.n == N
+        delta[level] = [r["delta"] for r in load_results(tmp_path / level)]
+    assert sum(delta["level_ii"]) / N > sum(delta["normal"]) / N + 3.0
+    assert auroc(delta["level_ii"], delta["normal"]) >= 0.8
