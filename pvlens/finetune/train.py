@@ -363,8 +363,8 @@ def _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, pen
                     ce, pen = batch_loss_terms(model, batch, cfg.padding_side, penalty)
                     loss = ce / n_targets + (pen / len(rows) if pen is not None else 0.0)
                     loss.backward()
-                    ce_sum += float(ce)
-                    pen_sum += float(pen) if pen is not None else 0.0
+                    ce_sum += float(ce.detach())
+                    pen_sum += float(pen.detach()) if pen is not None else 0.0
                     n_tok += batch.n_tokens
             grad_norm = None
             if cfg.max_grad_norm is not None:

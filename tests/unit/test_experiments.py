@@ -125,3 +125,15 @@ def test_summarise_shift_pearson():
             for s, x, d in ((10, 0.1, 1.0), (20, 0.2, 0.5), (30, 0.3, 0.0))]
     out = summarise_shift(recs, {"evil": {"trait_score": 5.0}}, ["evil"])["evil"]
     assert out["r_shift"] == pytest.approx(1.0) and out["r_delta_p"] == pytest.approx(-1.0)
+
+
+def test_cli_registers_the_experiments():
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    runner = CliRunner()
+    for cmd in ("mitigation", "shift"):
+        res = runner.invoke(app, ["experiment", cmd, "--help"])
+        assert res.exit_code == 0, res.output
+        assert "--preset" in res.output
