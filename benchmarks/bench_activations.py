@@ -51,11 +51,17 @@ def pairs(n: int) -> list[tuple[str, str, int]]:
 
 def paper_way(hf, chats) -> torch.Tensor:
     """[n, n_layers, d] response means, one gradient-tracking fp32 HF forward per sample."""
-    out = []
+    out, last = [], {}
+    # HF appends the *final-normed* output as the last hidden state; pvlens' last row is the
+    # raw output of the last block (blocks.{L-1}.hook_resid_post). Keep the paper's forward
+    # and swap in the last block's raw output so the two compare the same quantity.
+    hook = hf.model.layers[-1].register_forward_hook(
+        lambda _m, _i, o: last.__setitem__("h", o[0] if isinstance(o, tuple) else o))
     for c in chats:
         res = hf(torch.tensor([c.ids]), output_hidden_states=True)
-        hs = res.hidden_states[1:]  # index 0 is the embeddings
+        hs = (*res.hidden_states[1:-1], last["h"])  # index 0 is the embeddings
         out.append(torch.stack([h[0, c.prompt_len :].mean(0).detach() for h in hs]))
+    hook.remove()
     return torch.stack(out)
 
 
