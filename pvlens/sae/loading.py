@@ -62,6 +62,7 @@ def heldout_documents(loaded: LoadedSae, tokenizer) -> list[Document]:
         raise ValueError(
             f"{loaded.path}: no corpus recorded with this SAE; pass evaluation documents explicitly"
         )
+    sources = [_resolve_source(s, Path(loaded.path)) for s in sources]
     docs = read_documents(sources, tokenizer, max_len=cfg.get("context_size", 512))
     _, held = split_documents(docs, cfg.get("holdout_fraction", 0.05), cfg.get("seed", 0))
     expected = meta.get("heldout_sources")
@@ -73,3 +74,16 @@ def heldout_documents(loaded: LoadedSae, tokenizer) -> list[Document]:
     if not held:
         raise ValueError(f"{loaded.path} was trained without held-out documents (holdout_fraction=0)")
     return held
+
+
+def _resolve_source(source: str, sae_dir: Path) -> str:
+    """A corpus path recorded relative to where training ran (usually the repo root): found
+    from the current directory, else from the SAE folder's ancestors (a notebook runs in
+    notebooks/, the SAE lives in <root>/sae/trained/...)."""
+    path = Path(source)
+    if path.is_absolute() or path.exists():
+        return source
+    for base in sae_dir.resolve().parents:
+        if (base / path).exists():
+            return str(base / path)
+    return source

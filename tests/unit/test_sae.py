@@ -409,3 +409,17 @@ def test_cli_train_without_corpus_says_how_to_fix():
     result = CliRunner().invoke(app, ["sae", "train", "--layer", "1"])
     assert result.exit_code != 0
     assert "build-corpus" in result.output
+
+
+def test_relative_corpus_paths_resolve_from_the_sae_folder(tmp_path, monkeypatch):
+    """A notebook runs in notebooks/; the SAE recorded 'sae/corpus/x.jsonl' relative to the root."""
+    from pvlens.sae.loading import _resolve_source
+
+    (tmp_path / "sae/corpus").mkdir(parents=True)
+    (tmp_path / "sae/corpus/x.jsonl").write_text("{}\n")
+    sae_dir = tmp_path / "sae/trained/run"
+    sae_dir.mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert _resolve_source("sae/corpus/x.jsonl", sae_dir) == str(tmp_path / "sae/corpus/x.jsonl")
+    assert _resolve_source("sae/corpus/missing.jsonl", sae_dir) == "sae/corpus/missing.jsonl"
