@@ -38,6 +38,7 @@ from transformer_lens import HookedTransformer
 
 from pvlens.chat import Message
 from pvlens.generation import generate
+from pvlens.jsonl import KeyedTextStore, read_jsonl_lenient
 from pvlens.monitor import prompt_ladder
 from pvlens.traits import TraitSpec, builtin_traits, load_trait
 
@@ -124,15 +125,8 @@ class GenerationCache:
     """Sampled answers keyed by everything that determines them (JSONL, append-only)."""
 
     def __init__(self, path: Path):
-        self.path = path
-        self.known: dict[str, str] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                    self.known[rec["key"]] = rec["answer"]
-                except (json.JSONDecodeError, KeyError):
-                    continue
+        self.store = KeyedTextStore(path, "answer")
+        self.path = self.store.path
 
     @staticmethod
     def key(*parts) -> str:
@@ -146,7 +140,7 @@ class GenerationCache:
         keys = [self.key(s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
                          *([r] if r else []))  # round 0 keeps the keys of single-pass builds
                 for (s, q), r in zip(jobs, rounds, strict=True)]
-        todo = sorted({k: i for i, k in enumerate(keys) if k not in self.known}.items())
+        todo = self.store.missing(keys)
         if todo:
             prompts = [[{"role": "system", "content": jobs[i][0]}, {"role": "user", "content": jobs[i][1]}]
                        for _, i in todo]
@@ -155,23 +149,8 @@ class GenerationCache:
             texts = generate(model, prompts, steer=steer, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
                              batch_size=cfg.batch_size, progress=False, row_seeds=seeds).texts
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                for (k, _), t in zip(todo, texts, strict=True):
-                    self.known[k] = t
-                    f.write(json.dumps({"key": k, "answer": t}, ensure_ascii=False) + "\n")
-        return [self.known[k] for k in keys]
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+            self.store.add([k for k, _ in todo], texts)
+        return self.store.get(keys)
 
 
 def write_messages(path: Path, pairs: Sequence[tuple[str, str]]) -> Path:
@@ -230,7 +209,7 @@ def build_trait_set(
         v = as_vectors(vectors)
         steer = Steering(v[cfg.steer_layer], cfg.steer_layer, alpha, "response")
         steer_desc = f"{spec.name}@{cfg.steer_layer}x{alpha}:{float(v[cfg.steer_layer].norm()):.6f}"
-    cands = _read_jsonl(cand_path)
+    cands = read_jsonl_lenient(cand_path)
     t0 = time.time()
     bar = tqdm(total=cfg.size, desc=f"{spec.name}/{level}", disable=not progress)
 

@@ -45,3 +45,37 @@ def read_jsonl_lenient(path: str | Path) -> list[Any]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+class KeyedTextStore:
+    """An append-only JSONL map from a key to one text (`{"key": ..., field: ...}` a line).
+
+    The generation caches (dataset answers, screening base replies) share it: what a killed
+    run already generated is read back, and each new batch is appended as it finishes.
+    """
+
+    def __init__(self, path: str | Path, field: str):
+        self.path, self.field = Path(path), field
+        self.known: dict[str, str] = {
+            rec["key"]: rec[field] for rec in read_jsonl_lenient(self.path)
+            if isinstance(rec, dict) and "key" in rec and field in rec
+        }
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.known
+
+    def missing(self, keys: list[str]) -> list[tuple[str, int]]:
+        """(key, index of its last occurrence) of the keys not stored yet, sorted by key (a stable order, so a
+        batch's make-up never depends on which duplicates were asked)."""
+        return sorted({k: i for i, k in enumerate(keys) if k not in self.known}.items())
+
+    def add(self, keys: list[str], texts: list[str]) -> None:
+        """Store and append in one write per batch."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for k, t in zip(keys, texts, strict=True):
+                self.known[k] = t
+                f.write(json.dumps({"key": k, self.field: t}, ensure_ascii=False) + "\n")
+
+    def get(self, keys: list[str]) -> list[str]:
+        return [self.known[k] for k in keys]

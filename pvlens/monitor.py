@@ -34,6 +34,7 @@ from transformer_lens import HookedTransformer
 from pvlens.activations import collect, per_token
 from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messages
 from pvlens.generation import generate
+from pvlens.jsonl import read_jsonl_lenient
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import PersonaVectors
 
@@ -418,7 +419,7 @@ def prompt_shift(
     conditions = (prompt_ladder(spec) if cfg.ladder else []) + (
         many_shot(spec, cfg.shots) if cfg.shots else [])
     log = out / "prompt_shift.jsonl"
-    done = {rec["key"]: rec for rec in _read_jsonl(log)}
+    done = {rec["key"]: rec for rec in read_jsonl_lenient(log)}
     tok = model.tokenizer
     for cond in tqdm(conditions, desc="prompt shift", disable=not progress):
         if cond.key in done:
@@ -498,17 +499,6 @@ def plot_prompt_shift(result: PromptShiftResult, path: str | Path, trait: str) -
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut off by a kill
-    return out
 
 
 # --- deployment monitor ------------------------------------------------------------------

@@ -37,7 +37,7 @@ from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messag
 from pvlens.device import fast_dtype
 from pvlens.engine import KVCache, engine_for
 from pvlens.generation import _left_pad, generate
-from pvlens.jsonl import iter_jsonl, read_jsonl_lenient
+from pvlens.jsonl import KeyedTextStore, iter_jsonl
 from pvlens.monitor import VectorsLike, as_vectors, default_layer, project, unit_direction
 
 Sample = tuple[int, list[Message]]
@@ -145,13 +145,9 @@ class BaseReplies:
     def __init__(self, model: HookedTransformer, cache_dir: str | Path, max_new_tokens: int,
                  batch_size: int = 16):
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
-        self.path = Path(cache_dir) / "base_replies.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = KeyedTextStore(Path(cache_dir) / "base_replies.jsonl", "reply")
+        self.path = self.store.path
         self.fp = model_fingerprint(model)
-        self.known: dict[str, str] = {}
-        for rec in read_jsonl_lenient(self.path):  # a line cut off by a kill is skipped
-            if isinstance(rec, dict) and "key" in rec and "reply" in rec:
-                self.known[rec["key"]] = rec["reply"]
 
     def key(self, prompt: Sequence[Message]) -> str:
         blob = json.dumps([self.fp, self.max_new_tokens, list(prompt)], sort_keys=True, ensure_ascii=False)
@@ -160,17 +156,14 @@ class BaseReplies:
     def get(self, prompts: Sequence[Sequence[Message]]) -> list[str]:
         """Replies for every prompt, generating (greedy) and caching the missing ones."""
         keys = [self.key(p) for p in prompts]
-        missing = sorted({k: i for i, k in enumerate(keys) if k not in self.known}.items())
+        missing = self.store.missing(keys)
         if missing:
             tok = self.model.tokenizer
             chats = [encode_messages(tok, prompts[i]) for _, i in missing]
             texts = generate(self.model, chats, max_new_tokens=self.max_new_tokens, temperature=0.0,
                              batch_size=self.batch_size, progress=False).texts
-            with self.path.open("a", encoding="utf-8") as f:
-                for (k, _), t in zip(missing, texts, strict=True):
-                    self.known[k] = t
-                    f.write(json.dumps({"key": k, "reply": t}, ensure_ascii=False) + "\n")
-        return [self.known[k] for k in keys]
+            self.store.add([k for k, _ in missing], texts)
+        return self.store.get(keys)
 
 
 # --- activations: prompt once, both replies against its cache ----------------------------

@@ -21,3 +21,17 @@ def test_lenient_reader_skips_a_cut_off_line(tmp_path):
     assert read_jsonl_lenient(p) == []  # not written yet
     p.write_text('{"k": 1}\n\n{"k": 2}\n{"k": 3')
     assert read_jsonl_lenient(p) == [{"k": 1}, {"k": 2}]
+
+
+def test_keyed_text_store_appends_and_survives_a_cut_line(tmp_path):
+    from pvlens.jsonl import KeyedTextStore
+
+    p = tmp_path / "c.jsonl"
+    s = KeyedTextStore(p, "reply")
+    assert s.missing(["b", "a", "b"]) == [("a", 1), ("b", 2)]
+    s.add(["a", "b"], ["A", "B"])
+    with p.open("a") as f:
+        f.write('{"key": "c", "rep')  # a write cut off by a kill
+    again = KeyedTextStore(p, "reply")
+    assert again.get(["b", "a"]) == ["B", "A"] and "c" not in again
+    assert KeyedTextStore(p, "answer").known == {}  # another cache's field is not read
