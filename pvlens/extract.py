@@ -32,7 +32,7 @@ from pvlens.vectors import LAYER_CONVENTION, PersonaVectors
 class ExtractConfig(BaseModel):
     """How to extract a persona vector (defaults: the cpu preset)."""
 
-    samples_per_pair: int = Field(3, ge=1, description="Samples per question × instruction × polarity (paper: 10).")
+    samples_per_pair: int = Field(6, ge=1, description="Samples per question × instruction × polarity (paper: 10; 6 keeps evil's split-half ≥ 0.7 on the default model).")
     n_questions: int | None = Field(None, description="Use the first N extraction questions (None: all).")
     n_instructions: int | None = Field(None, description="Use the first N instruction pairs (None: all).")
     max_new_tokens: int = Field(64, ge=1, description="Reply length cap (paper: long replies).")
@@ -51,7 +51,7 @@ class ExtractConfig(BaseModel):
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ExtractConfig:
-        """'cpu' (≈10 min on the default model here) or 'paper' (the paper's setting, GPU)."""
+        """'cpu' (≈15 min on the default model here, one thread) or 'paper' (the paper's setting, GPU)."""
         presets = {
             "cpu": {},
             "paper": {"samples_per_pair": 10, "max_new_tokens": 1000, "batch_size": 64},

@@ -20,7 +20,7 @@ def extract_cmd(
     out: Path = typer.Option(..., help="Output folder (rerun the same command to resume)."),
     model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
     judge: str = typer.Option("offline", help="offline | openai | anthropic | local."),
-    preset: str = typer.Option("cpu", help="cpu (≈10 min here) | paper (GPU) | tiny (smoke test)."),
+    preset: str = typer.Option("cpu", help="cpu (≈15 min here) | paper (GPU) | tiny (smoke test)."),
     samples: int = typer.Option(None, help="Override samples per question × instruction × polarity."),
     trait_threshold: float = typer.Option(None, help="Override the trait-score threshold (50)."),
     coherence_threshold: float = typer.Option(None, help="Override the coherence threshold (50)."),
