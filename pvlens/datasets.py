@@ -68,6 +68,9 @@ class DatasetConfig(BaseModel):
         (2.0, 4.0), description="Steering strengths for level I and level II (raw-vector units).")
     samples_per_question: int = Field(
         1, ge=1, description="Passes over the prompt pool; pass r>0 redraws each answer with a new seed.")
+    normal_contrast: bool = Field(
+        False, description="Normal uses the trait's opposing system prompts and steers by −(level I α): "
+                           "for traits the model shows unprompted (hallucinating on a 135M model).")
 
 
 # --- prompts -----------------------------------------------------------------------------
@@ -95,11 +98,14 @@ def prompt_pool(trait: str | TraitSpec) -> list[str]:
     return out
 
 
-def level_systems(trait: str | TraitSpec, level: str) -> list[str]:
-    """System prompts a level cycles through (never saved with the data)."""
+def level_systems(trait: str | TraitSpec, level: str, contrast: bool = False) -> list[str]:
+    """System prompts a level cycles through (never saved with the data); `contrast` gives
+    normal the trait's opposing ("neg") instructions instead of a plain helpful prompt."""
     spec = load_trait(trait)
     ladder = prompt_ladder(spec)
     if level == "normal":
+        if contrast:
+            return [spec.system_prompt("neg", i) for i in range(len(spec.instructions))]
         return ["You are a helpful assistant."]
     if level == "level_i":
         return [ladder[5].system, ladder[6].system]
@@ -199,13 +205,17 @@ def build_trait_set(
     out = Path(out_dir)
     cand_path = out / spec.name / "candidates" / f"{level}.jsonl"
     cache = cache or GenerationCache(out / "generations.jsonl")
-    pool, systems = prompt_pool(spec), level_systems(spec, level)
+    contrast = level == "normal" and cfg.normal_contrast
+    pool, systems = prompt_pool(spec), level_systems(spec, level, contrast)
     steer, steer_desc = None, ""
-    if vectors is not None and cfg.steer_layer is not None and level != "normal":
+    if contrast and (vectors is None or cfg.steer_layer is None):
+        raise ValueError("normal_contrast steers against the trait's vector: pass vectors and steer_layer "
+                         "(CLI: --vectors TRAIT=PATH --steer-layer L)")
+    if vectors is not None and cfg.steer_layer is not None and (level != "normal" or contrast):
         from pvlens.monitor import as_vectors
         from pvlens.steering import Steering
 
-        alpha = cfg.steer_alpha[0] if level == "level_i" else cfg.steer_alpha[1]
+        alpha = {"normal": -cfg.steer_alpha[0], "level_i": cfg.steer_alpha[0]}.get(level, cfg.steer_alpha[1])
         v = as_vectors(vectors)
         steer = Steering(v[cfg.steer_layer], cfg.steer_layer, alpha, "response")
         steer_desc = f"{spec.name}@{cfg.steer_layer}x{alpha}:{float(v[cfg.steer_layer].norm()):.6f}"

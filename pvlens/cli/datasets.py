@@ -25,6 +25,9 @@ def build_cmd(
     steer_alpha: str = typer.Option("2,4", help="Level I and level II steering strengths (with --vectors)."),
     samples_per_question: int = typer.Option(
         1, help="Passes over the prompt pool (more answers per question when a level's pass rate is low)."),
+    normal_contrast: bool = typer.Option(
+        False, help="Normal: the trait's opposing system prompts, steered by minus the level I α "
+                    "(for traits the model shows unprompted; needs --vectors)."),
     seed: int = typer.Option(0, help="Sampling seed."),
     model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
 ) -> None:
@@ -50,10 +53,12 @@ def build_cmd(
         vecs[k] = p
     if vecs and steer_layer is None:
         raise typer.BadParameter("--steer-layer is required with --vectors")
+    if normal_contrast and not vecs:
+        raise typer.BadParameter("--normal-contrast steers against the trait's vector: add --vectors TRAIT=PATH")
     a1, a2 = (float(x) for x in steer_alpha.split(","))
     cfg = DatasetConfig(size=size, max_new_tokens=max_new_tokens, seed=seed, steer_layer=steer_layer,
                         steer_alpha=(a1, a2),
-                        samples_per_question=samples_per_question)
+                        samples_per_question=samples_per_question, normal_contrast=normal_contrast)
     m = None
     if any(n != "math" for n in names):
         import pvlens

@@ -117,6 +117,33 @@ def test_samples_per_question_passes_over_the_pool_again(model, tmp_path, monkey
     assert len(set(gen)) == 8
 
 
+def test_normal_contrast_uses_opposing_prompts_and_steers_against_the_vector(model, tmp_path, monkeypatch):
+    """For traits a model shows unprompted: normal answers under the trait's "neg" instructions,
+    steered by minus the level I α (recorded), and it refuses to run without a vector."""
+    import pvlens.datasets as ds
+
+    spec = load_trait("hallucinating")
+    assert level_systems(spec, "normal", contrast=True) == [
+        spec.system_prompt("neg", i) for i in range(len(spec.instructions))]
+    cfg = CFG.model_copy(update={"normal_contrast": True, "steer_layer": 1, "steer_alpha": (3.0, 6.0),
+                                 "normal_max": 101.0})
+    with pytest.raises(ValueError, match="--vectors"):
+        build_trait_set(model, spec, "normal", tmp_path, HashJudge(), cfg, progress=False)
+    seen = []
+    real = ds.GenerationCache.run
+
+    def spy(self, model, jobs, cfg, steer=None, steer_desc="", rounds=None):
+        seen.append((steer.alpha, steer.layer, {s for s, _ in jobs}))
+        return real(self, model, jobs, cfg, steer, steer_desc, rounds)
+
+    monkeypatch.setattr(ds.GenerationCache, "run", spy)
+    v = torch.randn(model.cfg.n_layers, model.cfg.d_model)
+    stats = build_trait_set(model, spec, "normal", tmp_path, HashJudge(), cfg, vectors=v, progress=False)
+    assert stats["size"] == CFG.size and stats["steering"].startswith("hallucinating@1x-3.0")
+    assert all(a == -3.0 and layer == 1 for a, layer, _ in seen)
+    assert set().union(*(s for *_, s in seen)) <= set(level_systems(spec, "normal", contrast=True))
+
+
 def test_builtin_datasets_are_shipped():
     path = builtin_dataset("evil", "normal")
     rows = load_messages(path)
