@@ -159,7 +159,7 @@ class PersonaVectors:
     @classmethod
     def builtin(cls, trait: str, model: str = DEFAULT_MODEL_KEY, reduction: str | None = None) -> PersonaVectors:
         """Vectors shipped with pvlens for the offline default model (extracted with
-        `pvlens extract TRAIT --preset cpu`), so notebooks and screening need no extraction."""
+        `pvlens extract TRAIT --preset cpu --samples 3`), so notebooks and screening need no extraction."""
         folder = Path(str(resources.files("pvlens"))) / "data" / "vectors" / model
         path = folder / f"{trait}.safetensors"
         if not path.exists():
