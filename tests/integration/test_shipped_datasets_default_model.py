@@ -1,8 +1,8 @@
 """The shipped trait datasets screen as documented on the default model (small and offline).
 
-Uses the shipped evil vector and the shipped evil sets (pvlens/data): a handful of samples per
-level, base replies generated greedily. docs/screen.md has the full-size numbers (dataset ΔP
-normal ≈ 0, level I ≈ +15; AUROC level II vs normal ≈ 1).
+Uses a trait's shipped vector and its shipped sets (pvlens/data): a handful of samples per
+level, base replies generated greedily. docs/screen.md has the full-size numbers (evil: dataset
+ΔP normal ≈ 0, level II ≈ +20; hallucinating −13 / +12; AUROC level II vs normal ≈ 0.99).
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ def _head(trait: str, level: str, path) -> object:
     return path
 
 
-def test_shipped_evil_sets_order_by_projection_difference(tmp_path):
+@pytest.mark.parametrize("trait", ["evil", "hallucinating"])
+def test_shipped_sets_order_by_projection_difference(trait, tmp_path):
     torch.set_num_threads(2)
     model = pvlens.load_model()
-    vecs = PersonaVectors.builtin("evil")
+    vecs = PersonaVectors.builtin(trait)
     cfg = ScreenConfig(layer=15, max_new_tokens=32, top_k=0)
     delta = {}
     for level in ("normal", "level_ii"):
-        assert len(load_messages(builtin_dataset("evil", level))) >= 50
-        data = _head("evil", level, tmp_path / f"{level}.jsonl")
+        assert len(load_messages(builtin_dataset(trait, level))) >= 50
+        data = _head(trait, level, tmp_path / f"{level}.jsonl")
         s = screen(model, data, vecs, tmp_path / level, cfg, cache_dir=tmp_path / "base", progress=False)
         assert s.n == N
         delta[level] = [r["delta"] for r in load_results(tmp_path / level)]
