@@ -132,7 +132,6 @@ class GenerationCache:
 
     def __init__(self, path: Path):
         self.store = KeyedTextStore(path, "answer")
-        self.path = self.store.path
 
     @staticmethod
     def key(*parts) -> str:

@@ -146,7 +146,6 @@ class BaseReplies:
                  batch_size: int = 16):
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
         self.store = KeyedTextStore(Path(cache_dir) / "base_replies.jsonl", "reply")
-        self.path = self.store.path
         self.fp = model_fingerprint(model)
 
     def key(self, prompt: Sequence[Message]) -> str:
