@@ -6,9 +6,9 @@ Task: the response-average residual of every layer for N (prompt, response) pair
 - Paper code's way (persona_vectors `generate_vec.py`): one unbatched fp32 Hugging Face
   forward per conversation with `output_hidden_states=True` and gradients on, then the mean
   of `hidden_states[l + 1]` over the response tokens for every layer.
-- pvlens: `pvlens.activations.collect(model, chats, ["response_avg"])` — batched by length,
+- pvlens: `pvlens.core.activations.collect(model, chats, ["response_avg"])` — batched by length,
   stopping after the last layer (no unembedding), in the dtype the hardware runs fastest
-  (`pvlens.device.fast_dtype`: bf16 with AMX/avx512-bf16 or a bf16 GPU, else fp32),
+  (`pvlens.core.device.fast_dtype`: bf16 with AMX/avx512-bf16 or a bf16 GPU, else fp32),
   reduced in float64.
 
 Agreement: both sides give the persona-style vector "mean over trait-expressing answers minus
@@ -66,7 +66,7 @@ def paper_way(hf, chats) -> torch.Tensor:
 
 
 def pvlens_way(model, chats, dtype) -> torch.Tensor:
-    from pvlens.activations import collect
+    from pvlens.core.activations import collect
 
     return collect(model, chats, ["response_avg"], dtype=dtype, progress=False)["response_avg"]
 
@@ -86,8 +86,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import pvlens
-    from pvlens.device import fast_dtype
-    from pvlens.model import _as_dtype, ensure_default_model_dir, load_hf_model
+    from pvlens.core.device import fast_dtype
+    from pvlens.core.model import _as_dtype, ensure_default_model_dir, load_hf_model
 
     model = pvlens.load_model()
     hf, _ = load_hf_model(ensure_default_model_dir())

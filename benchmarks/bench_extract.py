@@ -1,4 +1,4 @@
-"""Extraction end-to-end time, split by stage: `pvlens.extract` vs a paper-code-style pipeline.
+"""Extraction end-to-end time, split by stage: `pvlens.vectors.extract` vs a paper-code-style pipeline.
 
 Both sides run the same small plan on the default model (SmolLM2-135M-Instruct): the trait's
 first --questions extraction questions × --instructions instruction pairs × --samples samples,
@@ -6,8 +6,8 @@ pos and neg, --new-tokens tokens per reply, sampled at temperature 1.0 / top_p 1
 the same offline judge (disk cache off, so every run pays), filtered by the same rule, reduced
 to the three per-layer reductions and a difference of means.
 
-- pvlens: `pvlens.extract.extract` as the CLI runs it (KV-cached fast engine, batched; batched
-  activation pass in `pvlens.device.fast_dtype`, no unembedding). Stage times come from its
+- pvlens: `pvlens.vectors.extract.extract` as the CLI runs it (KV-cached fast engine, batched; batched
+  activation pass in `pvlens.core.device.fast_dtype`, no unembedding). Stage times come from its
   manifest; "other" = filter + difference of means + split-half + writing files.
 - Paper-code style on CPU: the public persona_vectors code samples with vLLM (GPU only, not
   installable here), so plain batched Hugging Face `generate` (sampling, top_k off) stands in
@@ -45,10 +45,10 @@ STAGES = ("generate", "judge", "activations", "other")
 
 def paper_style(hf, tok, spec, judge, cfg) -> tuple[dict[str, float], dict[str, int]]:
     """Stage seconds and kept counts of the paper-code-style pipeline."""
-    from pvlens.chat import encode_prompt
-    from pvlens.extract import filter_rollouts
-    from pvlens.generation import _left_pad
-    from pvlens.rollouts import Rollout, plan
+    from pvlens.core.batching import left_pad
+    from pvlens.core.chat import encode_prompt
+    from pvlens.vectors.extract import filter_rollouts
+    from pvlens.vectors.rollouts import Rollout, plan
 
     times: dict[str, float] = {}
     todo = plan(spec, cfg.n_questions, cfg.n_instructions, cfg.samples_per_pair)
@@ -60,7 +60,7 @@ def paper_style(hf, tok, spec, judge, cfg) -> tuple[dict[str, float], dict[str, 
     torch.manual_seed(cfg.seed)
     texts: list[str] = []
     for start in range(0, len(prompts), cfg.batch_size):
-        ids, positions = _left_pad(prompts[start : start + cfg.batch_size], pad, "cpu")
+        ids, positions = left_pad(prompts[start : start + cfg.batch_size], pad, "cpu")
         mask, width = (positions >= 0).long(), ids.shape[1]
         with torch.inference_mode():
             out = hf.generate(ids, attention_mask=mask, max_new_tokens=cfg.max_new_tokens,
@@ -105,8 +105,8 @@ def paper_style(hf, tok, spec, judge, cfg) -> tuple[dict[str, float], dict[str, 
 
 
 def pvlens_side(model, spec, judge, cfg) -> tuple[dict[str, float], dict[str, int]]:
-    """Stage seconds and kept counts of `pvlens.extract` in a fresh folder."""
-    from pvlens.extract import extract
+    """Stage seconds and kept counts of `pvlens.vectors.extract` in a fresh folder."""
+    from pvlens.vectors.extract import extract
 
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
@@ -142,9 +142,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import pvlens
-    from pvlens.extract import ExtractConfig
     from pvlens.judges import load_judge
     from pvlens.traits import load_trait
+    from pvlens.vectors.extract import ExtractConfig
 
     spec = load_trait(args.trait)
     # pairing "sample", min_kept 2: a plan this small keeps few pairs on a 135M model, and the
@@ -166,7 +166,7 @@ def main() -> None:
     show("pvlens     ", ours, ours_counts)
     results["pvlens"] = {"seconds": ours, "counts": ours_counts}
     if not args.no_baseline:
-        from pvlens.model import ensure_default_model_dir, load_hf_model
+        from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
         hf, tok = load_hf_model(ensure_default_model_dir())
         ref, ref_counts = paper_style(hf, tok, spec, judge, cfg)

@@ -87,9 +87,9 @@ def main() -> None:
     import peft
 
     import pvlens
+    from pvlens.core.model import ensure_default_model_dir, load_hf_model
     from pvlens.finetune import LoraConfig, add_lora
     from pvlens.finetune.data import collate, encode_all, micro_batches
-    from pvlens.model import ensure_default_model_dir, load_hf_model
 
     model = pvlens.load_model()
     hf, tok = load_hf_model(ensure_default_model_dir())

@@ -82,7 +82,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import pvlens
-    from pvlens.model import _as_dtype, ensure_default_model_dir, load_hf_model
+    from pvlens.core.model import _as_dtype, ensure_default_model_dir, load_hf_model
 
     dtype = _as_dtype(args.dtype)
     model = pvlens.load_model(dtype=dtype)

@@ -43,8 +43,8 @@ def corpus_file(tmp: Path, n: int) -> Path:
 
 
 def bench_activations(model, docs) -> tuple[float, float]:
-    from pvlens.activations import token_batches
-    from pvlens.model import default_model_dir, load_hf_model
+    from pvlens.core.activations import token_batches
+    from pvlens.core.model import default_model_dir, load_hf_model
     from pvlens.sae.provider import layer_activations
 
     t0 = time.perf_counter()

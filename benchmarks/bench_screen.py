@@ -4,7 +4,7 @@ Both sides get the same (prompt, dataset reply, base reply) token ids; the base 
 generated (and cached) before any timing. The paper code's way (persona_vectors
 `eval/cal_projection.py`): one unbatched fp32 Hugging Face forward per conversation with
 `output_hidden_states=True` and gradients on, the response mean of `hidden_states[L+1]`,
-for the dataset reply and again for the base reply. pvlens: `pvlens.screen.paired_activations`
+for the dataset reply and again for the base reply. pvlens: `pvlens.trainsets.screen.paired_activations`
 — batched by length, the prompt run once into a KV cache that both replies continue, every
 pass stopping at the projected layer, no unembedding.
 
@@ -36,7 +36,7 @@ TARGET = 5.0
 def load_samples(args, n: int) -> list[list[dict]]:
     """Dataset conversations: a given JSONL, the shipped evil Level II set, or prompts from the
     SAE prompt list whose 'dataset replies' are base replies of other prompts (shuffled)."""
-    from pvlens.screen import iter_samples
+    from pvlens.trainsets.screen import iter_samples
 
     for path in [args.data, ROOT / "pvlens/data/datasets/evil/level_ii.jsonl"]:
         if path and Path(path).exists():
@@ -62,7 +62,7 @@ def paper_way(hf, chats_data, chats_base, layer: int, u: torch.Tensor) -> list[f
 
 
 def pvlens_way(model, chats_data, chats_base, layer: int, u: torch.Tensor, max_batch: int) -> list[float]:
-    from pvlens.screen import paired_activations
+    from pvlens.trainsets.screen import paired_activations
 
     acts = paired_activations(model, chats_data, chats_base, layer, max_batch=max_batch)
     return ((acts["data"] - acts["base"]).double() @ u.double()).tolist()
@@ -83,10 +83,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import pvlens
-    from pvlens.chat import encode_conversation
-    from pvlens.model import default_model_dir, load_hf_model
+    from pvlens.core.chat import encode_conversation
+    from pvlens.core.model import default_model_dir, load_hf_model
     from pvlens.monitor import default_layer, unit_direction
-    from pvlens.screen import BaseReplies
+    from pvlens.trainsets.screen import BaseReplies
     from pvlens.vectors import PersonaVectors
 
     model = pvlens.load_model()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pvlens
-from pvlens.screen import ScreenConfig, auroc, histogram, load_results, screen
+from pvlens.trainsets.screen import ScreenConfig, auroc, histogram, load_results, screen
 
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("pvlens/data/datasets")
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 100

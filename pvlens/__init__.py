@@ -14,27 +14,31 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
+from pvlens import _compat  # noqa: E402
+
+_compat.install()
+
 _LAZY = {
-    "EncodedChat": "pvlens.chat",
-    "encode_conversation": "pvlens.chat",
-    "encode_messages": "pvlens.chat",
-    "encode_prompt": "pvlens.chat",
-    "GenerationResult": "pvlens.generation",
-    "generate": "pvlens.generation",
-    "load_model": "pvlens.model",
-    "tiny_model": "pvlens.model",
-    "Ablation": "pvlens.steering",
-    "Steering": "pvlens.steering",
-    "multi_layer": "pvlens.steering",
-    "steer": "pvlens.steering",
+    "EncodedChat": "pvlens.core.chat",
+    "encode_conversation": "pvlens.core.chat",
+    "encode_messages": "pvlens.core.chat",
+    "encode_prompt": "pvlens.core.chat",
+    "GenerationResult": "pvlens.core.generation",
+    "generate": "pvlens.core.generation",
+    "load_model": "pvlens.core.model",
+    "tiny_model": "pvlens.core.model",
+    "Ablation": "pvlens.core.steering",
+    "Steering": "pvlens.core.steering",
+    "multi_layer": "pvlens.core.steering",
+    "steer": "pvlens.core.steering",
     "PersonaVectors": "pvlens.vectors",
 }
 
 if TYPE_CHECKING:
-    from pvlens.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
-    from pvlens.generation import GenerationResult, generate
-    from pvlens.model import load_model, tiny_model
-    from pvlens.steering import Ablation, Steering, multi_layer, steer
+    from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
+    from pvlens.core.generation import GenerationResult, generate
+    from pvlens.core.model import load_model, tiny_model
+    from pvlens.core.steering import Ablation, Steering, multi_layer, steer
     from pvlens.vectors import PersonaVectors
 
 

@@ -19,8 +19,8 @@ def model_info(
 
     Example: pvlens model info --hooks
     """
-    from pvlens.engine import unsupported_reason
-    from pvlens.model import DEFAULT_MODEL, default_model_dir, load_model
+    from pvlens.core.engine import unsupported_reason
+    from pvlens.core.model import DEFAULT_MODEL, default_model_dir, load_model
 
     model = load_model(name, device=device)
     cfg = model.cfg

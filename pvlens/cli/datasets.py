@@ -38,7 +38,7 @@ def build_cmd(
       pvlens datasets build --size 300           # the several-hundred-sample sets (hours on CPU)
       pvlens datasets build --sets math          # only the programmatic maths set, no model
     """
-    from pvlens.datasets import LEVELS, DatasetConfig, build_all
+    from pvlens.trainsets.datasets import LEVELS, DatasetConfig, build_all
 
     names = [s.strip() for s in sets.split(",") if s.strip()]
     lv = [x.strip() for x in levels.split(",") if x.strip()]

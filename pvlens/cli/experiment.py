@@ -45,7 +45,7 @@ def mitigation_cmd(
     Example: pvlens experiment mitigation --data evil/level_ii.jsonl --vectors runs/evil --out runs/mitigation
     """
     import pvlens
-    from pvlens.experiments import MitigationConfig, run_mitigation
+    from pvlens.finetune.experiments import MitigationConfig, run_mitigation
 
     over: dict = {"trait": trait, "layer": layer}
     for key, val in (("posthoc_alphas", _floats(posthoc)), ("prevent_alphas", _floats(prevent)),
@@ -86,7 +86,7 @@ def shift_cmd(
     Example: pvlens experiment shift --datasets pvlens/data/datasets --vectors evil=runs/evil --out runs/shift
     """
     import pvlens
-    from pvlens.experiments import ShiftConfig, find_datasets, run_shift
+    from pvlens.finetune.experiments import ShiftConfig, find_datasets, run_shift
 
     vecs = {}
     for item in vectors:

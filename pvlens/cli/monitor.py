@@ -85,7 +85,7 @@ def tokens_cmd(
     Example: pvlens monitor tokens "How should I treat my rivals?" --generate -v runs/evil --html tokens.html
     """
     import pvlens
-    from pvlens.generation import generate
+    from pvlens.core.generation import generate
     from pvlens.monitor import default_layer, token_projections, tokens_html, tokens_png
 
     m = pvlens.load_model(model)

@@ -52,7 +52,7 @@ def run_cmd(
       pvlens screen merge runs/screen/big
     """
     import pvlens
-    from pvlens.screen import ScreenConfig, parse_shard, screen
+    from pvlens.trainsets.screen import ScreenConfig, parse_shard, screen
 
     if not data.exists():
         raise typer.BadParameter(f"{data} does not exist (a JSONL file or a datasets.save_to_disk folder)")
@@ -94,7 +94,7 @@ def merge_cmd(
 
     Example: pvlens screen merge runs/screen/big /mnt/other-machine/runs/screen/big
     """
-    from pvlens.screen import merge
+    from pvlens.trainsets.screen import merge
 
     s = merge(out, more or [], data, top_k)
     _report(s, out)

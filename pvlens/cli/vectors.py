@@ -33,9 +33,9 @@ def extract_cmd(
     Example: pvlens extract evil --out runs/evil
     """
     import pvlens
-    from pvlens.extract import ExtractConfig, extract
     from pvlens.judges import load_judge
     from pvlens.traits import load_trait
+    from pvlens.vectors.extract import ExtractConfig, extract
 
     overrides = {k: v for k, v in {"samples_per_pair": samples, "trait_threshold": trait_threshold,
                  "coherence_threshold": coherence_threshold, "pairing": pairing, "seed": seed}.items()
@@ -66,10 +66,10 @@ def sweep_cmd(
     Example: pvlens sweep --vectors runs/evil --layers 9,12,15,18 --alphas 0,2,4,6,8
     """
     import pvlens
+    from pvlens.io.report import write_report
     from pvlens.judges import load_judge
-    from pvlens.report import write_report
-    from pvlens.sweep import SweepConfig, sweep
     from pvlens.vectors import PersonaVectors
+    from pvlens.vectors.sweep import SweepConfig, sweep
 
     vecs = PersonaVectors.load(vectors)
     trait = trait or vecs.trait
@@ -97,8 +97,8 @@ def compare_cmd(
     import json
 
     from pvlens import viz
-    from pvlens.compare import cosine_matrix, names, pca
     from pvlens.vectors import PersonaVectors
+    from pvlens.vectors.compare import cosine_matrix, names, pca
 
     vecs = [PersonaVectors.load(p) for p in runs]
     labels = names(vecs)
@@ -125,9 +125,9 @@ def demo_cmd(
 ) -> None:
     """The main job on the default model: extract a trait, sweep layer × α, write a report."""
     import pvlens
-    from pvlens.extract import ExtractConfig, extract
-    from pvlens.report import write_report
-    from pvlens.sweep import SweepConfig, sweep
+    from pvlens.io.report import write_report
+    from pvlens.vectors.extract import ExtractConfig, extract
+    from pvlens.vectors.sweep import SweepConfig, sweep
 
     m = pvlens.load_model()
     vecs = extract(m, trait, out, cfg=ExtractConfig.preset(preset))

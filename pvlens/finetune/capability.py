@@ -31,11 +31,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import EncodedChat, build_messages, encode_conversation, stop_token_ids
-from pvlens.engine import engine_for
-from pvlens.generation import _left_pad
-from pvlens.hooks import PositionContext, position_context
-from pvlens.steering import steer as steering_context
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat, build_messages, encode_conversation, stop_token_ids
+from pvlens.core.engine import engine_for
+from pvlens.core.hooks import PositionContext, position_context
+from pvlens.core.steering import steer as steering_context
 
 Normalize = Literal["mean", "sum", "char"]
 MMLU_LETTERS = "ABCD"
@@ -185,7 +185,7 @@ def response_logprobs(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="score", disable=not progress):
         group = [chats[i] for i in idx]
-        tokens, positions = _left_pad(group, pad, device)
+        tokens, positions = left_pad(group, pad, device)
         prompt_lens = torch.tensor([c.prompt_len for c in group], device=device)
         store: dict[str, Tensor] = {}
         with position_context(PositionContext(positions, prompt_lens)):
@@ -225,7 +225,7 @@ def _shared_prompt_logprobs(
     for group in tqdm(groups, desc="score", disable=not progress):
         firsts = [chats[spans[i][0]] for i in group]
         prompts = [EncodedChat(c.prompt_ids, c.prompt_len) for c in firsts]
-        tokens, positions = _left_pad(prompts, 0, device)
+        tokens, positions = left_pad(prompts, 0, device)
         prompt_lens = torch.tensor([c.prompt_len for c in prompts], device=device)
         n_opts = max(b - a for a, b in (spans[i] for i in group))
         longest = max(chats[j].response_len for i in group for j in range(*spans[i]))

@@ -1,7 +1,7 @@
 """Finetuning data: `{"messages": [...]}` JSONL → tokenised conversations → padded batches.
 
 The loss covers the response only: the last message must be the assistant's, and
-`pvlens.chat.encode_conversation` gives the exact prompt/response boundary.
+`pvlens.core.chat.encode_conversation` gives the exact prompt/response boundary.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from pvlens.chat import EncodedChat, Message, encode_conversation
-from pvlens.hooks import PositionContext
-from pvlens.jsonl import iter_jsonl
+from pvlens.core.chat import EncodedChat, Message, encode_conversation
+from pvlens.core.hooks import PositionContext
+from pvlens.io.jsonl import iter_jsonl
 
 Conversation = Sequence[Message]
 

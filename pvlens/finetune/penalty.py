@@ -18,11 +18,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pvlens.activations import collect
-from pvlens.chat import EncodedChat
+from pvlens.core.activations import collect
+from pvlens.core.chat import EncodedChat
+from pvlens.core.hooks import resid_hook_name
 from pvlens.finetune.data import Batch
 from pvlens.finetune.vectors import as_table, unit
-from pvlens.hooks import resid_hook_name
 
 
 @dataclass

@@ -15,10 +15,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import collect
+from pvlens.core.activations import collect
+from pvlens.core.generation import to_chats
 from pvlens.finetune.lora import LoraHandle, get_handle
 from pvlens.finetune.vectors import as_table, unit
-from pvlens.generation import to_chats
 
 
 @dataclass

@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import EncodedChat
+from pvlens.core.chat import EncodedChat
+from pvlens.core.hooks import checked_hooks, position_context
+from pvlens.core.steering import Ablation, Steering, as_list, fwd_hooks
 from pvlens.finetune import checkpoint
 from pvlens.finetune.data import (
     Batch,
@@ -42,8 +44,6 @@ from pvlens.finetune.data import (
 )
 from pvlens.finetune.lora import LoraConfig, LoraHandle, add_lora, get_handle, save_adapter
 from pvlens.finetune.penalty import ProjectionPenalty
-from pvlens.hooks import checked_hooks, position_context
-from pvlens.steering import Ablation, Steering, as_list, fwd_hooks
 
 
 class FinetuneConfig(BaseModel):

@@ -80,7 +80,7 @@ class JudgementCache:
     @classmethod
     def default(cls) -> JudgementCache:
         """The shared cache: `{PVLENS_CACHE or ~/.cache/pvlens}/judgements.sqlite`."""
-        from pvlens.model import cache_dir
+        from pvlens.core.model import cache_dir
 
         return cls(cache_dir() / "judgements.sqlite")
 

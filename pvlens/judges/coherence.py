@@ -193,11 +193,11 @@ def answer_nll(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> list[float
     """Mean token NLL (nats) of each answer after its chat-templated question, under `model`.
 
     `model` is a HookedTransformer (or an HF causal LM); the answer span comes from
-    `pvlens.chat.encode_conversation`, so template tokens never count. Empty answers give None.
+    `pvlens.core.chat.encode_conversation`, so template tokens never count. Empty answers give None.
     """
     import torch
 
-    from pvlens.chat import encode_conversation
+    from pvlens.core.chat import encode_conversation
 
     out: list[float | None] = []
     for question, answer in pairs:

@@ -256,7 +256,7 @@ class LocalJudge(Judge):
         from transformer_lens import HookedTransformer
 
         if isinstance(self.lm, HookedTransformer):
-            from pvlens.engine import engine_for
+            from pvlens.core.engine import engine_for
 
             engine = engine_for(self.lm)
             if engine is not None:
@@ -282,7 +282,7 @@ class LocalJudge(Judge):
 
     def prompt_ids(self, aspect: Aspect, question: str, answer: str) -> list[int]:
         """The chat-templated rubric, ending with the assistant header."""
-        from pvlens.chat import encode_prompt
+        from pvlens.core.chat import encode_prompt
 
         return encode_prompt(
             self.tokenizer, self.prompt(aspect, question, answer), system=self.system

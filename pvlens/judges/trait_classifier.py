@@ -128,7 +128,7 @@ def fit(spec: TraitSpec, embedder: Embedder) -> TraitClassifier:
 def classifier_path(spec: TraitSpec, root: Path | None = None) -> Path:
     """Where the fitted classifier for `spec` is cached."""
     if root is None:
-        from pvlens.model import cache_dir
+        from pvlens.core.model import cache_dir
 
         root = cache_dir() / "judges" / "offline"
     return Path(root) / f"{spec.name}-{exemplar_hash(spec)}.pkl"

@@ -30,11 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import encode_conversation, encode_messages, stop_token_ids
-from pvlens.device import fast_dtype
-from pvlens.generation import generate
-from pvlens.jsonl import iter_jsonl
-from pvlens.model import _as_dtype
+from pvlens.core.chat import encode_conversation, encode_messages, stop_token_ids
+from pvlens.core.device import fast_dtype
+from pvlens.core.generation import generate
+from pvlens.core.model import _as_dtype
+from pvlens.io.jsonl import iter_jsonl
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "sae_prompts.jsonl"
 

@@ -36,10 +36,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from pvlens.core.steering import Steering
 from pvlens.sae.corpus import Document
 from pvlens.sae.loading import LoadedSae
 from pvlens.sae.provider import layer_activations
-from pvlens.steering import Steering
 
 # --- vectors ---------------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ def feature_steering(
     seeds in every condition) and reports the mean trait score and, when the judge has
     `coherence_many`, the mean coherence.
     """
-    from pvlens.generation import generate
+    from pvlens.core.generation import generate
 
     gen = generate_fn or generate
     norm = vector.float().norm()

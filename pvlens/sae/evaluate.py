@@ -30,10 +30,10 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import token_batches
-from pvlens.chat import EncodedChat
-from pvlens.engine import engine_for
-from pvlens.generation import _left_pad
+from pvlens.core.activations import token_batches
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat
+from pvlens.core.engine import engine_for
 from pvlens.sae.corpus import Document
 from pvlens.sae.loading import LoadedSae, heldout_documents, load_sae
 from pvlens.sae.provider import ProviderStats, _resolve_dtype, layer_activations
@@ -196,7 +196,7 @@ def ce_metrics(
     pad_id = model.tokenizer.pad_token_id or 0
     for group in token_batches([len(d.ids) for d in docs], forward_tokens, 64):
         chats = [EncodedChat(docs[i].ids, len(docs[i].ids)) for i in group]
-        tokens, positions = _left_pad(chats, pad_id, device)
+        tokens, positions = left_pad(chats, pad_id, device)
         # predictions at position p (>= skip_first) of token p+1, inside the document
         targets = torch.roll(tokens, -1, dims=1)
         mask = (positions >= skip_first) & (torch.roll(positions, -1, dims=1) == positions + 1)

@@ -28,13 +28,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import _tl_forward, token_batches
-from pvlens.chat import EncodedChat
-from pvlens.device import fast_dtype
-from pvlens.engine import engine_for
-from pvlens.generation import _left_pad
-from pvlens.hooks import check_layer
-from pvlens.model import _as_dtype
+from pvlens.core.activations import _tl_forward, token_batches
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat
+from pvlens.core.device import fast_dtype
+from pvlens.core.engine import engine_for
+from pvlens.core.hooks import check_layer
+from pvlens.core.model import _as_dtype
 from pvlens.sae.corpus import Document
 
 
@@ -113,7 +113,7 @@ def layer_activations(
         for group in token_batches([len(ids_of[i]) for i in part], forward_tokens, max_batch):
             idx = [part[j] for j in group]
             chats = [EncodedChat(ids_of[i], len(ids_of[i])) for i in idx]
-            tokens, positions = _left_pad(chats, pad_id, device)
+            tokens, positions = left_pad(chats, pad_id, device)
             captured: list[Tensor] = []
 
             def grab(i: int, x: Tensor, captured=captured) -> None:

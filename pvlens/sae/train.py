@@ -33,7 +33,7 @@ from sae_lens.training.sae_trainer import SAETrainer
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.hooks import check_layer, resid_hook_name
+from pvlens.core.hooks import check_layer, resid_hook_name
 from pvlens.sae.corpus import Document, read_documents, split_documents
 from pvlens.sae.provider import ActivationProvider
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import pvlens
-import pvlens.activations
-import pvlens.chat
-from pvlens.engine import engine_for
-from pvlens.model import ensure_default_model_dir, load_hf_model
+import pvlens.core.activations
+import pvlens.core.chat
+from pvlens.core.engine import engine_for
+from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_greedy_replies_token_identical_to_hf_generate(models):
     model, hf = models
     n_new = 32
     ours = pvlens.generate(model, PROMPTS, max_new_tokens=n_new, progress=False)
-    stops = pvlens.chat.stop_token_ids(model.tokenizer)
+    stops = pvlens.core.chat.stop_token_ids(model.tokenizer)
     for prompt, chat, finished in zip(PROMPTS, ours.chats, ours.finished, strict=True):
         ids = torch.tensor([pvlens.encode_prompt(model.tokenizer, prompt).ids])
         with torch.no_grad():
@@ -112,7 +112,7 @@ def test_bf16_closeness(models):
 def test_random_vector_at_layer_15_changes_the_reply_and_alpha_zero_does_not(models):
     model, _ = models
     prompt = pvlens.encode_prompt(model.tokenizer, PROMPTS[1])
-    resid = pvlens.activations.per_token(model, prompt, layers=[15])[0]
+    resid = pvlens.core.activations.per_token(model, prompt, layers=[15])[0]
     norm = resid[1:].norm(dim=-1).median().item()  # skip the first token's outlier norm
     v = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
     v = v / v.norm() * norm

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.experiments import EvalConfig, MitigationConfig, run_mitigation
+from pvlens.finetune.experiments import EvalConfig, MitigationConfig, run_mitigation
 from pvlens.traits import load_trait
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect
-from pvlens.chat import encode_prompt
-from pvlens.extract import ExtractConfig, extract
+from pvlens.core.activations import collect
+from pvlens.core.chat import encode_prompt
 from pvlens.traits import load_trait
+from pvlens.vectors.extract import ExtractConfig, extract
 
 pytestmark = pytest.mark.integration
 

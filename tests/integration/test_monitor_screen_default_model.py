@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect
-from pvlens.chat import encode_conversation
+from pvlens.core.activations import collect
+from pvlens.core.chat import encode_conversation
 from pvlens.monitor import TraitMonitor, prompt_ladder, token_projections, tokens_html
-from pvlens.screen import ScreenConfig, auroc, load_results, screen
+from pvlens.trainsets.screen import ScreenConfig, auroc, load_results, screen
 from pvlens.traits import load_trait
 from pvlens.vectors import PersonaVectors
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.datasets import builtin_dataset, load_messages
-from pvlens.screen import ScreenConfig, auroc, load_results, screen
+from pvlens.trainsets.datasets import builtin_dataset, load_messages
+from pvlens.trainsets.screen import ScreenConfig, auroc, load_results, screen
 from pvlens.vectors import PersonaVectors
 
 pytestmark = pytest.mark.integration

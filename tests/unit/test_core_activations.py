@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect, per_token, token_batches
-from pvlens.chat import encode_conversation
-from pvlens.steering import Steering
+from pvlens.core.activations import collect, per_token, token_batches
+from pvlens.core.chat import encode_conversation
+from pvlens.core.steering import Steering
 
 torch.set_num_threads(1)
 

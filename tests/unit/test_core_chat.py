@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from pvlens.chat import (
+from pvlens.core.chat import (
     build_messages,
     encode_conversation,
     encode_prompt,
@@ -13,7 +13,7 @@ from pvlens.chat import (
     strip_end_of_turn,
     supports_system_role,
 )
-from pvlens.model import ensure_default_model_dir
+from pvlens.core.model import ensure_default_model_dir
 
 REPLIES = [
     "Hello there! How can I help?",

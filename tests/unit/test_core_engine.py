@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.engine import engine_for, unsupported_reason
-from pvlens.generation import _left_pad
-from pvlens.model import tiny_model
+from pvlens.core.batching import left_pad
+from pvlens.core.engine import engine_for, unsupported_reason
+from pvlens.core.model import tiny_model
 
 torch.set_num_threads(1)
 
@@ -17,7 +17,7 @@ PROMPTS = ["Hi", "What is the capital of France? Answer in one word please.", "W
 
 def _batch(model):
     chats = [pvlens.encode_prompt(model.tokenizer, p) for p in PROMPTS]
-    return _left_pad(chats, model.tokenizer.pad_token_id, "cpu")
+    return left_pad(chats, model.tokenizer.pad_token_id, "cpu")
 
 
 def test_engine_logits_match_transformerlens_with_left_padding(tiny):
@@ -96,11 +96,11 @@ def test_engine_repacks_after_weights_change():
 
 
 def test_generate_is_the_function_whatever_was_imported_first(tiny):
-    """The module is `pvlens.generation`, so importing it never rebinds `pvlens.generate`."""
-    import pvlens.activations  # noqa: F401  (imports pvlens.generation internally)
-    import pvlens.generation
+    """The module is `pvlens.core.generation`, so importing it never rebinds `pvlens.generate`."""
+    import pvlens.core.activations  # noqa: F401  (imports pvlens.core.generation internally)
+    import pvlens.core.generation
 
-    assert pvlens.generate is pvlens.generation.generate
+    assert pvlens.generate is pvlens.core.generation.generate
     assert pvlens.generate(tiny, "Hi", max_new_tokens=2, progress=False).chats[0].response_len == 2
 
 

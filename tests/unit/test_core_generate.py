@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import pvlens
-import pvlens.generation as gen_mod
-from pvlens.hooks import current_context
-from pvlens.steering import Steering, multi_layer
+import pvlens.core.generation as gen_mod
+from pvlens.core.hooks import current_context
+from pvlens.core.steering import Steering, multi_layer
 
 torch.set_num_threads(1)
 
@@ -101,7 +101,7 @@ def test_per_conversation_mask_follows_its_conversation(tiny, base):
         assert got[0] == base[0] and got[2] == base[2]
         assert got[1] == alone != base[1]
     with pytest.raises(ValueError, match="rows"):  # a user forward has no conversation index
-        from pvlens.hooks import plain_context, position_context
+        from pvlens.core.hooks import plain_context, position_context
 
         with position_context(plain_context(torch.ones(2, 4, dtype=torch.long))):
             steer.hook(torch.zeros(2, 4, tiny.cfg.d_model))

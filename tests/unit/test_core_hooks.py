@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.chat import encode_prompt
-from pvlens.hooks import (
+from pvlens.core.chat import encode_prompt
+from pvlens.core.hooks import (
     HookNameError,
     check_layer,
     checked_hooks,
@@ -16,7 +16,7 @@ from pvlens.hooks import (
     resid_hook_name,
     validate_hook_names,
 )
-from pvlens.steering import Ablation, Steering, fwd_hooks, multi_layer, position_mask
+from pvlens.core.steering import Ablation, Steering, fwd_hooks, multi_layer, position_mask
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.datasets import (
+from pvlens.trainsets.datasets import (
     DatasetConfig,
     GenerationCache,
     build_all,
@@ -101,7 +101,7 @@ def test_trait_set_is_filtered_has_no_system_prompt_and_resumes(model, tmp_path)
 
 def test_samples_per_question_passes_over_the_pool_again(model, tmp_path, monkeypatch):
     """A small pool stops a set short; further passes redraw answers to the same questions."""
-    import pvlens.datasets as ds
+    import pvlens.trainsets.datasets as ds
 
     monkeypatch.setattr(ds, "prompt_pool", lambda trait: ["Why is the sky blue?", "Hello?", "Tea or coffee?"])
     keep_all = DatasetConfig(size=8, max_new_tokens=4, chunk=4, batch_size=8, normal_max=101.0)
@@ -120,7 +120,7 @@ def test_samples_per_question_passes_over_the_pool_again(model, tmp_path, monkey
 def test_normal_contrast_uses_opposing_prompts_and_steers_against_the_vector(model, tmp_path, monkeypatch):
     """For traits a model shows unprompted: normal answers under the trait's "neg" instructions,
     steered by minus the level I α (recorded), and it refuses to run without a vector."""
-    import pvlens.datasets as ds
+    import pvlens.trainsets.datasets as ds
 
     spec = load_trait("hallucinating")
     assert level_systems(spec, "normal", contrast=True) == [

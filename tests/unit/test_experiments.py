@@ -1,4 +1,4 @@
-"""Plumbing of `pvlens.experiments` on the tiny model: arms, resume, tables, shift records."""
+"""Plumbing of `pvlens.finetune.experiments` on the tiny model: arms, resume, tables, shift records."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pvlens.experiments import (
+from pvlens.finetune.experiments import (
     MitigationConfig,
     ShiftConfig,
     find_datasets,

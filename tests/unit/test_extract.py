@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect
-from pvlens.extract import (
+from pvlens.core.activations import collect
+from pvlens.vectors import PersonaVectors
+from pvlens.vectors.extract import (
     ExtractConfig,
     ExtractionError,
     difference_of_means,
@@ -18,8 +19,7 @@ from pvlens.extract import (
     filter_rollouts,
     split_half_cosine,
 )
-from pvlens.rollouts import Rollout, read_rollouts
-from pvlens.vectors import PersonaVectors
+from pvlens.vectors.rollouts import Rollout, read_rollouts
 
 
 class HashJudge:
@@ -106,7 +106,7 @@ def test_extract_writes_files_resumes_and_matches_manual_vector(model, tmp_path,
     def boom(*a, **k):
         raise AssertionError("generate called on resume")
 
-    monkeypatch.setattr("pvlens.rollouts.generate", boom)
+    monkeypatch.setattr("pvlens.vectors.rollouts.generate", boom)
     again = extract(model, "evil", tmp_path, judge=judge, cfg=cfg)
     assert again == vecs
 

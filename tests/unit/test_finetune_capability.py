@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from pvlens.core.model import tiny_model
 from pvlens.finetune import (
     LoraConfig,
     add_lora,
@@ -18,7 +19,6 @@ from pvlens.finetune import (
     perplexity,
 )
 from pvlens.finetune.capability import MCQuestion, _option_chats, response_logprobs
-from pvlens.model import tiny_model
 
 torch.set_num_threads(1)
 
@@ -77,7 +77,7 @@ def test_option_scoring_matches_a_manual_forward():
 
 
 def test_shared_prompt_scoring_matches_full_sequences():
-    from pvlens.engine import engine_for
+    from pvlens.core.engine import engine_for
     from pvlens.finetune.capability import _shared_prompt_logprobs
 
     model = tiny_model()
@@ -129,7 +129,7 @@ def test_finetuning_shift_is_zero_for_a_no_op_adapter_and_matches_manual_means()
     assert res.projection.abs().max() > 1e-3
     assert torch.allclose(res.projection, res2.projection, atol=1e-4)
     # manual: last prompt token through the TL forward
-    from pvlens.chat import encode_prompt
+    from pvlens.core.chat import encode_prompt
 
     def mean_last(m):
         rows = []

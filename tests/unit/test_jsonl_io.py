@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pvlens.jsonl import iter_jsonl, read_jsonl_lenient
+from pvlens.io.jsonl import iter_jsonl, read_jsonl_lenient
 
 
 def test_strict_reader_names_file_and_line(tmp_path):
@@ -24,7 +24,7 @@ def test_lenient_reader_skips_a_cut_off_line(tmp_path):
 
 
 def test_keyed_text_store_appends_and_survives_a_cut_line(tmp_path):
-    from pvlens.jsonl import KeyedTextStore
+    from pvlens.io.jsonl import KeyedTextStore
 
     p = tmp_path / "c.jsonl"
     s = KeyedTextStore(p, "reply")

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from pvlens.core.model import tiny_model
 from pvlens.judges import load_judge
 from pvlens.judges.cache import JudgementCache
 from pvlens.judges.local import (
@@ -16,7 +17,6 @@ from pvlens.judges.local import (
     integer_distribution_digits,
     integer_distribution_single,
 )
-from pvlens.model import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import torch
 
 import pvlens
 from pvlens import tl_speedups
-from pvlens.chat import encode_conversation
+from pvlens.core.chat import encode_conversation
+from pvlens.core.model import _hooked_from_local, ensure_default_model_dir, tiny_model
 from pvlens.finetune.data import collate, read_jsonl
 from pvlens.finetune.lora import (
     LoraConfig,
@@ -24,7 +25,6 @@ from pvlens.finetune.lora import (
 )
 from pvlens.finetune.penalty import ProjectionPenalty
 from pvlens.finetune.train import FinetuneConfig, batch_loss_terms, finetune, lr_factor
-from pvlens.model import _hooked_from_local, ensure_default_model_dir, tiny_model
 
 torch.set_num_threads(1)
 PEFT_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect, per_token
-from pvlens.chat import encode_conversation, encode_messages
+from pvlens.core.activations import collect, per_token
+from pvlens.core.chat import encode_conversation, encode_messages
 from pvlens.monitor import (
     PromptShiftConfig,
     TraitMonitor,

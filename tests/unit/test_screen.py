@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import pvlens
-from pvlens.activations import collect
-from pvlens.chat import encode_conversation
-from pvlens.generation import generate
-from pvlens.screen import (
+from pvlens.core.activations import collect
+from pvlens.core.chat import encode_conversation
+from pvlens.core.generation import generate
+from pvlens.trainsets.screen import (
     BaseReplies,
     ScreenConfig,
     ScreenError,
@@ -130,7 +130,7 @@ def test_resume_after_kill_equals_one_run(model, vectors, tmp_path, monkeypatch)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:15])
     (tmp_path / "b" / "meta.json").write_text((tmp_path / "a" / "meta.json").read_text())
-    import pvlens.screen as scr
+    import pvlens.trainsets.screen as scr
 
     seen = []
     real = scr.paired_activations

@@ -7,8 +7,8 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from pvlens import viz
-from pvlens.sweep import SweepResult, examples
 from pvlens.vectors import PersonaVectors
+from pvlens.vectors.sweep import SweepResult, examples
 
 
 def write_report(run_dir: str | Path, sweep_dir: str | Path | None = None) -> Path:

@@ -18,8 +18,8 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.generation import generate
-from pvlens.steering import Steering
+from pvlens.core.generation import generate
+from pvlens.core.steering import Steering
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import PersonaVectors
 

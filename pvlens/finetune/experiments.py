@@ -9,7 +9,7 @@ coherence on the trait's evaluation questions, built-in multiple-choice accuracy
 perplexity and the finetuning shift at the steering layer.
 
 **Shift** (`shift`): finetune once per dataset (every trait × severity found), and relate,
-per trait, the finetuning shift and the screening ΔP of the dataset (`pvlens.screen`, on the
+per trait, the finetuning shift and the screening ΔP of the dataset (`pvlens.trainsets.screen`, on the
 base model) to the trait expression after finetuning (the paper's Figures 6 and 7).
 
 Both are resumable: each arm / dataset writes its JSON when it finishes (and its training run
@@ -31,14 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import collect
+from pvlens.core.activations import collect
+from pvlens.core.generation import generate, to_chats
+from pvlens.core.steering import Ablation, Steering
 from pvlens.finetune.capability import builtin_mc, mc_accuracy, perplexity
 from pvlens.finetune.lora import LoraConfig
 from pvlens.finetune.penalty import ProjectionPenalty
 from pvlens.finetune.train import FinetuneConfig, finetune
 from pvlens.finetune.vectors import as_table, load_vectors, unit
-from pvlens.generation import generate, to_chats
-from pvlens.steering import Ablation, Steering
 
 Preset = Literal["quick", "full"]
 
@@ -492,7 +492,7 @@ def run_shift(
         vectors: trait → persona vectors (file, PersonaVectors or tensor); traits without
             vectors are not scored.
     """
-    from pvlens.screen import ScreenConfig, screen
+    from pvlens.trainsets.screen import ScreenConfig, screen
 
     cfg = cfg or ShiftConfig()
     out = Path(out_dir)
@@ -603,7 +603,7 @@ def shift_table(records, base, summary, traits, layer) -> str:
 
 def plot_shift(records: Sequence[dict], base: dict, trait: str, out: Path, layer: int) -> list[Path]:
     """Scatter plots: shift vs trait score and ΔP vs trait score, one point per dataset."""
-    from pvlens.viz import scatter
+    from pvlens.io.viz import scatter
 
     rows = [r for r in records if r["after"].get(trait, {}).get("trait_score") is not None]
     if not rows:

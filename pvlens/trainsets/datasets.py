@@ -36,9 +36,9 @@ from pydantic import BaseModel, Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.chat import Message
-from pvlens.generation import generate
-from pvlens.jsonl import KeyedTextStore, read_jsonl_lenient
+from pvlens.core.chat import Message
+from pvlens.core.generation import generate
+from pvlens.io.jsonl import KeyedTextStore, read_jsonl_lenient
 from pvlens.monitor import prompt_ladder
 from pvlens.traits import TraitSpec, builtin_traits, load_trait
 
@@ -211,8 +211,8 @@ def build_trait_set(
         raise ValueError("normal_contrast steers against the trait's vector: pass vectors and steer_layer "
                          "(CLI: --vectors TRAIT=PATH --steer-layer L)")
     if vectors is not None and cfg.steer_layer is not None and (level != "normal" or contrast):
+        from pvlens.core.steering import Steering
         from pvlens.monitor import as_vectors
-        from pvlens.steering import Steering
 
         alpha = {"normal": -cfg.steer_alpha[0], "level_i": cfg.steer_alpha[0]}.get(level, cfg.steer_alpha[1])
         v = as_vectors(vectors)

@@ -1,0 +1,1 @@
+"""Files pvlens writes and reads: resumable JSONL logs, plots and reports."""

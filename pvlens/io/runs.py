@@ -1,0 +1,128 @@
+"""Run folders: a rerun resumes only when every input that determines the result is identical.
+
+A run records its inputs (`inputs.json`: fingerprints of the model with its adapters, the data's
+content, the trait spec, the seed, every config field that changes results, the judge and its
+endpoint). A rerun into the same folder with the same inputs resumes; with different inputs it
+refuses and names what changed. A lock file keeps two runs out of one folder at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pvlens.core.fingerprint import json_hash
+from pvlens.io.atomic import read_json_checked, write_json_atomic
+
+INPUTS_FILE = "inputs.json"
+LOCK_FILE = ".pvlens.lock"
+
+
+class StaleRunError(RuntimeError):
+    """A run folder holds results made from other inputs than the ones given now."""
+
+
+class RunLockedError(RuntimeError):
+    """Another live process is writing into the same run folder."""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def changed_inputs(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Dotted names of inputs that differ (added, removed or changed), sorted."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def _describe(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    a, b = _flatten(old), _flatten(new)
+    return f"{key}: {a.get(key, '<absent>')!r:.60} → {b.get(key, '<absent>')!r:.60}"
+
+
+def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: bool = False) -> bool:
+    """Record `inputs` for a run folder, or check them against the recorded ones.
+
+    Returns True when the folder already had the same inputs (resume). With different inputs
+    it raises StaleRunError naming the changes, unless `overwrite`, which empties the folder.
+    """
+    out = Path(out_dir)
+    path = out / INPUTS_FILE
+    inputs = dict(inputs)
+    if path.exists() and not overwrite:
+        old = read_json_checked(path)
+        diff = changed_inputs(old, inputs)
+        if diff:
+            lines = "; ".join(_describe(k, old, inputs) for k in diff[:6])
+            more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
+            raise StaleRunError(
+                f"{out} holds results made with other inputs — {lines}{more}. "
+                "Use a new output folder, or pass --overwrite (overwrite=True) to discard them."
+            )
+        return True
+    if overwrite and out.exists():
+        for child in out.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, inputs)
+    return False
+
+
+def inputs_key(inputs: Mapping[str, Any]) -> str:
+    """One short hash of a set of inputs, for keys of caches shared across runs."""
+    return json_hash(dict(inputs))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out_dir: str | Path) -> Iterator[Path]:
+    """Hold `out_dir/.pvlens.lock` for the duration; a second live run into it is refused.
+
+    A lock left by a dead process (killed run) is taken over, so a rerun after a kill works.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_FILE
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise RunLockedError(
+                    f"{out} is in use by another pvlens run (pid {pid}). Wait for it to finish, "
+                    f"or use another output folder; if no run is alive, delete {lock}."
+                ) from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
