@@ -77,6 +77,14 @@ class KVCache:
     length: int = 0
     """Number of slots filled so far."""
 
+    def rewind(self, length: int) -> None:
+        """Forget every slot from `length` on, so the next forward continues from there
+        (e.g. two different replies to one cached prompt)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot rewind a cache of length {self.length} to {length}")
+        self.length = length
+        self.positions[:, length:] = -1
+
 
 class FastEngine:
     """Packed weights of one HookedTransformer in one compute dtype."""
@@ -143,9 +151,11 @@ class FastEngine:
         out = (x_rot * cos + flipped * sin).to(x.dtype)
         return torch.cat([out, x_pass], dim=-1) if x_pass.shape[-1] else out
 
-    def new_cache(self, batch: int, max_len: int) -> KVCache:
+    def new_cache(self, batch: int, max_len: int, n_layers: int | None = None) -> KVCache:
+        """An empty cache for `batch` rows of up to `max_len` positions; `n_layers` < all keeps
+        only the first blocks (for forwards that stop early, `stop_at_layer`)."""
         shape = (batch, self.n_kv, max_len, self.d_head)
-        n = len(self.layers)
+        n = len(self.layers) if n_layers is None else n_layers
         return KVCache(
             k=[torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(n)],
             v=[torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(n)],

@@ -36,7 +36,7 @@ from pvlens.core.activations import collect, token_batches
 from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat, Message, encode_conversation, encode_messages
 from pvlens.core.device import fast_dtype
-from pvlens.core.engine import KVCache, engine_for
+from pvlens.core.engine import engine_for
 from pvlens.core.generation import generate
 from pvlens.io.jsonl import KeyedTextStore, iter_jsonl
 from pvlens.monitor import VectorsLike, as_vectors, default_layer, project, unit_direction
@@ -226,16 +226,12 @@ def paired_activations(
         p_tok, p_pos = left_pad(prompts, pad, device)
         width = p_tok.shape[1]
         r_max = max(max(data[i].response_len, base[i].response_len) for i in idx)
-        shape = (rows, engine.n_kv, width + r_max, engine.d_head)
-        cache = KVCache(k=[torch.empty(shape, dtype=engine.dtype, device=device) for _ in range(keep)],
-                        v=[torch.empty(shape, dtype=engine.dtype, device=device) for _ in range(keep)],
-                        positions=torch.full((rows, width + r_max), -1, dtype=torch.long, device=device))
+        cache = engine.new_cache(rows, width + r_max, n_layers=keep)
         engine.forward(p_tok, p_pos, cache, stop_at_layer=keep, on_resid=at_layer, logits=None)
         out["last_prompt"][idx] = torch.stack([grab[j][:, -1] for j in range(len(layers))], 1).cpu()
         out["prompt_avg"][idx] = masked_mean(p_pos >= 0).cpu()
         for side, chats in (("data", data), ("base", base)):
-            cache.length = width  # forget the other side's reply: both continue the prompt
-            cache.positions[:, width:] = -1
+            cache.rewind(width)  # forget the other side's reply: both continue the prompt
             r_len = max(chats[i].response_len for i in idx)
             tok = torch.full((rows, r_len), pad, dtype=torch.long)
             pos = torch.full((rows, r_len), -1, dtype=torch.long)
