@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
+
+from pvlens.errors import PvlensError
 
 app = typer.Typer(
     help="pvlens: persona vectors on TransformerLens — extract, steer, monitor, screen, finetune.",
@@ -51,3 +56,24 @@ def _register() -> None:
 
 
 _register()
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    PvlensError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+    ValueError, KeyError, UnicodeDecodeError,
+)
+"""Errors that mean bad input, not a bug: shown as one line unless --debug."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the typer app behind an error boundary (one line per expected error)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PVLENS_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="pvlens")
+    except EXPECTED_ERRORS as e:
+        if debug:
+            raise
+        message = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
+        typer.echo(f"error: {message}  (run with --debug for the traceback)", err=True)
+        raise SystemExit(2) from None

@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from pvlens.core.fingerprint import json_hash
+from pvlens.errors import PvlensError
 from pvlens.io.atomic import read_json_checked, write_json_atomic
 
 INPUTS_FILE = "inputs.json"
 LOCK_FILE = ".pvlens.lock"
 
 
-class StaleRunError(RuntimeError):
+class StaleRunError(PvlensError):
     """A run folder holds results made from other inputs than the ones given now."""
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(PvlensError):
     """Another live process is writing into the same run folder."""
 
 
