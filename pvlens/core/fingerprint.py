@@ -39,7 +39,7 @@ def tensor_hash(t: Tensor, length: int = 16) -> str:
 
 def model_fingerprint(model: nn.Module, length: int = 16) -> str:
     """Hash of every named parameter and buffer (names, shapes, dtypes, bytes) of `model`."""
-    named = [*model.named_parameters(), *model.named_buffers()]
+    named = sorted([*model.named_parameters(), *model.named_buffers()], key=lambda kv: kv[0])
     memo_key = tuple((n, p.data_ptr(), p._version, tuple(p.shape), p.dtype) for n, p in named)
     if memo_key in _MEMO:
         return _MEMO[memo_key][:length]
