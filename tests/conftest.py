@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# `dtype="auto"` means bf16 on CPUs with AMX / AVX512-bf16 and fp32 elsewhere. The tests compare
+# code paths (KV cache vs batch, one pass vs many, engine vs TransformerLens) at fp32 tolerances,
+# so pin fp32 on every machine; PVLENS_COMPUTE_DTYPE=auto runs the suite with hardware detection.
+os.environ.setdefault("PVLENS_COMPUTE_DTYPE", "float32")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -28,8 +29,26 @@ def cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+COMPUTE_DTYPE_ENV = "PVLENS_COMPUTE_DTYPE"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
 def fast_dtype(device: str | torch.device) -> torch.dtype:
-    """The dtype to run bulk forward passes in on this device: bf16 where fast, else fp32."""
+    """The dtype to run bulk forward passes in on this device: bf16 where fast, else fp32.
+
+    This is what every `dtype="auto"` in pvlens resolves to, so results depend on the machine
+    (bf16 on AMX / AVX512-bf16 CPUs). The environment variable PVLENS_COMPUTE_DTYPE
+    (float32, bfloat16, float16; unset or "auto": detect) overrides the detection everywhere,
+    including passes that take no dtype argument (monitor, prompt shift).
+    """
+    forced = os.environ.get(COMPUTE_DTYPE_ENV, "").strip().lower()
+    if forced and forced != "auto":
+        if forced not in _DTYPES:
+            raise ValueError(
+                f"{COMPUTE_DTYPE_ENV}={forced!r}: use one of auto, {', '.join(sorted(_DTYPES))}"
+            )
+        return _DTYPES[forced]
     device = str(device)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

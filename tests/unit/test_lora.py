@@ -219,7 +219,14 @@ def test_matches_peft_loss_and_gradients(hf_pair, rslora):
                 g_hf = getattr(mod, f"lora_{ab}")["default"].weight.grad
                 g_tl = getattr(s.lora, f"lora_{ab}").grad
                 assert g_tl is not None and g_hf.abs().max() > 0
-                assert torch.allclose(g_tl, g_hf, rtol=1e-3, atol=1e-6), (mode, s.target, ab)
+                # Relative to the gradient's norm, not per element: both sides sum the same
+                # float32 terms in different orders (TL einsums vs nn.Linear, and AVX-512 vs
+                # AVX2 kernels), which leaves errors of ~1e-6 of the gradient's scale (seen:
+                # <= 4.4e-6). An element near zero (e.g. -6.7e-4 in a gradient whose largest
+                # entry is 0.24) then fails any per-element rtol. A real mistake (scale,
+                # transpose, wrong site) is an O(1) relative error.
+                err = float((g_tl - g_hf).norm() / g_hf.norm())
+                assert err < 1e-4, (mode, s.target, ab, err)
 
 
 def test_export_peft_loads_into_hf(hf_pair, tmp_path):
