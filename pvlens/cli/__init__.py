@@ -16,6 +16,23 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from pvlens import __version__
+
+        typer.echo(f"pvlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print pvlens's version and exit."
+    ),
+) -> None:
+    """pvlens: persona vectors on TransformerLens — extract, steer, monitor, screen, finetune."""
+
+
 def _register() -> None:
     from pvlens.cli import core, vectors
 
@@ -25,6 +42,7 @@ def _register() -> None:
     app.command("sweep")(vectors.sweep_cmd)
     app.command("compare")(vectors.compare_cmd)
     app.command("demo")(vectors.demo_cmd)
+    app.add_typer(vectors.vectors_app, name="vectors")
 
     from pvlens.cli import traits
 

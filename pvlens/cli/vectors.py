@@ -1,4 +1,5 @@
-"""`pvlens extract`, `pvlens sweep`, `pvlens compare`, `pvlens demo`."""
+"""`pvlens extract`, `pvlens sweep`, `pvlens compare`, `pvlens demo`, and `pvlens vectors export|import`
+(conversions to and from llama.cpp, repeng, steering-vectors and the paper's files)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,94 @@ def demo_cmd(
     result = sweep(m, vecs, trait, out / "sweep", cfg=SweepConfig(layers=[9, 12, 15, 18, 21]))
     typer.echo(f"choice: layer {result.best_layer}, alpha {result.best_alpha}")
     typer.echo(f"report: {write_report(out, out / 'sweep')}")
+
+
+vectors_app = typer.Typer(
+    help="Convert persona vectors to and from other tools' formats (llama.cpp GGUF, repeng, "
+    "steering-vectors, the paper's .pt).",
+    no_args_is_help=True,
+)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr and exit code 1: bad input is not a stack trace."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _layers_arg(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--layers takes comma-separated block indices, got {text!r}") from None
+
+
+def _load_source(source: str, reduction: str | None):
+    from pvlens.vectors import PersonaVectors
+
+    path = Path(source)
+    if path.exists():
+        return PersonaVectors.load(path, reduction)
+    if "/" not in source and not path.suffix:
+        return PersonaVectors.builtin(source, reduction=reduction)
+    raise FileNotFoundError(f"{source} does not exist (give a run folder, a vectors file or a shipped trait)")
+
+
+@vectors_app.command("export")
+def export_cmd(
+    source: str = typer.Argument(..., help="Run folder, vectors .safetensors / paper .pt, or a shipped trait name."),
+    format: str = typer.Option(..., "--format", "-f", help="gguf | repeng | steering-vectors | paper-pt."),
+    out: Path = typer.Option(None, help="Output file (default: <trait>.<format suffix> here)."),
+    layers: str = typer.Option(None, help="Comma-separated pvlens block indices (default: all the format holds)."),
+    reduction: str = typer.Option(None, help="Which reduction to write (default: the active one, response_avg)."),
+    model_hint: str = typer.Option(None, help="controlvector.model_hint / repeng model_type (default: recorded model)."),
+) -> None:
+    """Write vectors for another tool. pvlens block b is direction.b in GGUF, layer id b in repeng
+    and steering-vectors, and row b+1 of the paper's .pt.
+
+    Example: pvlens vectors export runs/evil --format gguf --layers 15 --out evil.gguf
+    """
+    from pvlens.vectors.formats import FORMATS, SUFFIX, export_vectors
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
+    picked = _layers_arg(layers)
+    try:
+        vecs = _load_source(source, reduction)
+        name = vecs.trait or Path(source).stem or "vectors"
+        target = out or Path(f"{name}{SUFFIX[format]}")
+        path = export_vectors(vecs, target, format, picked, model_hint)
+    except (ValueError, FileNotFoundError, ImportError, KeyError, TypeError) as e:
+        _fail(str(e).strip("'\""))
+    typer.echo(f"wrote {path} ({format}, {vecs.reduction}, {vecs.n_layers} blocks × {vecs.d_model})")
+
+
+@vectors_app.command("import")
+def import_cmd(
+    file: Path = typer.Argument(..., help="A GGUF control vector, steering-vectors .pt, or the paper's .pt."),
+    out: Path = typer.Option(..., help="pvlens vectors file to write (.safetensors)."),
+    format: str = typer.Option("auto", "--format", "-f", help="auto | gguf | repeng | steering-vectors | paper-pt."),
+    n_layers: int = typer.Option(None, help="Blocks of the model (default: recorded, else highest layer + 1)."),
+    reduction: str = typer.Option(None, help="Name for the imported tensor (default: response_avg)."),
+    trait: str = typer.Option(None, help="Trait name to record in the metadata."),
+) -> None:
+    """Read another tool's vector file into pvlens's safetensors (blocks it lacks are zeros).
+
+    Example: pvlens vectors import evil.gguf --out runs/evil-llamacpp/vectors.safetensors
+    """
+    from pvlens.vectors import PersonaVectors
+    from pvlens.vectors.formats import import_vectors
+
+    if out.suffix != ".safetensors":
+        raise typer.BadParameter(f"{out} should end in .safetensors (pvlens's own format)", param_hint="--out")
+    try:
+        vecs = import_vectors(file, format, n_layers, reduction)
+    except (ValueError, FileNotFoundError, ImportError, KeyError, TypeError) as e:
+        _fail(str(e).strip("'\""))
+    if trait:
+        vecs = PersonaVectors(vecs.tensors, {**vecs.metadata, "trait": trait}, vecs.reduction)
+    vecs.save(out)
+    present = int((vecs.vectors.abs().sum(-1) > 0).sum())
+    typer.echo(f"wrote {out} ({vecs.n_layers} blocks × {vecs.d_model}, {present} non-zero, {vecs.reduction})")

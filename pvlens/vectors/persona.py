@@ -9,7 +9,7 @@ Files are safetensors (no pickle) with JSON metadata that says how they were mad
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -186,3 +186,46 @@ class PersonaVectors:
         row0 = torch.zeros(1, self.d_model) if embedding_row is None else embedding_row.reshape(1, -1).float()
         torch.save(torch.cat([row0, self.vectors.cpu()]), str(path))
         return Path(path)
+
+    # --- other tools' formats (pvlens.vectors.formats; layer b = block b in all three) --------
+    def to_gguf(self, path: str | Path, layers: Sequence[int] | None = None,
+                model_hint: str | None = None) -> Path:
+        """llama.cpp control vector: `direction.{b}` is added to block b's output (block 0 is
+        left out — llama.cpp cannot hold it)."""
+        from pvlens.vectors.formats.llamacpp import write_gguf
+
+        return write_gguf(self, path, layers, model_hint)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, n_layers: int | None = None) -> PersonaVectors:
+        """Read a llama.cpp / repeng control-vector GGUF (absent blocks are zeros)."""
+        from pvlens.vectors.formats.llamacpp import read_gguf
+
+        return read_gguf(path, n_layers)
+
+    def to_repeng(self, layers: Sequence[int] | None = None, model_type: str | None = None) -> Any:
+        """A repeng `ControlVector` (its layer id i = block i); steer with
+        `ControlModel(hf, [i]).set_control(cv, coeff=alpha)`."""
+        from pvlens.vectors.formats.repeng import to_repeng
+
+        return to_repeng(self, layers, model_type)
+
+    @classmethod
+    def from_repeng(cls, control_vector: Any, n_layers: int | None = None, **metadata: Any) -> PersonaVectors:
+        from pvlens.vectors.formats.repeng import from_repeng
+
+        return from_repeng(control_vector, n_layers, **metadata)
+
+    def to_steering_vector(self, layers: Sequence[int] | None = None) -> Any:
+        """A steering-vectors `SteeringVector` (decoder_block i = block i); it steers every layer
+        it holds, so pass the layers you mean."""
+        from pvlens.vectors.formats.steering_vectors import to_steering_vector
+
+        return to_steering_vector(self, layers)
+
+    @classmethod
+    def from_steering_vector(cls, steering_vector: Any, n_layers: int | None = None,
+                             **metadata: Any) -> PersonaVectors:
+        from pvlens.vectors.formats.steering_vectors import from_steering_vector
+
+        return from_steering_vector(steering_vector, n_layers, **metadata)
