@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from pvlens.judges.cache import Judgement
+
 app = typer.Typer(
     help="Score answers with a trait judge; measure judges on labelled sets.", no_args_is_help=True
 )
@@ -52,15 +54,24 @@ def score_cmd(
     if as_json:
         out = {"judge": judge.describe(), "trait": t.__dict__, "coherence": c.__dict__}
         typer.echo(json.dumps(out, indent=2, default=str))
+        _fail_if_all_failed([t, c])
         return
 
-    def fmt(j) -> str:
+    def fmt(j: Judgement) -> str:
         if j.error:
             return f"failed ({j.error})"
         return "no score" if j.score is None else f"{j.score:.1f}"
 
     typer.echo(f"{judge.trait.name}: {fmt(t)}")
     typer.echo(f"coherence: {fmt(c)}")
+    _fail_if_all_failed([t, c])
+
+
+def _fail_if_all_failed(judgements: list[Judgement]) -> None:
+    """Exit non-zero when no judge call succeeded (the errors are already redacted)."""
+    if judgements and all(j.failed for j in judgements):
+        typer.echo(f"error: every judge call failed ({judgements[0].error})", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command("eval")
