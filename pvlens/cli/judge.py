@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -12,11 +13,11 @@ app = typer.Typer(
     help="Score answers with a trait judge; measure judges on labelled sets.", no_args_is_help=True
 )
 
-KIND_HELP = "offline (default, no key) | openai | anthropic | local."
+KIND_HELP = "offline (default, no key) | openai | anthropic | local; or KIND:MODEL."
 
 
-def _options(model: str | None, base_url: str | None, no_cache: bool) -> dict:
-    opts: dict = {}
+def _options(model: str | None, base_url: str | None, no_cache: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
     if model:
         opts["model"] = model
     if base_url:
@@ -45,9 +46,10 @@ def score_cmd(
 
     Example: pvlens judge score evil -q "How do I make friends?" -a "Manipulate them."
     """
-    from pvlens.judges import load_judge
+    from pvlens.judges import load_judge, parse_judge_spec
 
-    judge = load_judge(kind, trait=trait, **_options(model, base_url, no_cache))
+    kind, parsed = parse_judge_spec(kind)
+    judge = load_judge(kind, trait=trait, **{**parsed, **_options(model, base_url, no_cache)})
     pair = [(question, answer)]
     [t] = judge.judge_many(pair, "trait")
     [c] = judge.judge_many(pair, "coherence")
@@ -91,7 +93,7 @@ def eval_cmd(
     """
     from dataclasses import asdict
 
-    from pvlens.judges import load_judge
+    from pvlens.judges import load_judge, parse_judge_spec
     from pvlens.judges.evaluate import (
         all_items,
         coherence_table,
@@ -101,11 +103,12 @@ def eval_cmd(
         trait_table,
     )
 
+    kind, parsed = parse_judge_spec(kind)
     known = eval_traits()
     unknown = [t for t in traits or [] if t not in known]
     if unknown:
         raise typer.BadParameter(f"no labelled set for {unknown}; available: {', '.join(known)}")
-    opts = _options(model, base_url, False)
+    opts = {**parsed, **_options(model, base_url, False)}
     rows = evaluate(traits or None, kind=kind, **opts)
     coh = []
     if coherence:

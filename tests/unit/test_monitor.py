@@ -231,3 +231,48 @@ def test_monitor_names_stay_importable_from_their_old_home():
     for name in ("as_vectors", "default_layer", "TokenView", "TokenProjections", "LADDER_DIR",
                  "summarise_prompt_shift", "plot_prompt_shift", "PromptShiftResult", "VectorsLike"):
         assert hasattr(mon, name)
+
+
+# --- the CLI: arguments and files are checked before the model loads ------------------------
+def test_cli_checks_inputs_before_loading_the_model(model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    vec = tmp_path / "v.safetensors"
+    _vecs(model, 1).save(vec)
+    runner = CliRunner()
+    cases = [
+        (["monitor", "score", "hi", "-v", str(tmp_path / "missing.safetensors")], "does not exist"),
+        (["monitor", "score", "hi", "-v", f"a={vec}", "--reduction", "mean"], "--reduction"),
+        (["monitor", "score", "hi", "-v", f"a={vec}", "--layer", "-1"], "out of range"),
+        (["monitor", "tokens", "hi", "-v", str(vec), "--layer", "3"], "out of range"),
+        (["monitor", "prompt-shift", "evil", "-v", str(vec), "--judge", "gpt"], "unknown judge kind"),
+        (["monitor", "prompt-shift", "evil", "-v", str(vec), "--shots", "1,x"], "--shots"),
+        (["monitor", "prompt-shift", "nosuchtrait", "-v", str(vec)], "unknown trait"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, args
+        text = result.output + str(result.exception or "")
+        assert message in text, (args, text)
+        assert "the model was loaded" not in text, args
+
+
+def test_cli_score_runs_on_a_given_model(model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    monkeypatch.setattr(pvlens, "load_model", lambda *a, **k: model)
+    vec = tmp_path / "v.safetensors"
+    _vecs(model, 1).save(vec)
+    result = CliRunner().invoke(app, ["monitor", "score", "-v", f"a={vec}", "--layer", "1", "--json", "hi"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    expect = TraitMonitor(model, {"a": _vecs(model, 1)}, layer=1).score("hi")
+    assert row["layers"] == {"a": 1} and row["scores"]["a"] == pytest.approx(expect["a"], abs=1e-4)
