@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
@@ -34,6 +34,11 @@ from pvlens.judges.base import Aspect, Judge, PendingBatch
 from pvlens.judges.cache import Judgement
 from pvlens.judges.scoring import MIN_INTEGER_MASS, weighted_score
 from pvlens.traits import TraitSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from pvlens.core.engine import FastEngine
 
 NextLogprobs = Callable[[list[list[int]]], Float[Tensor, "batch d_vocab"]]
 """Given equal-length token sequences, log-probabilities of the next token for each."""
@@ -49,7 +54,7 @@ class DigitTokens:
     """Token id -> digits, for tokens made only of 1-3 digits (no whitespace)."""
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> DigitTokens:
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> DigitTokens:
         first: dict[int, str] = {}
         cont: dict[int, str] = {}
         for piece, tid in tokenizer.get_vocab().items():
@@ -141,7 +146,7 @@ class _CachedPrompt:
     SLACK = 4
     """Cache slots beyond the prompt (a number is at most 3 tokens)."""
 
-    def __init__(self, engine, prompt: list[int]):
+    def __init__(self, engine: FastEngine, prompt: list[int]) -> None:
         self.engine = engine
         self.prompt = prompt
         self.n = len(prompt)

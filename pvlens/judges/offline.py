@@ -17,6 +17,7 @@ from pvlens.judges.base import Aspect, Judge, PendingBatch, text_hash
 from pvlens.judges.cache import Judgement
 from pvlens.judges.embed import EMBEDDING_MODEL, Embedder, shared_embedder
 from pvlens.judges.trait_classifier import FEATURES, TraitClassifier, check_exemplars, load_or_fit
+from pvlens.traits import TraitSpec
 
 COHERENCE_FORMULA = "coherence/v1"
 """Version tag of the offline coherence formula; part of the cache key."""
@@ -29,14 +30,14 @@ class OfflineJudge(Judge):
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         embedder: Embedder | None = None,
         fluency_model: Any = None,
         fluency_tokenizer: Any = None,
         classifier_dir: str | Path | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             embedder: sentence embedder (default: the shared bundled all-MiniLM-L6-v2).
