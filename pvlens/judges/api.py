@@ -18,7 +18,14 @@ from typing import Any
 
 from pvlens.judges.base import Aspect, Judge, PendingBatch
 from pvlens.judges.cache import Judgement
-from pvlens.judges.llm_client import LLMCallError, LLMClient, MissingAPIKey, Provider, RetryPolicy
+from pvlens.judges.llm_client import (
+    LLMCallError,
+    LLMClient,
+    MissingAPIKey,
+    Provider,
+    RetryPolicy,
+    redact,
+)
 from pvlens.judges.scoring import MIN_INTEGER_MASS, parse_integer_reply, score_from_logprobs
 from pvlens.traits import TraitSpec
 
@@ -74,12 +81,10 @@ class ApiJudge(Judge):
         return self.llm.retry
 
     def endpoint(self) -> str | None:
-        """The API base URL (the SDK default when none was given)."""
-        if self.base_url is not None:
-            return self.base_url
-        injected = getattr(self.llm, "_sdk", None)
-        url = getattr(injected, "base_url", None)
-        return str(url) if url is not None else None
+        """The API base URL (an injected client's, or None for the SDK default), redacted:
+        a URL with credentials in it never reaches the cache or a manifest in clear."""
+        url = self.base_url if self.base_url is not None else self.llm.base_url_of_client()
+        return redact(url, self.llm.secrets()) if url is not None else None
 
     def _call(self, sdk: Any, prompt: str) -> Judgement:
         """One judgement from the API (may raise; retries happen around it)."""

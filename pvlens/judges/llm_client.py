@@ -188,6 +188,8 @@ class LLMClient:
         self.retry = retry or RetryPolicy()
         self.keyless_endpoint = keyless_endpoint
         self._sdk = client
+        url = getattr(client, "base_url", None) if client is not None else None
+        self._injected_url = str(url) if url is not None else None
         self._lock = threading.Lock()
 
     @property
@@ -227,6 +229,10 @@ class LLMClient:
         import anthropic
 
         return anthropic.Anthropic(api_key=key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
+
+    def base_url_of_client(self) -> str | None:
+        """The base URL of an injected SDK client (None when the client is built here)."""
+        return self._injected_url
 
     def secrets(self) -> list[str]:
         """Every key this client may hold (environment and an injected client's own key)."""

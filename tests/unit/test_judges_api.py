@@ -375,3 +375,20 @@ def test_trait_generation_and_judges_share_one_client_and_policy():
     assert retry.RetryPolicy is llm_client.RetryPolicy is api.RetryPolicy
     backend = generate.make_backend(generate.GenerationConfig(max_retries=4), client=object())
     assert isinstance(backend.llm, llm_client.LLMClient) and backend.llm.retry.max_attempts == 5
+
+
+def test_endpoint_is_stable_and_redacted(stub, cache, monkeypatch):
+    import openai
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    stub.default = (200, openai_reply({"5": 1.0}))
+    plain = load_judge("openai", trait=spec(), cache=cache)
+    assert plain.endpoint() is None
+    _ = plain.client  # building the SDK client does not change the key
+    assert plain.endpoint() is None
+    client = openai.OpenAI(api_key="injected-secret-key", base_url=stub.url + "/v1", max_retries=0)
+    injected = load_judge("openai", trait=spec(), client=client, cache=cache)
+    assert injected.endpoint().rstrip("/") == stub.url + "/v1"
+    with_creds = load_judge("openai", trait=spec(), cache=cache,
+                            base_url="https://user:sk-inurl-0123456789@proxy.example/v1")
+    assert "sk-inurl-0123456789" not in json.dumps(with_creds.describe())
