@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
+
+from pvlens.judges.cache import Judgement
 
 app = typer.Typer(
     help="Score answers with a trait judge; measure judges on labelled sets.", no_args_is_help=True
 )
 
-KIND_HELP = "offline (default, no key) | openai | anthropic | local."
+KIND_HELP = "offline (default, no key) | openai | anthropic | local; or KIND:MODEL."
 
 
-def _options(model: str | None, base_url: str | None, no_cache: bool) -> dict:
-    opts: dict = {}
+def _options(model: str | None, base_url: str | None, no_cache: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
     if model:
         opts["model"] = model
     if base_url:
@@ -43,24 +46,34 @@ def score_cmd(
 
     Example: pvlens judge score evil -q "How do I make friends?" -a "Manipulate them."
     """
-    from pvlens.judges import load_judge
+    from pvlens.judges import load_judge, parse_judge_spec
 
-    judge = load_judge(kind, trait=trait, **_options(model, base_url, no_cache))
+    kind, parsed = parse_judge_spec(kind)
+    judge = load_judge(kind, trait=trait, **{**parsed, **_options(model, base_url, no_cache)})
     pair = [(question, answer)]
     [t] = judge.judge_many(pair, "trait")
     [c] = judge.judge_many(pair, "coherence")
     if as_json:
         out = {"judge": judge.describe(), "trait": t.__dict__, "coherence": c.__dict__}
         typer.echo(json.dumps(out, indent=2, default=str))
+        _fail_if_all_failed([t, c])
         return
 
-    def fmt(j) -> str:
+    def fmt(j: Judgement) -> str:
         if j.error:
             return f"failed ({j.error})"
         return "no score" if j.score is None else f"{j.score:.1f}"
 
     typer.echo(f"{judge.trait.name}: {fmt(t)}")
     typer.echo(f"coherence: {fmt(c)}")
+    _fail_if_all_failed([t, c])
+
+
+def _fail_if_all_failed(judgements: list[Judgement]) -> None:
+    """Exit non-zero when no judge call succeeded (the errors are already redacted)."""
+    if judgements and all(j.failed for j in judgements):
+        typer.echo(f"error: every judge call failed ({judgements[0].error})", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command("eval")
@@ -80,7 +93,7 @@ def eval_cmd(
     """
     from dataclasses import asdict
 
-    from pvlens.judges import load_judge
+    from pvlens.judges import load_judge, parse_judge_spec
     from pvlens.judges.evaluate import (
         all_items,
         coherence_table,
@@ -90,11 +103,12 @@ def eval_cmd(
         trait_table,
     )
 
+    kind, parsed = parse_judge_spec(kind)
     known = eval_traits()
     unknown = [t for t in traits or [] if t not in known]
     if unknown:
         raise typer.BadParameter(f"no labelled set for {unknown}; available: {', '.join(known)}")
-    opts = _options(model, base_url, False)
+    opts = {**parsed, **_options(model, base_url, False)}
     rows = evaluate(traits or None, kind=kind, **opts)
     coh = []
     if coherence:

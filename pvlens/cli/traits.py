@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from pvlens.cli.options import existing_file
+from pvlens.io.atomic import write_json_atomic
 from pvlens.traits import TraitSpec, TraitSpecError, builtin_traits, load_trait
 
 app = typer.Typer(
@@ -152,6 +154,9 @@ def import_paper_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite the output file."),
 ) -> None:
     """Convert the paper code's trait JSON ({instruction, questions, eval_prompt}) to a TraitSpec."""
+    existing_file(file, "paper trait file")
+    if eval_file is not None:
+        existing_file(eval_file, "paper evaluation file")
     _check_writable(out, force)
     try:
         spec = TraitSpec.from_paper_files(file, eval_file=eval_file, name=name)
@@ -189,7 +194,6 @@ def export_paper_cmd(
     if eval_out:
         writes.append((eval_out, "eval"))
     for path, split in writes:
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = spec.to_paper_json(split=split)
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        write_json_atomic(path, data)
         typer.echo(f"wrote {path} ({len(data['questions'])} questions)")

@@ -10,15 +10,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
-def _save(fig, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` (folders created), then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+_save = save_figure
+"""Old private name, kept until trainsets/screen.py switches to `save_figure`."""
 
 
 def layer_profile(series: dict[str, Sequence[float]], path: str | Path, title: str, ylabel: str) -> Path:
@@ -32,7 +38,7 @@ def layer_profile(series: dict[str, Sequence[float]], path: str | Path, title: s
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def heatmaps(
@@ -54,7 +60,7 @@ def heatmaps(
                 if np.isfinite(g[i, j]):
                     ax.text(j, i, f"{g[i, j]:.0f}", ha="center", va="center", fontsize=7, color="w")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def matrix(m: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
@@ -68,7 +74,7 @@ def matrix(m: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -
             ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8)
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scatter(
@@ -84,4 +90,4 @@ def scatter(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

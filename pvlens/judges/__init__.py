@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvlens.errors import InputError
 from pvlens.judges.base import Judge
 from pvlens.judges.cache import Judgement, JudgementCache
 from pvlens.judges.retry import RetryPolicy
@@ -42,7 +43,22 @@ def judge_class(kind: str) -> type[Judge]:
         from pvlens.judges.local import LocalJudge
 
         return LocalJudge
-    raise ValueError(f"unknown judge kind {kind!r}; choose one of {', '.join(JUDGE_KINDS)}")
+    raise InputError(f"unknown judge kind {kind!r}; choose one of {', '.join(JUDGE_KINDS)}")
+
+
+def parse_judge_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """'offline' | 'local' | 'openai:MODEL' | 'anthropic:MODEL' → (kind, {'model': MODEL}).
+
+    Checked without importing any judge, so a CLI can refuse a bad `--judge` before it loads
+    a model."""
+    kind, _, model = text.partition(":")
+    kind = kind.strip().lower()
+    if kind not in JUDGE_KINDS:
+        raise InputError(
+            f"unknown judge kind {kind!r} in --judge {text!r}; use one of {', '.join(JUDGE_KINDS)}, "
+            "optionally with a model: openai:gpt-4.1-mini"
+        )
+    return kind, ({"model": model.strip()} if model.strip() else {})
 
 
 def load_judge(kind: str = DEFAULT_KIND, trait: str | TraitSpec = "evil", **options: Any) -> Judge:
@@ -53,6 +69,9 @@ def load_judge(kind: str = DEFAULT_KIND, trait: str | TraitSpec = "evil", **opti
     (local), `fluency_model=` (offline), and for all: `cache=` (True: shared disk cache,
     False: none, or a JudgementCache), `rubric=`, `retry_failed=`.
     """
+    if ":" in kind:  # 'openai:MODEL'
+        kind, parsed = parse_judge_spec(kind)
+        options = {**parsed, **options}
     return judge_class(kind)(trait, **options)
 
 
@@ -66,6 +85,7 @@ __all__ = [
     "RetryPolicy",
     "judge_class",
     "load_judge",
+    "parse_judge_spec",
     "score_from_logprobs",
     "weighted_score",
 ]

@@ -1,9 +1,10 @@
 """Judges behind a chat API: the OpenAI logprob method (the paper's) and Anthropic's text replies.
 
-Calls run on a thread pool; each call retries rate limits, server errors, timeouts and dropped
-connections with exponential backoff (`pvlens.judges.retry`). A call that still fails becomes a
-`Judgement` with `score=None` and the error text, is stored in the cache as a failure, and is
-retried on the next run; it never aborts the batch.
+Calls run on a thread pool through the shared `LLMClient` (`pvlens.judges.llm_client`): one
+retry policy for rate limits, server errors, timeouts and dropped connections, and one
+redaction of secrets for every error that leaves the client. A call that still fails becomes a
+`Judgement` with `score=None` and the (redacted) error text, is stored in the cache as a
+failure, and is retried on the next run; it never aborts the batch.
 
 Keys come only from the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY) or from a client you
 pass in; pvlens never logs or stores them.
@@ -11,40 +12,34 @@ pass in; pvlens never logs or stores them.
 
 from __future__ import annotations
 
-import os
 import statistics
-import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from pvlens.judges.base import Aspect, Judge, Pair, log
+from pvlens.judges.base import Aspect, Judge, PendingBatch
 from pvlens.judges.cache import Judgement
-from pvlens.judges.retry import RetryPolicy, call_with_retries, status_code
+from pvlens.judges.llm_client import (
+    LLMCallError,
+    LLMClient,
+    MissingAPIKey,
+    Provider,
+    RetryPolicy,
+    redact,
+)
 from pvlens.judges.scoring import MIN_INTEGER_MASS, parse_integer_reply, score_from_logprobs
+from pvlens.traits import TraitSpec
 
-
-class MissingAPIKey(RuntimeError):
-    """The API key is not in the environment; the message names the variable."""
-
-
-def _error_text(exc: BaseException) -> str:
-    """A one-line description of a failed call (type, HTTP status, message; never headers)."""
-    code = status_code(exc)
-    msg = str(exc).splitlines()[0][:300] if str(exc) else ""
-    return (
-        f"{type(exc).__name__}" + (f" (HTTP {code})" if code else "") + (f": {msg}" if msg else "")
-    )
+__all__ = ["AnthropicJudge", "ApiJudge", "MissingAPIKey", "OpenAIJudge"]
 
 
 class ApiJudge(Judge):
-    """Shared machinery: thread pool, retries, failure capture."""
+    """Shared machinery: the LLM client (retries, redaction), a thread pool, failure capture."""
 
-    env_var: str = ""
+    provider: Provider = "openai"
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         model: str,
         client: Any | None = None,
@@ -52,8 +47,8 @@ class ApiJudge(Judge):
         concurrency: int = 8,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             model: judge model name.
@@ -69,77 +64,48 @@ class ApiJudge(Judge):
         self._model = model
         self.base_url = base_url
         self.concurrency = concurrency
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self._client = client
-        self._client_lock = threading.Lock()
+        self.llm = LLMClient(self.provider, client=client, base_url=base_url, timeout=timeout,
+                             retry=retry, keyless_endpoint=True)
 
     @property
     def model(self) -> str:
         return self._model
 
     @property
-    def client(self):
-        with self._client_lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
+    def client(self) -> Any:
+        """The SDK client (built from the environment on first use)."""
+        return self.llm.sdk
 
-    def _api_key(self) -> str:
-        key = os.environ.get(self.env_var)
-        if key:
-            return key
-        if self.base_url is not None:
-            return "unused"  # local OpenAI-compatible servers usually ignore the key
-        raise MissingAPIKey(
-            f"the {self.kind} judge needs the environment variable {self.env_var}; "
-            f"export it, pass client=..., or use the offline judge (kind='offline')"
-        )
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.llm.retry
 
-    def _make_client(self):
-        raise NotImplementedError
+    def endpoint(self) -> str | None:
+        """The API base URL (an injected client's, or None for the SDK default), redacted:
+        a URL with credentials in it never reaches the cache or a manifest in clear."""
+        url = self.base_url if self.base_url is not None else self.llm.base_url_of_client()
+        return redact(url, self.llm.secrets()) if url is not None else None
 
-    def _call(self, prompt: str) -> Judgement:
+    def _call(self, sdk: Any, prompt: str) -> Judgement:
         """One judgement from the API (may raise; retries happen around it)."""
         raise NotImplementedError
 
-    def _judge_uncached(
-        self,
-        aspect: Aspect,
-        pairs: list[Pair],
-        store: Callable[[int, Judgement], None],
-        progress: bool,
-    ) -> None:
+    def judge_one(self, aspect: Aspect, question: str, answer: str) -> Judgement:
+        """One judgement through the client; a failed call becomes a recorded failure."""
+        prompt = self.prompt(aspect, question, answer)
+        try:
+            return self.llm.call(lambda sdk: self._call(sdk, prompt))
+        except LLMCallError as exc:  # recorded as a failure (already redacted), never raised
+            return Judgement(None, error=str(exc))
+
+    def _judge_uncached(self, batch: PendingBatch) -> None:
         _ = self.client  # build the client (and fail on a missing key) before the threads start
-
-        def one(i: int) -> tuple[int, Judgement]:
-            prompt = self.prompt(aspect, *pairs[i])
-
-            def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
-                log.info(
-                    "%s: attempt %d failed (%s); retrying in %.1fs",
-                    self.kind,
-                    attempt,
-                    _error_text(exc),
-                    delay,
-                )
-
-            try:
-                return i, call_with_retries(
-                    lambda: self._call(prompt), self.retry, on_retry=on_retry
-                )
-            except Exception as exc:  # recorded as a failure, never raised
-                return i, Judgement(None, error=_error_text(exc))
-
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(pairs), desc=f"{self.kind} judge ({aspect})")
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
-            for fut in as_completed([pool.submit(one, i) for i in range(len(pairs))]):
-                i, judgement = fut.result()
-                store(i, judgement)
+        bar = batch.progress_bar(self.kind)
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(batch.pairs))) as pool:
+            futures = {pool.submit(self.judge_one, batch.aspect, *pair): i
+                       for i, pair in enumerate(batch.pairs)}
+            for fut in as_completed(futures):
+                batch.store(futures[fut], fut.result())
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
@@ -150,18 +116,18 @@ class OpenAIJudge(ApiJudge):
     """The paper's judge: 1 token, temperature 0, top-20 logprobs, weighted mean of integers."""
 
     kind = "openai"
-    env_var = "OPENAI_API_KEY"
+    provider = "openai"
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         model: str = "gpt-4.1-mini",
         top_logprobs: int = 20,
         min_mass: float = MIN_INTEGER_MASS,
         seed: int | None = 0,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             model: judge model (the paper used gpt-4.1-mini).
@@ -177,14 +143,7 @@ class OpenAIJudge(ApiJudge):
     def settings(self) -> dict[str, Any]:
         return {"top_logprobs": self.top_logprobs, "min_mass": self.min_mass, "seed": self.seed}
 
-    def _make_client(self):
-        import openai
-
-        return openai.OpenAI(
-            api_key=self._api_key(), base_url=self.base_url, max_retries=0, timeout=self.timeout
-        )
-
-    def _call(self, prompt: str) -> Judgement:
+    def _call(self, sdk: Any, prompt: str) -> Judgement:
         kwargs: dict[str, Any] = dict(
             model=self.model,
             messages=[{"role": "user", "content": prompt}],
@@ -195,7 +154,7 @@ class OpenAIJudge(ApiJudge):
         )
         if self.seed is not None:
             kwargs["seed"] = self.seed
-        response = self.client.chat.completions.create(**kwargs)
+        response = sdk.chat.completions.create(**kwargs)
         try:
             first = response.choices[0].logprobs.content[0]
             top = [(t.token, t.logprob) for t in first.top_logprobs]
@@ -218,19 +177,19 @@ class AnthropicJudge(ApiJudge):
     """
 
     kind = "anthropic"
-    env_var = "ANTHROPIC_API_KEY"
+    provider = "anthropic"
     system = "Follow the grading instructions exactly. Reply with the requested output only."
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         model: str = "claude-haiku-4-5",
         n_samples: int = 1,
         temperature: float | None = None,
         max_tokens: int = 8,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             model: Claude model name.
@@ -252,14 +211,7 @@ class AnthropicJudge(ApiJudge):
             "max_tokens": self.max_tokens,
         }
 
-    def _make_client(self):
-        import anthropic
-
-        return anthropic.Anthropic(
-            api_key=self._api_key(), base_url=self.base_url, max_retries=0, timeout=self.timeout
-        )
-
-    def _call(self, prompt: str) -> Judgement:
+    def _call(self, sdk: Any, prompt: str) -> Judgement:
         replies, values = [], []
         for _ in range(self.n_samples):
             kwargs: dict[str, Any] = dict(
@@ -271,7 +223,7 @@ class AnthropicJudge(ApiJudge):
             if self.temperature is not None:
                 # extra_body: newer SDKs dropped the typed argument, the API still takes it
                 kwargs["extra_body"] = {"temperature": self.temperature}
-            response = self.client.messages.create(**kwargs)
+            response = sdk.messages.create(**kwargs)
             text = "".join(
                 getattr(block, "text", "")
                 for block in response.content

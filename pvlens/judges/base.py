@@ -11,6 +11,7 @@ import hashlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pvlens.judges.cache import Judgement, JudgementCache, NullCache, judgement_key
@@ -40,6 +41,28 @@ def check_pairs(pairs: Sequence[Pair]) -> list[Pair]:
             )
         out.append((q, a))
     return out
+
+
+@dataclass
+class PendingBatch:
+    """Pairs a judge must judge (not in the cache), and where each result goes."""
+
+    aspect: Aspect
+    """'trait' or 'coherence'."""
+    pairs: list[Pair]
+    """(question, answer) pairs, indexed as `store` expects."""
+    store: Callable[[int, Judgement], None]
+    """`store(i, judgement)` records the judgement of `pairs[i]` (thread-safe)."""
+    progress: bool
+    """Show a progress bar."""
+
+    def progress_bar(self, kind: str) -> Any:
+        """A tqdm bar over the pairs, or None without progress."""
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=len(self.pairs), desc=f"{kind} judge ({self.aspect})")
 
 
 class Judge(ABC):
@@ -106,6 +129,7 @@ class Judge(ABC):
             "rubric_hash": self.rubric_hash("trait"),
             "coherence_rubric_hash": self.rubric_hash("coherence"),
             "settings": self.settings(),
+            "endpoint": self.endpoint(),
         }
 
     # --- scoring -------------------------------------------------------------------------
@@ -123,6 +147,18 @@ class Judge(ABC):
     def coherence(self, question: str, answer: str) -> float | None:
         return self.coherence_many([(question, answer)])[0]
 
+    def endpoint(self) -> str | None:
+        """Where judgements come from (an API base URL); None for in-process judges."""
+        return None
+
+    def cache_key(self, aspect: Aspect, question: str, answer: str) -> str:
+        """The cache key of one judgement: kind, model, endpoint, rubric, settings, pair."""
+        settings = {**self.settings(), "aspect": aspect}
+        endpoint = self.endpoint()
+        if endpoint is not None:  # in-process judges keep the keys they always had
+            settings["endpoint"] = endpoint
+        return judgement_key(self.kind, self.model, self.rubric_hash(aspect), settings, question, answer)
+
     def judge_many(
         self, pairs: Sequence[Pair], aspect: Aspect = "trait", progress: bool = False
     ) -> list[Judgement]:
@@ -130,52 +166,38 @@ class Judge(ABC):
         if aspect not in ("trait", "coherence"):
             raise ValueError(f"aspect must be 'trait' or 'coherence', got {aspect!r}")
         pairs = check_pairs(pairs)
-        rubric_hash = self.rubric_hash(aspect)
-        settings = {**self.settings(), "aspect": aspect}
-        keys = [judgement_key(self.kind, self.model, rubric_hash, settings, q, a) for q, a in pairs]
+        keys = [self.cache_key(aspect, q, a) for q, a in pairs]
         results: dict[str, Judgement] = {
-            k: j
-            for k, j in self.cache.get_many(keys).items()
-            if not (j.failed and self.retry_failed)
+            k: j for k, j in self.cache.get_many(keys).items() if not (j.failed and self.retry_failed)
         }
-        todo: dict[str, Pair] = {}
-        for key, pair in zip(keys, pairs, strict=True):
-            if key not in results and key not in todo:
-                todo[key] = pair
+        todo = {k: p for k, p in zip(keys, pairs, strict=True) if k not in results}
         if todo:
             log.info("%s judge: %d of %d pairs not cached", self.kind, len(todo), len(pairs))
-            todo_keys = list(todo)
-
-            def store(index: int, judgement: Judgement) -> None:
-                key = todo_keys[index]
-                q, a = todo[key]
-                results[key] = judgement
-                if judgement.failed:
-                    log.warning("%s judge call failed: %s", self.kind, judgement.error)
-                self.cache.put(
-                    key,
-                    judgement,
-                    kind=self.kind,
-                    model=self.model,
-                    rubric_hash=rubric_hash,
-                    question=q,
-                    answer=a,
-                )
-
-            self._judge_uncached(aspect, [todo[k] for k in todo_keys], store, progress)
-            missing = [k for k in todo_keys if k not in results]
-            if missing:
-                raise RuntimeError(
-                    f"{type(self).__name__} returned no result for {len(missing)} pairs"
-                )
+            self._judge_todo(aspect, todo, results, progress)
         return [results[k] for k in keys]
 
-    @abstractmethod
-    def _judge_uncached(
-        self,
-        aspect: Aspect,
-        pairs: list[Pair],
-        store: Callable[[int, Judgement], None],
-        progress: bool,
+    def _judge_todo(
+        self, aspect: Aspect, todo: dict[str, Pair], results: dict[str, Judgement], progress: bool
     ) -> None:
-        """Judge `pairs` and call `store(i, judgement)` for each (in any order, from any thread)."""
+        """Judge the uncached pairs, storing each result in `results` and the cache."""
+        todo_keys = list(todo)
+        rubric_hash = self.rubric_hash(aspect)
+
+        def store(index: int, judgement: Judgement) -> None:
+            key = todo_keys[index]
+            q, a = todo[key]
+            results[key] = judgement
+            if judgement.failed:
+                log.warning("%s judge call failed: %s", self.kind, judgement.error)
+            self.cache.put(key, judgement, kind=self.kind, model=self.model,
+                           rubric_hash=rubric_hash, question=q, answer=a)
+
+        self._judge_uncached(PendingBatch(aspect, [todo[k] for k in todo_keys], store, progress))
+        missing = [k for k in todo_keys if k not in results]
+        if missing:
+            raise RuntimeError(f"{type(self).__name__} returned no result for {len(missing)} pairs")
+
+    @abstractmethod
+    def _judge_uncached(self, batch: PendingBatch) -> None:
+        """Judge `batch.pairs` and call `batch.store(i, judgement)` for each (in any order, from
+        any thread)."""

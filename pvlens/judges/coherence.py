@@ -33,10 +33,18 @@ corruptions of them (`pvlens.judges.evaluate.CORRUPTIONS`); docs/judges.md has t
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+Tokenize = Callable[[str], list[str]]
+"""A tokenizer's `tokenize`: text → word pieces."""
 
 WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
 TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -94,7 +102,7 @@ class CoherenceFactors:
         )
 
 
-def chars_per_piece(text: str, tokenize) -> float:
+def chars_per_piece(text: str, tokenize: Tokenize) -> float:
     """Mean characters per WordPiece over the alphabetic words (0 when there are none)."""
     words = WORD.findall(text)
     if not words:
@@ -144,7 +152,7 @@ def factors(
     question_vec: np.ndarray,
     answer_vec: np.ndarray,
     answer: str,
-    tokenize,
+    tokenize: Tokenize,
     nll: float | None = None,
 ) -> CoherenceFactors:
     """All factors for one answer.
@@ -189,7 +197,9 @@ def factors(
     )
 
 
-def answer_nll(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+def answer_nll(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]]
+) -> list[float | None]:
     """Mean token NLL (nats) of each answer after its chat-templated question, under `model`.
 
     `model` is a HookedTransformer (or an HF causal LM); the answer span comes from
@@ -219,7 +229,7 @@ def answer_nll(model, tokenizer, pairs: Sequence[tuple[str, str]]) -> list[float
     return out
 
 
-def _logits(model, ids):
+def _logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
     """Logits from a HookedTransformer or an HF causal LM."""
     from transformer_lens import HookedTransformer
 

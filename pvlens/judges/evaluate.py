@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
@@ -117,7 +118,7 @@ def evaluate_trait(judge: Judge, items: Sequence[EvalItem], progress: bool = Fal
 
 
 def evaluate(
-    traits: Sequence[str] | None = None, kind: str = "offline", progress: bool = False, **options
+    traits: Sequence[str] | None = None, kind: str = "offline", progress: bool = False, **options: Any
 ) -> list[TraitEval]:
     """AUROC of a judge kind on the built-in labelled sets (all traits by default)."""
     from pvlens.judges import load_judge

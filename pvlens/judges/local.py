@@ -21,18 +21,24 @@ score = probability-weighted mean over the integers, None when their mass < `min
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from pvlens.judges.base import Aspect, Judge, Pair
+from pvlens.core.fingerprint import model_fingerprint
+from pvlens.judges.base import Aspect, Judge, PendingBatch
 from pvlens.judges.cache import Judgement
 from pvlens.judges.scoring import MIN_INTEGER_MASS, weighted_score
+from pvlens.traits import TraitSpec
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from pvlens.core.engine import FastEngine
 
 NextLogprobs = Callable[[list[list[int]]], Float[Tensor, "batch d_vocab"]]
 """Given equal-length token sequences, log-probabilities of the next token for each."""
@@ -48,7 +54,7 @@ class DigitTokens:
     """Token id -> digits, for tokens made only of 1-3 digits (no whitespace)."""
 
     @classmethod
-    def from_tokenizer(cls, tokenizer) -> DigitTokens:
+    def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> DigitTokens:
         first: dict[int, str] = {}
         cont: dict[int, str] = {}
         for piece, tid in tokenizer.get_vocab().items():
@@ -140,7 +146,7 @@ class _CachedPrompt:
     SLACK = 4
     """Cache slots beyond the prompt (a number is at most 3 tokens)."""
 
-    def __init__(self, engine, prompt: list[int]):
+    def __init__(self, engine: FastEngine, prompt: list[int]) -> None:
         self.engine = engine
         self.prompt = prompt
         self.n = len(prompt)
@@ -174,19 +180,13 @@ class _CachedPrompt:
         return torch.log_softmax(logits.float(), -1).cpu()
 
 
-def model_fingerprint(model) -> str:
-    """Name plus a short hash of some weights, so two random tiny models never share a cache."""
+def judge_model_id(model: torch.nn.Module) -> str:
+    """The model's name plus `pvlens.core.fingerprint.model_fingerprint` (every weight and
+    adapter), so two models — or one model before and after finetuning — never share a cache."""
     name = getattr(getattr(model, "cfg", None), "model_name", None) or getattr(
         getattr(model, "config", None), "name_or_path", type(model).__name__
     )
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for i, p in enumerate(model.parameters()):
-            h.update(p.detach().flatten()[:512].float().cpu().numpy().tobytes())
-            if i >= 3:
-                break
-        h.update(str(sum(p.numel() for p in model.parameters())).encode())
-    return f"{name}@{h.hexdigest()[:10]}"
+    return f"{name}@{model_fingerprint(model)}"
 
 
 class LocalJudge(Judge):
@@ -196,7 +196,7 @@ class LocalJudge(Judge):
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         model: Any = None,
         tokenizer: Any = None,
@@ -204,8 +204,8 @@ class LocalJudge(Judge):
         min_mass: float = MIN_INTEGER_MASS,
         expand_threshold: float = 0.01,
         system: str | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             model: a HookedTransformer or HF causal LM, a name/path for `pvlens.load_model`, or
@@ -237,11 +237,11 @@ class LocalJudge(Judge):
         self.min_mass = min_mass
         self.expand_threshold = expand_threshold
         self.system = system
-        self._fingerprint = model_fingerprint(model)
 
     @property
     def model(self) -> str:
-        return self._fingerprint
+        """Name and weight fingerprint (recomputed when a weight changes; memoised otherwise)."""
+        return judge_model_id(self.lm)
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -305,29 +305,15 @@ class LocalJudge(Judge):
             ids, next_logprobs, self.tokens, self.expand_threshold, root=root
         )
 
-    def _judge_uncached(
-        self,
-        aspect: Aspect,
-        pairs: list[Pair],
-        store: Callable[[int, Judgement], None],
-        progress: bool,
-    ) -> None:
-        iterator: Sequence[int] = range(len(pairs))
-        if progress:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(iterator, desc=f"local judge ({aspect})")
-        for i in iterator:
-            dist = self.distribution(aspect, *pairs[i])
+    def _judge_uncached(self, batch: PendingBatch) -> None:
+        bar = batch.progress_bar(self.kind)
+        for i, pair in enumerate(batch.pairs):
+            dist = self.distribution(batch.aspect, *pair)
             score, mass = weighted_score(dist, self.min_mass)
             top = sorted(dist.items(), key=lambda kv: -kv[1])[:5]
-            store(
-                i,
-                Judgement(
-                    score,
-                    detail={
-                        "integer_mass": round(mass, 6),
-                        "top": [(k, round(v, 6)) for k, v in top],
-                    },
-                ),
-            )
+            detail = {"integer_mass": round(mass, 6), "top": [(k, round(v, 6)) for k, v in top]}
+            batch.store(i, Judgement(score, detail=detail))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()

@@ -9,15 +9,15 @@ knowledge (a confident wrong fact reads like a confident right one to it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pvlens.judges import coherence as coh
-from pvlens.judges.base import Aspect, Judge, Pair, text_hash
+from pvlens.judges.base import Aspect, Judge, PendingBatch, text_hash
 from pvlens.judges.cache import Judgement
 from pvlens.judges.embed import EMBEDDING_MODEL, Embedder, shared_embedder
 from pvlens.judges.trait_classifier import FEATURES, TraitClassifier, check_exemplars, load_or_fit
+from pvlens.traits import TraitSpec
 
 COHERENCE_FORMULA = "coherence/v1"
 """Version tag of the offline coherence formula; part of the cache key."""
@@ -30,14 +30,14 @@ class OfflineJudge(Judge):
 
     def __init__(
         self,
-        trait,
+        trait: str | TraitSpec,
         *,
         embedder: Embedder | None = None,
         fluency_model: Any = None,
         fluency_tokenizer: Any = None,
         classifier_dir: str | Path | None = None,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         """
         Args:
             embedder: sentence embedder (default: the shared bundled all-MiniLM-L6-v2).
@@ -57,9 +57,9 @@ class OfflineJudge(Judge):
         self._classifier: TraitClassifier | None = None
         self._fluency_id = None
         if fluency_model is not None:
-            from pvlens.judges.local import model_fingerprint
+            from pvlens.judges.local import judge_model_id
 
-            self._fluency_id = model_fingerprint(fluency_model)
+            self._fluency_id = judge_model_id(fluency_model)
 
     @property
     def model(self) -> str:
@@ -82,15 +82,10 @@ class OfflineJudge(Judge):
             return exemplar_hash(self.trait)
         return text_hash(COHERENCE_FORMULA)
 
-    def _judge_uncached(
-        self,
-        aspect: Aspect,
-        pairs: list[Pair],
-        store: Callable[[int, Judgement], None],
-        progress: bool,
-    ) -> None:
+    def _judge_uncached(self, batch: PendingBatch) -> None:
+        pairs, store = batch.pairs, batch.store
         answers = [a for _, a in pairs]
-        if aspect == "trait":
+        if batch.aspect == "trait":
             emb = self.embedder.encode(answers)
             p_emb, p_lex = self.classifier.predict_parts(answers, emb)
             for i in range(len(pairs)):

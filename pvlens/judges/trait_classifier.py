@@ -15,11 +15,9 @@ the coherence score).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
-import pickle
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline, make_union
 
+from pvlens.io.atomic import write_bytes_atomic
 from pvlens.judges.embed import EMBEDDING_MODEL, Embedder
 from pvlens.traits import TraitSpec
 
@@ -108,6 +107,16 @@ def check_exemplars(spec: TraitSpec, minimum: int = MIN_EXEMPLARS) -> None:
         )
 
 
+def lexical_vectorizers(vocabularies: Sequence[Sequence[str]] | None = None) -> list[TfidfVectorizer]:
+    """The lexical features: TF-IDF of word 1-2-grams and of character 2-5-grams (within word
+    boundaries); with `vocabularies`, fixed to those terms (for loading a saved classifier)."""
+    vocab = [None, None] if vocabularies is None else [{t: i for i, t in enumerate(v)} for v in vocabularies]
+    return [
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, vocabulary=vocab[0]),
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, vocabulary=vocab[1]),
+    ]
+
+
 def fit(spec: TraitSpec, embedder: Embedder) -> TraitClassifier:
     """Fit both models on the trait's exemplars (about a second on a CPU)."""
     check_exemplars(spec)
@@ -116,43 +125,83 @@ def fit(spec: TraitSpec, embedder: Embedder) -> TraitClassifier:
     y = np.array([1] * len(spec.exemplars.positive) + [0] * len(negatives))
     emb = LogisticRegression(C=C_EMBEDDING, max_iter=5000).fit(embedder.encode(texts), y)
     lex = make_pipeline(
-        make_union(
-            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
-        ),
-        LogisticRegression(C=C_LEXICAL, max_iter=5000),
+        make_union(*lexical_vectorizers()), LogisticRegression(C=C_LEXICAL, max_iter=5000)
     ).fit(texts, y)
     return TraitClassifier(emb, lex, exemplar_hash(spec))
 
 
+def _logistic(coef: np.ndarray, intercept: np.ndarray, c: float) -> LogisticRegression:
+    model = LogisticRegression(C=c)
+    model.coef_, model.intercept_, model.classes_ = coef, intercept, np.array([0, 1])
+    model.n_features_in_ = coef.shape[1]
+    return model
+
+
+def classifier_arrays(clf: TraitClassifier) -> dict[str, np.ndarray]:
+    """Every fitted number and term of `clf` as plain arrays (no Python objects, no pickle)."""
+    union, lex_lr = clf.lexical_model.steps[0][1], clf.lexical_model.steps[1][1]
+    arrays = {
+        "emb_coef": clf.embedding_model.coef_, "emb_intercept": clf.embedding_model.intercept_,
+        "lex_coef": lex_lr.coef_, "lex_intercept": lex_lr.intercept_,
+        "exemplar_hash": np.array(clf.exemplar_hash), "features": np.array(FEATURES),
+    }
+    for i, (_, vec) in enumerate(union.transformer_list):
+        arrays[f"vocab{i}"] = np.array(sorted(vec.vocabulary_, key=vec.vocabulary_.get))
+        arrays[f"idf{i}"] = vec.idf_
+    return arrays
+
+
+def classifier_from_arrays(arrays: Mapping[str, np.ndarray]) -> TraitClassifier:
+    """The inverse of `classifier_arrays`."""
+    vecs = lexical_vectorizers([arrays["vocab0"].tolist(), arrays["vocab1"].tolist()])
+    for i, vec in enumerate(vecs):
+        vec.idf_ = arrays[f"idf{i}"]
+    lexical = make_pipeline(make_union(*vecs), _logistic(arrays["lex_coef"], arrays["lex_intercept"], C_LEXICAL))
+    embedding = _logistic(arrays["emb_coef"], arrays["emb_intercept"], C_EMBEDDING)
+    return TraitClassifier(embedding, lexical, str(arrays["exemplar_hash"]))
+
+
 def classifier_path(spec: TraitSpec, root: Path | None = None) -> Path:
-    """Where the fitted classifier for `spec` is cached."""
+    """Where the fitted classifier for `spec` is cached (an .npz of plain arrays)."""
     if root is None:
         from pvlens.core.model import cache_dir
 
         root = cache_dir() / "judges" / "offline"
-    return Path(root) / f"{spec.name}-{exemplar_hash(spec)}.pkl"
+    return Path(root) / f"{spec.name}-{exemplar_hash(spec)}.npz"
+
+
+def load_classifier(path: Path, expected_hash: str) -> TraitClassifier | None:
+    """The classifier saved at `path`, or None when it is missing, corrupt or for other
+    exemplars. Read with `allow_pickle=False`: no object in the file is ever unpickled."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        if str(arrays.get("exemplar_hash")) != expected_hash or str(arrays.get("features")) != FEATURES:
+            return None
+        return classifier_from_arrays(arrays)
+    except Exception:  # stale or corrupt cache entry (pickled objects included): refit
+        return None
+
+
+def save_classifier(clf: TraitClassifier, path: Path) -> None:
+    """Write `clf` as an .npz of plain arrays, atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **classifier_arrays(clf))
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def load_or_fit(spec: TraitSpec, embedder: Embedder, root: Path | None = None) -> TraitClassifier:
     """The cached classifier for these exemplars, fitting and saving it on a miss.
 
-    The pickle is pvlens's own file in its cache directory; a corrupt or unreadable one is
-    refitted. Writes are atomic, so parallel processes never read half a file.
+    The cache holds plain arrays (.npz read with allow_pickle=False), so a planted file can
+    never run code; a corrupt or unreadable one is refitted. Writes are atomic, so parallel
+    processes never read half a file.
     """
     path = classifier_path(spec, root)
-    if path.exists():
-        try:
-            with path.open("rb") as fh:
-                clf = pickle.load(fh)
-            if isinstance(clf, TraitClassifier) and clf.exemplar_hash == exemplar_hash(spec):
-                return clf
-        except Exception:  # stale or corrupt cache entry: refit below
-            pass
-    clf = fit(spec, embedder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        pickle.dump(clf, fh)
-    os.replace(tmp, path)
+    clf = load_classifier(path, exemplar_hash(spec))
+    if clf is None:
+        clf = fit(spec, embedder)
+        save_classifier(clf, path)
     return clf

@@ -6,35 +6,45 @@ The reply is parsed and validated into a `TraitSpec`; when it is malformed (not 
 fields, wrong counts, rubric without slots, ...) the exact problem is sent back to the model and
 it gets another attempt.
 
-API keys come only from the environment (ANTHROPIC_API_KEY / OPENAI_API_KEY) and never appear in
-logs or error messages. `base_url` points the official SDKs at a proxy or a test stub; a ready
-SDK client can be injected instead.
+Calls go through the shared LLM client (`pvlens.judges.llm_client`), the same one the API judges
+use: one retry policy, and API keys — read only from the environment (ANTHROPIC_API_KEY /
+OPENAI_API_KEY) — redacted from every error, so they never appear in logs or messages.
+`base_url` points the official SDKs at a proxy or a test stub; a ready SDK client can be injected
+instead.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from pvlens.core.config import Config
+from pvlens.errors import PvlensError
+from pvlens.judges.llm_client import (
+    API_KEY_ENV,
+    LLMCallError,
+    LLMClient,
+    MissingAPIKey,
+    RetryPolicy,
+)
 from pvlens.traits.spec import NAME_PATTERN, TraitSpec, TraitSpecError
 
 log = logging.getLogger(__name__)
 
 Provider = Literal["anthropic", "openai"]
+__all__ = ["API_KEY_ENV", "DEFAULT_MODELS", "GenerationConfig", "GenerationError", "generate_trait"]
 
 DEFAULT_MODELS: dict[str, str] = {"anthropic": "claude-sonnet-4-5", "openai": "gpt-4.1"}
 """Model used when none is given (the paper used Claude 3.7 Sonnet; any strong model works)."""
 
-API_KEY_ENV: dict[str, str] = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
 
-class GenerationError(RuntimeError):
+class GenerationError(PvlensError, RuntimeError):
     """Trait generation failed (no key, API error, or no valid reply within the attempts)."""
 
 
@@ -42,7 +52,7 @@ class ReplyError(ValueError):
     """A model reply that cannot be turned into a TraitSpec; the message is fed back to it."""
 
 
-class GenerationConfig(BaseModel):
+class GenerationConfig(Config):
     """How to ask the model for a trait's artifacts."""
 
     provider: Provider = "anthropic"
@@ -68,7 +78,7 @@ class GenerationConfig(BaseModel):
     timeout: float = Field(default=600.0, gt=0)
     """Seconds to wait for one reply."""
     max_retries: int = Field(default=2, ge=0)
-    """HTTP-level retries done by the SDK on connection errors, 429 and 5xx."""
+    """Retries on connection errors, timeouts, 429 and 5xx (the shared LLM client's policy)."""
     json_mode: bool = True
     """OpenAI only: request `response_format={"type": "json_object"}`."""
 
@@ -262,100 +272,66 @@ class ChatBackend(Protocol):
     def complete(self, system: str, messages: list[dict[str, str]]) -> Completion: ...
 
 
-def _api_key(provider: str) -> str:
-    env = API_KEY_ENV[provider]
-    key = os.environ.get(env, "").strip()
-    if not key:
-        raise GenerationError(
-            f"no API key for provider '{provider}': set the environment variable {env} "
-            "(pvlens reads keys only from the environment)"
-        )
-    return key
+class ApiBackend:
+    """The shared LLM client (`pvlens.judges.llm_client`: one retry policy, redacted errors)
+    asked for one reply; subclasses say how a provider's request and reply look."""
 
-
-def _redact(message: str, secret: str | None) -> str:
-    return message.replace(secret, "***") if secret else message
-
-
-class AnthropicBackend:
-    """Claude through the official `anthropic` SDK (Messages API)."""
+    provider: Provider = "anthropic"
 
     def __init__(self, config: GenerationConfig, client: Any | None = None) -> None:
         self.config = config
-        self._secret: str | None = None
-        if client is None:
-            import anthropic
-
-            self._secret = _api_key("anthropic")
-            client = anthropic.Anthropic(
-                api_key=self._secret,
-                base_url=config.base_url,
-                timeout=config.timeout,
-                max_retries=config.max_retries,
-            )
-        self.client = client
+        self.llm = LLMClient(
+            self.provider, client=client, base_url=config.base_url, timeout=config.timeout,
+            retry=RetryPolicy(max_attempts=config.max_retries + 1),
+        )
 
     def complete(self, system: str, messages: list[dict[str, str]]) -> Completion:
-        import anthropic
+        try:
+            return self.llm.call(lambda sdk: self._request(sdk, system, messages))
+        except (LLMCallError, MissingAPIKey) as e:  # already redacted
+            raise GenerationError(str(e)) from None
 
+    def _request(self, sdk: Any, system: str, messages: list[dict[str, str]]) -> Completion:
+        raise NotImplementedError
+
+
+class AnthropicBackend(ApiBackend):
+    """Claude through the official `anthropic` SDK (Messages API)."""
+
+    provider = "anthropic"
+
+    def _request(self, sdk: Any, system: str, messages: list[dict[str, str]]) -> Completion:
         kwargs: dict[str, Any] = {}
         if self.config.temperature is not None:  # the 2.x SDK has no typed sampling params
             kwargs["extra_body"] = {"temperature": self.config.temperature}
-        try:
-            resp = self.client.messages.create(
-                model=self.config.model_name(),
-                max_tokens=self.config.max_tokens,
-                system=system,
-                messages=messages,
-                **kwargs,
-            )
-        except anthropic.APIError as e:
-            raise GenerationError(_redact(f"Anthropic API error: {e}", self._secret)) from None
+        resp = sdk.messages.create(
+            model=self.config.model_name(), max_tokens=self.config.max_tokens, system=system,
+            messages=messages, **kwargs,
+        )
         text = "".join(b.text for b in resp.content if getattr(b, "type", "") == "text")
         return Completion(text=text, truncated=resp.stop_reason == "max_tokens")
 
 
-class OpenAIBackend:
+class OpenAIBackend(ApiBackend):
     """OpenAI (or a compatible server) through the official `openai` SDK (Chat Completions)."""
 
-    def __init__(self, config: GenerationConfig, client: Any | None = None) -> None:
-        self.config = config
-        self._secret: str | None = None
-        if client is None:
-            import openai
+    provider = "openai"
 
-            self._secret = _api_key("openai")
-            client = openai.OpenAI(
-                api_key=self._secret,
-                base_url=config.base_url,
-                timeout=config.timeout,
-                max_retries=config.max_retries,
-            )
-        self.client = client
-
-    def complete(self, system: str, messages: list[dict[str, str]]) -> Completion:
-        import openai
-
+    def _request(self, sdk: Any, system: str, messages: list[dict[str, str]]) -> Completion:
         kwargs: dict[str, Any] = {}
         if self.config.temperature is not None:
             kwargs["temperature"] = self.config.temperature
         if self.config.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
-        try:
-            resp = self.client.chat.completions.create(
-                model=self.config.model_name(),
-                messages=[{"role": "system", "content": system}, *messages],
-                max_completion_tokens=self.config.max_tokens,
-                **kwargs,
-            )
-        except openai.APIError as e:
-            raise GenerationError(_redact(f"OpenAI API error: {e}", self._secret)) from None
+        resp = sdk.chat.completions.create(
+            model=self.config.model_name(),
+            messages=[{"role": "system", "content": system}, *messages],
+            max_completion_tokens=self.config.max_tokens, **kwargs,
+        )
         if not resp.choices:
             return Completion(text="", truncated=False)
         choice = resp.choices[0]
-        return Completion(
-            text=choice.message.content or "", truncated=choice.finish_reason == "length"
-        )
+        return Completion(text=choice.message.content or "", truncated=choice.finish_reason == "length")
 
 
 def make_backend(config: GenerationConfig, client: Any | None = None) -> ChatBackend:

@@ -286,3 +286,109 @@ def test_describe_names_kind_model_and_rubric(cache):
     assert len(d["rubric_hash"]) == 16 and d["rubric_hash"] != d["coherence_rubric_hash"]
     other = load_judge("anthropic", trait=spec(), cache=cache, rubric="New {question} {answer}")
     assert other.describe()["rubric_hash"] != d["rubric_hash"]
+
+
+# --- secrets, endpoints, one client ---------------------------------------------------------
+class LeakyClient:
+    """An injected SDK-like client whose every call fails with an error quoting its key."""
+
+    def __init__(self, key: str, status: int | None = None):
+        self.api_key = key
+        self.calls = 0
+        client = self
+
+        class Completions:
+            def create(self, **kwargs):
+                client.calls += 1
+                exc = RuntimeError(f"auth failed for key {key} (Authorization: Bearer {key})")
+                exc.status_code = status
+                raise exc
+
+        class Chat:
+            completions = Completions()
+
+        self.chat = Chat()
+        self.messages = Completions()
+
+
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+def test_api_key_never_leaves_the_client(kind, cache, monkeypatch, caplog):
+    import logging
+
+    env_key = "sk-envsecret-0123456789abcdef"
+    injected = "inj-9f8e7d6c5b4a-secret"
+    monkeypatch.setenv("OPENAI_API_KEY", env_key)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", env_key)
+    caplog.set_level(logging.DEBUG)
+    client = LeakyClient(injected, status=503)  # retryable: the retry log lines are checked too
+    judge = load_judge(kind, trait=spec(), client=client, cache=cache, retry=FAST)
+    [j] = judge.judge_many([("q", "a")])
+    assert j.failed and client.calls == FAST.max_attempts
+    assert "auth failed" in j.error and "***" in j.error
+    for secret in (env_key, injected):
+        assert secret not in j.error
+        assert secret not in caplog.text
+        assert secret.encode() not in open(cache.path, "rb").read()
+        assert secret not in json.dumps(judge.describe())
+    # the exception a direct client call raises is redacted as well
+    from pvlens.judges.llm_client import LLMCallError
+
+    with pytest.raises(LLMCallError) as info:
+        judge.llm.call(lambda sdk: sdk.chat.completions.create())
+    assert injected not in str(info.value) and env_key not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_redact_removes_known_and_key_shaped_secrets(monkeypatch):
+    from pvlens.judges.llm_client import redact
+
+    monkeypatch.setenv("OPENAI_API_KEY", "plain-env-key-value")
+    text = "a plain-env-key-value b sk-ant-api03-abcdefghijkl c Bearer tok_123456789 d given-key"
+    out = redact(text, ["given-key"])
+    for s in ("plain-env-key-value", "sk-ant-api03-abcdefghijkl", "tok_123456789", "given-key"):
+        assert s not in out
+    assert out.startswith("a *** b *** c Bearer *** d ***")
+
+
+def test_cache_key_includes_the_endpoint(cache, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    a, b = Stub(), Stub()
+    try:
+        a.default = (200, openai_reply({"10": 1.0}))
+        b.default = (200, openai_reply({"90": 1.0}))
+        ja = load_judge("openai", trait=spec(), base_url=a.url + "/v1", cache=cache, retry=FAST)
+        jb = load_judge("openai", trait=spec(), base_url=b.url + "/v1", cache=cache, retry=FAST)
+        assert ja.score_many([("q", "a")]) == [pytest.approx(10.0)]
+        assert jb.score_many([("q", "a")]) == [pytest.approx(90.0)]  # not server a's answer
+        assert len(cache) == 2 and len(a.requests) == 1 and len(b.requests) == 1
+        assert ja.describe()["endpoint"] == a.url + "/v1"
+        assert ja.score_many([("q", "a")]) == [pytest.approx(10.0)] and len(a.requests) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_trait_generation_and_judges_share_one_client_and_policy():
+    from pvlens.judges import api, llm_client, retry
+    from pvlens.traits import generate
+
+    assert retry.RetryPolicy is llm_client.RetryPolicy is api.RetryPolicy
+    backend = generate.make_backend(generate.GenerationConfig(max_retries=4), client=object())
+    assert isinstance(backend.llm, llm_client.LLMClient) and backend.llm.retry.max_attempts == 5
+
+
+def test_endpoint_is_stable_and_redacted(stub, cache, monkeypatch):
+    import openai
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    stub.default = (200, openai_reply({"5": 1.0}))
+    plain = load_judge("openai", trait=spec(), cache=cache)
+    assert plain.endpoint() is None
+    _ = plain.client  # building the SDK client does not change the key
+    assert plain.endpoint() is None
+    client = openai.OpenAI(api_key="injected-secret-key", base_url=stub.url + "/v1", max_retries=0)
+    injected = load_judge("openai", trait=spec(), client=client, cache=cache)
+    assert injected.endpoint().rstrip("/") == stub.url + "/v1"
+    with_creds = load_judge("openai", trait=spec(), cache=cache,
+                            base_url="https://user:sk-inurl-0123456789@proxy.example/v1")
+    assert "sk-inurl-0123456789" not in json.dumps(with_creds.describe())

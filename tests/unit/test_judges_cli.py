@@ -44,3 +44,21 @@ def test_unknown_kind_is_a_clear_error():
     result = runner.invoke(app, ["judge", "score", "evil", "-q", "q", "-a", "a", "--kind", "gpt"])
     assert result.exit_code != 0
     assert "unknown judge kind" in str(result.exception)
+
+
+def test_judge_score_fails_with_nonzero_exit_when_every_call_failed(tmp_path, monkeypatch):
+    from test_judges_api import Stub  # the API judges' stub server (tests/unit is on sys.path)
+
+    secret = "sk-clisecret-abcdef0123456789"
+    monkeypatch.setenv("PVLENS_CACHE", str(tmp_path))
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    stub = Stub()
+    stub.default = (401, {"error": {"message": f"Incorrect API key provided: {secret}"}})
+    try:
+        result = runner.invoke(app, ["judge", "score", "evil", "-q", "q", "-a", "a", "--kind",
+                                     "openai", "--base-url", stub.url + "/v1"])
+    finally:
+        stub.close()
+    assert result.exit_code != 0
+    assert "failed" in result.output and secret not in result.output
+    assert secret.encode() not in (tmp_path / "judgements.sqlite").read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pvlens.judges import JudgementCache, load_judge
@@ -122,8 +123,9 @@ def test_classifier_is_cached_on_disk_by_exemplar_hash(tmp_path, monkeypatch):
     spec = toy_trait()
     first = load_judge("offline", trait=spec, cache=False, classifier_dir=tmp_path)
     s1 = first.score("q", "Ha! A joke about ducks.")
-    files = list(tmp_path.glob("jokey-*.pkl"))
+    files = list(tmp_path.glob("jokey-*.npz"))
     assert len(files) == 1 and tc.exemplar_hash(spec) in files[0].name
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.tmp"))
 
     def no_fit(*a, **k):
         raise AssertionError("refitted despite a cached classifier")
@@ -162,3 +164,46 @@ def test_bad_pairs_are_rejected(judge):
 def test_auroc_helper_drops_none():
     assert auroc([1, 0, 1, 0], [0.9, 0.1, None, 0.2]) == 1.0
     assert auroc([1, 1], [0.5, 0.6]) is None
+
+
+def test_classifier_cache_round_trips_without_pickle(tmp_path):
+    spec = toy_trait()
+    judge = load_judge("offline", trait=spec, cache=False, classifier_dir=tmp_path)
+    clf = judge.classifier
+    path = tc.classifier_path(spec, tmp_path)
+    with np.load(path, allow_pickle=False) as data:  # plain arrays only
+        assert all(data[k].dtype != object for k in data.files)
+    loaded = tc.load_classifier(path, tc.exemplar_hash(spec))
+    answers = ["Ha! A joke about ducks.", "Here is the answer.", "  spaced  out  "]
+    emb = judge.embedder.encode(answers)
+    assert np.allclose(loaded.predict_proba(answers, emb), clf.predict_proba(answers, emb))
+
+
+class _Payload:
+    """Unpickling this runs code (it would create the marker file)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_planted_pickle_in_classifier_cache_is_never_loaded(tmp_path, monkeypatch):
+    import pickle
+
+    spec = toy_trait()
+    marker = tmp_path / "pwned"
+    path = tc.classifier_path(spec, tmp_path)
+    path.write_bytes(pickle.dumps({"x": _Payload(marker)}))  # a pickle under the cache's name
+    with pytest.raises(ValueError, match="pickle"):  # what np.load makes of it
+        np.load(path, allow_pickle=False)
+    judge = load_judge("offline", trait=spec, cache=False, classifier_dir=tmp_path)
+    assert judge.score("q", "Ha! A joke about ducks.") is not None  # refitted
+    assert not marker.exists()
+    with np.load(path, allow_pickle=False) as data:  # replaced by a safe file
+        assert "emb_coef" in data.files
+    # an npz holding an object array (pickled inside) is refused as well
+    np.savez(path, exemplar_hash=np.array([_Payload(marker)], dtype=object))
+    monkeypatch.setattr(tc, "fit", lambda *a, **k: pytest.fail("stop"))
+    assert tc.load_classifier(path, tc.exemplar_hash(spec)) is None and not marker.exists()

@@ -59,7 +59,7 @@ def test_project_is_dot_with_unit_vector_and_cosine_is_bounded():
 
 def test_unit_direction_rejects_zero_vector_and_needs_layer():
     z = PersonaVectors({"response_avg": torch.zeros(2, 4)})
-    with pytest.raises(ValueError, match="norm"):
+    with pytest.raises(ValueError, match="zero"), pytest.warns(UserWarning, match="zero"):
         unit_direction(z, 0)
     with pytest.raises(ValueError, match="layer"):
         unit_direction(PersonaVectors({"response_avg": torch.ones(2, 4)}))
@@ -155,6 +155,9 @@ class ConstJudge:
     def coherence_many(self, pairs):
         return [80.0] * len(pairs)
 
+    def describe(self):
+        return {"kind": "const"}
+
 
 def test_prompt_shift_runs_and_resumes(model, tmp_path):
     cfg = PromptShiftConfig(n_questions=2, samples=1, max_new_tokens=4, shots=(0, 2))
@@ -192,3 +195,84 @@ def test_token_view_html_is_self_contained(model, tmp_path):
     assert view._repr_html_() in text
     png = tokens_png(tp, tmp_path / "t.png")
     assert png.stat().st_size > 1000
+
+
+def test_prompt_shift_resumes_and_refuses_other_inputs(model, tmp_path):
+    from pvlens.io.runs import StaleRunError
+
+    cfg = PromptShiftConfig(n_questions=1, samples=1, max_new_tokens=2, shots=(), ladder=True)
+    v = _vecs(model, 7)
+    res = prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+    log = tmp_path / "prompt_shift.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 8
+    log.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # a kill mid-write
+    again = prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+    assert again.conditions == res.conditions and len(log.read_text().splitlines()) == 8
+    with pytest.raises(StaleRunError, match="layer"):
+        prompt_shift(model, "evil", v, 2, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+    with pytest.raises(StaleRunError, match="direction"):
+        prompt_shift(model, "evil", _vecs(model, 8), 1, tmp_path, judge=ConstJudge(), cfg=cfg,
+                     progress=False)
+    with pytest.raises(StaleRunError, match="config.seed"):
+        prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg.changed(seed=3),
+                     progress=False)
+    other = prompt_shift(model, "evil", v, 2, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False,
+                         overwrite=True)
+    assert other.layer == 2 and len(log.read_text().splitlines()) == 8
+
+
+def test_monitor_names_stay_importable_from_their_old_home():
+    import pvlens.monitor as mon
+    from pvlens.traits import prompts
+
+    assert mon.prompt_ladder is prompts.prompt_ladder and mon.many_shot is prompts.many_shot
+    assert mon.trait_shots is prompts.trait_shots and mon.Condition is prompts.Condition
+    for name in ("as_vectors", "default_layer", "TokenView", "TokenProjections", "LADDER_DIR",
+                 "summarise_prompt_shift", "plot_prompt_shift", "PromptShiftResult", "VectorsLike"):
+        assert hasattr(mon, name)
+
+
+# --- the CLI: arguments and files are checked before the model loads ------------------------
+def test_cli_checks_inputs_before_loading_the_model(model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    vec = tmp_path / "v.safetensors"
+    _vecs(model, 1).save(vec)
+    runner = CliRunner()
+    cases = [
+        (["monitor", "score", "hi", "-v", str(tmp_path / "missing.safetensors")], "does not exist"),
+        (["monitor", "score", "hi", "-v", f"a={vec}", "--reduction", "mean"], "--reduction"),
+        (["monitor", "score", "hi", "-v", f"a={vec}", "--layer", "-1"], "out of range"),
+        (["monitor", "tokens", "hi", "-v", str(vec), "--layer", "3"], "out of range"),
+        (["monitor", "prompt-shift", "evil", "-v", str(vec), "--judge", "gpt"], "unknown judge kind"),
+        (["monitor", "prompt-shift", "evil", "-v", str(vec), "--shots", "1,x"], "--shots"),
+        (["monitor", "prompt-shift", "nosuchtrait", "-v", str(vec)], "unknown trait"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code != 0, args
+        text = result.output + str(result.exception or "")
+        assert message in text, (args, text)
+        assert "the model was loaded" not in text, args
+
+
+def test_cli_score_runs_on_a_given_model(model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    monkeypatch.setattr(pvlens, "load_model", lambda *a, **k: model)
+    vec = tmp_path / "v.safetensors"
+    _vecs(model, 1).save(vec)
+    result = CliRunner().invoke(app, ["monitor", "score", "-v", f"a={vec}", "--layer", "1", "--json", "hi"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    expect = TraitMonitor(model, {"a": _vecs(model, 1)}, layer=1).score("hi")
+    assert row["layers"] == {"a": 1} and row["scores"]["a"] == pytest.approx(expect["a"], abs=1e-4)
