@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import pvlens
 from pvlens.core.activations import collect
@@ -118,6 +119,7 @@ def test_partial_rollouts_resume_to_the_same_samples(model, tmp_path):
     # simulate a kill: keep the first 5 lines plus half a line
     part = tmp_path / "part"
     part.mkdir()
+    (part / "inputs.json").write_text((tmp_path / "full" / "inputs.json").read_text())
     lines = (tmp_path / "full" / "rollouts.jsonl").read_text().splitlines()
     (part / "rollouts.partial.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
     extract(model, "evil", part, judge=HashJudge(), cfg=cfg)
@@ -135,6 +137,10 @@ def test_too_few_survivors_is_a_clear_error_and_keeps_rollouts(model, tmp_path):
 def test_unknown_preset_and_bad_trait():
     with pytest.raises(ValueError, match="unknown preset"):
         ExtractConfig.preset("gpu-huge")
+    with pytest.raises(ValidationError, match="samples_per_pairs"):
+        ExtractConfig.preset("cpu", samples_per_pairs=3)  # a typo is an error, not a default
+    with pytest.raises(ValidationError, match="n_questions"):
+        ExtractConfig(n_questions=0)
     from pvlens.traits import TraitSpecError, load_trait
 
     with pytest.raises(TraitSpecError, match="unknown trait"):

@@ -55,7 +55,7 @@ def test_sweep_runs_resumes_and_shares_alpha_zero(tmp_path, monkeypatch):
     zero = [json.loads(x)["answers"] for x in lines if json.loads(x)["alpha"] == 0.0]
     assert len(zero) == 2 and zero[0] == zero[1]  # α=0 generated once, reused per layer
 
-    monkeypatch.setattr("pvlens.vectors.sweep.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
     assert again.rows == res.rows
 
