@@ -96,7 +96,7 @@ def compare_cmd(
     """
     import json
 
-    from pvlens import viz
+    from pvlens.io import viz
     from pvlens.vectors import PersonaVectors
     from pvlens.vectors.compare import cosine_matrix, names, pca
 

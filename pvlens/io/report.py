@@ -6,7 +6,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from pvlens import viz
+from pvlens.io import viz
 from pvlens.io.atomic import write_text_atomic
 from pvlens.vectors.persona import PersonaVectors
 from pvlens.vectors.sweep import SweepResult, examples
