@@ -106,6 +106,8 @@ def sweep_cmd(
     _at_least_one(questions, "--questions")
     _at_least_one(samples, "--samples")
     layer_list, alpha_list = int_list(layers, "--layers"), float_list(alphas, "--alphas")
+    if not alpha_list:
+        raise InputError("--alphas needs at least one strength, e.g. --alphas 0,2,4")
     cfg = _valid(lambda: SweepConfig(layers=layer_list, alphas=alpha_list, n_questions=questions,
                                      samples=samples), "sweep settings")
     vecs = PersonaVectors.load(vectors)

@@ -262,7 +262,9 @@ def keep_or_fail(
     partial, final = out / "rollouts.partial.jsonl", out / "rollouts.jsonl"
     write_rollouts(partial, rollouts)
     partial.replace(final)
-    kept = {pol: [r for r in rollouts if r.kept and r.polarity == pol] for pol in POLARITIES}
+    kept: dict[str, list[Rollout]] = {
+        pol: [r for r in rollouts if r.kept and r.polarity == pol] for pol in POLARITIES
+    }
     short = {pol: len(rs) for pol, rs in kept.items() if len(rs) < cfg.min_kept}
     if short:
         raise ExtractionError(
@@ -280,6 +282,8 @@ def kept_activations(
 ) -> dict[str, dict[str, Tensor]]:
     """Step 4: per polarity and reduction, `[n_kept, n_layers, d_model]` activations."""
     tok = model.tokenizer
+    if tok is None:
+        raise InputError("the model has no tokenizer; load it with pvlens.load_model")
     return {
         pol: collect(model, [r.chat(tok) for r in rs], cfg.reductions,
                      batch_size=cfg.activation_batch_size)
