@@ -1,39 +1,68 @@
 """`pvlens extract`, `pvlens sweep`, `pvlens compare`, `pvlens demo`, and `pvlens vectors export|import`
-(conversions to and from llama.cpp, repeng, steering-vectors and the paper's files)."""
+(conversions to and from llama.cpp, repeng, steering-vectors and the paper's files).
+
+Every command checks its arguments (trait, preset, numbers, layers, input files) before it
+loads a model, so a mistake costs a one-line error, not a model load and a traceback.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
+
+from pvlens.cli.options import (
+    DeviceOpt,
+    JudgeOpt,
+    LayerOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    float_list,
+    int_list,
+)
+from pvlens.errors import InputError
+
+T = TypeVar("T")
 
 
-def _ints(text: str | None) -> list[int] | None:
-    return [int(x) for x in text.split(",")] if text else None
+def _valid(build: Callable[[], T], what: str) -> T:
+    """Build a config; a pydantic error becomes one InputError line naming the field."""
+    try:
+        return build()
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise InputError(f"invalid {what}: {problems}") from None
 
 
-def _floats(text: str | None) -> list[float] | None:
-    return [float(x) for x in text.split(",")] if text else None
+def _at_least_one(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise InputError(f"{option} must be at least 1, got {value}")
 
 
 def extract_cmd(
-    trait: str = typer.Argument(..., help="Built-in trait name or a trait .json/.yaml file."),
-    out: Path = typer.Option(..., help="Output folder (rerun the same command to resume)."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    judge: str = typer.Option("offline", help="offline | openai | anthropic | local."),
-    preset: str = typer.Option("cpu", help="cpu (≈15 min here) | paper (GPU) | tiny (smoke test)."),
-    samples: int = typer.Option(None, help="Override samples per question × instruction × polarity."),
-    trait_threshold: float = typer.Option(None, help="Override the trait-score threshold (50)."),
-    coherence_threshold: float = typer.Option(None, help="Override the coherence threshold (50)."),
-    pairing: str = typer.Option(None, help="pair (paper) | sample."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
-    seed: int = typer.Option(0, help="Sampling seed."),
+    trait: Annotated[str, typer.Argument(help="Built-in trait name or a trait .json/.yaml file.")],
+    out: OutOpt,
+    model: ModelOpt = None,
+    judge: JudgeOpt = "offline",
+    preset: Annotated[str, typer.Option(help="cpu (≈15 min here) | paper (GPU) | tiny (smoke test).")] = "cpu",
+    samples: Annotated[int | None, typer.Option(help="Override samples per question × instruction × polarity.")] = None,
+    trait_threshold: Annotated[float | None, typer.Option(help="Override the trait-score threshold (50).")] = None,
+    coherence_threshold: Annotated[float | None, typer.Option(help="Override the coherence threshold (50).")] = None,
+    pairing: Annotated[str | None, typer.Option(help="pair (paper) | sample.")] = None,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Extract a persona vector for every layer from contrastive, judged rollouts.
 
     Example: pvlens extract evil --out runs/evil
     """
-    import pvlens
+    from pvlens.core.model import load_model
     from pvlens.judges import load_judge
     from pvlens.traits import load_trait
     from pvlens.vectors.extract import ExtractConfig, extract
@@ -41,44 +70,59 @@ def extract_cmd(
     overrides = {k: v for k, v in {"samples_per_pair": samples, "trait_threshold": trait_threshold,
                  "coherence_threshold": coherence_threshold, "pairing": pairing, "seed": seed}.items()
                  if v is not None}
-    cfg = ExtractConfig.preset(preset, **overrides)
+    cfg = _valid(lambda: ExtractConfig.preset(preset, **overrides), "extraction settings")
     spec = load_trait(trait)
-    m = pvlens.load_model(model, device=device)
-    vecs = extract(m, spec, out, judge=load_judge(judge, trait=spec), cfg=cfg, model_name=model)
+    scorer = load_judge(judge, trait=spec)
+    m = load_model(model, device=device)
+    vecs = extract(m, spec, out, judge=scorer, cfg=cfg, model_name=model, overwrite=overwrite)
     c = vecs.metadata["counts"]
     typer.echo(f"kept pos {c['pos_kept']}/{c['pos_total']}, neg {c['neg_kept']}/{c['neg_total']}")
     typer.echo(f"wrote {out}/vectors.safetensors ({vecs.n_layers} layers × {vecs.d_model})")
 
 
 def sweep_cmd(
-    vectors: Path = typer.Option(..., help="Extraction folder or vectors.safetensors."),
-    trait: str = typer.Option(None, help="Trait (default: the one in the vectors' metadata)."),
-    out: Path = typer.Option(None, help="Output folder (default: <vectors folder>/sweep)."),
-    layers: str = typer.Option(None, help="Comma-separated block indices (default: middle third, step 3)."),
-    alphas: str = typer.Option("0,1,2,4,6,8", help="Comma-separated strengths (raw-vector units)."),
-    questions: int = typer.Option(10, help="Evaluation questions per cell."),
-    samples: int = typer.Option(2, help="Samples per question per cell."),
-    judge: str = typer.Option("offline", help="offline | openai | anthropic | local."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    vectors: Annotated[Path, typer.Option(help="Extraction folder or vectors.safetensors.")],
+    trait: Annotated[str | None, typer.Option(help="Trait (default: the one in the vectors' metadata).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: <vectors folder>/sweep; a rerun with the same inputs resumes).")] = None,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated block indices (default: five blocks around the middle).")] = None,
+    alphas: Annotated[str, typer.Option(help="Comma-separated strengths (raw-vector units).")] = "0,1,2,4,6,8",
+    questions: Annotated[int, typer.Option(help="Evaluation questions per cell.")] = 10,
+    samples: Annotated[int, typer.Option(help="Samples per question per cell.")] = 2,
+    judge: JudgeOpt = "offline",
+    model: ModelOpt = None,
+    device: DeviceOpt = "cpu",
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Layer × α grid: trait score and coherence per cell, a heatmap and the automatic choice.
 
     Example: pvlens sweep --vectors runs/evil --layers 9,12,15,18 --alphas 0,2,4,6,8
     """
-    import pvlens
+    from pvlens.core.model import load_model
     from pvlens.io.report import write_report
     from pvlens.judges import load_judge
+    from pvlens.traits import load_trait
     from pvlens.vectors import PersonaVectors
-    from pvlens.vectors.sweep import SweepConfig, sweep
+    from pvlens.vectors.sweep import SweepConfig, check_layers, sweep
 
+    _at_least_one(questions, "--questions")
+    _at_least_one(samples, "--samples")
+    layer_list, alpha_list = int_list(layers, "--layers"), float_list(alphas, "--alphas")
+    if not alpha_list:
+        raise InputError("--alphas needs at least one strength, e.g. --alphas 0,2,4")
+    cfg = _valid(lambda: SweepConfig(layers=layer_list, alphas=alpha_list, n_questions=questions,
+                                     samples=samples), "sweep settings")
     vecs = PersonaVectors.load(vectors)
+    if layer_list:
+        check_layers(layer_list, vecs.n_layers)
     trait = trait or vecs.trait
+    if not trait:
+        raise InputError(f"{vectors} names no trait in its metadata; pass --trait")
+    spec = load_trait(trait)
+    scorer = load_judge(judge, trait=spec)
     run_dir = vectors if vectors.is_dir() else vectors.parent
     out = out or run_dir / "sweep"
-    cfg = SweepConfig(layers=_ints(layers), alphas=_floats(alphas), n_questions=questions, samples=samples)
-    m = pvlens.load_model(model, device=device)
-    result = sweep(m, vecs, trait, out, judge=load_judge(judge, trait=trait), cfg=cfg)
+    m = load_model(model, device=device)
+    result = sweep(m, vecs, spec, out, judge=scorer, cfg=cfg, overwrite=overwrite)
     for r in result.rows:
         typer.echo(f"layer {r['layer']:>3}  α {r['alpha']:>5g}  trait {r['trait']:6.1f}  coherence {r['coherence']:6.1f}")
     typer.echo(f"choice: layer {result.best_layer}, alpha {result.best_alpha}")
@@ -87,32 +131,35 @@ def sweep_cmd(
 
 
 def compare_cmd(
-    runs: list[Path] = typer.Argument(..., help="Two or more extraction folders / vector files."),
-    layer: int = typer.Option(None, help="Layer for the matrix and PCA (default: middle)."),
-    out: Path = typer.Option(Path("runs/compare"), help="Where to write plots and cosines.json."),
+    runs: Annotated[list[Path], typer.Argument(help="Two or more extraction folders / vector files.")],
+    layer: LayerOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write plots and cosines.json.")] = Path("runs/compare"),
 ) -> None:
     """Cosines between traits' vectors per layer (heatmap) and a PCA of them.
 
     Example: pvlens compare runs/evil runs/humorous runs/impolite --layer 15
     """
-    import json
-
-    from pvlens import viz
+    from pvlens.io import viz
+    from pvlens.io.atomic import write_json_atomic
     from pvlens.vectors import PersonaVectors
     from pvlens.vectors.compare import cosine_matrix, names, pca
 
+    if len(runs) < 2:
+        raise InputError(f"compare needs two or more vector folders or files, got {len(runs)}")
     vecs = [PersonaVectors.load(p) for p in runs]
+    n_layers = vecs[0].n_layers
+    layer = n_layers // 2 if layer is None else layer
+    if not 0 <= layer < n_layers:
+        raise InputError(f"--layer {layer} is out of range: these vectors have layers 0..{n_layers - 1}")
     labels = names(vecs)
     cos = cosine_matrix(vecs)
-    layer = vecs[0].n_layers // 2 if layer is None else layer
-    out.mkdir(parents=True, exist_ok=True)
     viz.matrix(cos[layer].numpy(), labels, out / f"cosine_layer{layer}.png", f"cosine at layer {layer}")
     coords, explained = pca(vecs, layer)
     ys = coords[:, 1].tolist() if coords.shape[1] > 1 else [0.0] * len(labels)
     viz.scatter(coords[:, 0].tolist(), ys, out / f"pca_layer{layer}.png",
                 f"PCA of trait vectors, layer {layer}", f"PC1 ({explained[0]:.0%})",
                 f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2", labels)
-    (out / "cosines.json").write_text(json.dumps({"traits": labels, "per_layer": cos.tolist()}))
+    write_json_atomic(out / "cosines.json", {"traits": labels, "per_layer": cos.tolist()}, indent=None)
     typer.echo(f"cosines at layer {layer}:")
     for i, a in enumerate(labels):
         typer.echo("  " + a.ljust(14) + " ".join(f"{cos[layer, i, j]:6.2f}" for j in range(len(labels))))
@@ -120,19 +167,24 @@ def compare_cmd(
 
 
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), help="Output folder (rerun resumes)."),
-    trait: str = typer.Option("evil", help="Trait to extract."),
-    preset: str = typer.Option("cpu", help="Extraction preset."),
+    out: OutOpt = Path("runs/demo"),
+    trait: Annotated[str, typer.Option(help="Trait to extract.")] = "evil",
+    preset: Annotated[str, typer.Option(help="Extraction preset.")] = "cpu",
+    model: ModelOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """The main job on the default model: extract a trait, sweep layer × α, write a report."""
-    import pvlens
+    from pvlens.core.model import load_model
     from pvlens.io.report import write_report
+    from pvlens.traits import load_trait
     from pvlens.vectors.extract import ExtractConfig, extract
     from pvlens.vectors.sweep import SweepConfig, sweep
 
-    m = pvlens.load_model()
-    vecs = extract(m, trait, out, cfg=ExtractConfig.preset(preset))
-    result = sweep(m, vecs, trait, out / "sweep", cfg=SweepConfig(layers=[9, 12, 15, 18, 21]))
+    cfg = ExtractConfig.preset(preset)
+    spec = load_trait(trait)
+    m = load_model(model)
+    vecs = extract(m, spec, out, cfg=cfg, model_name=model, overwrite=overwrite)
+    result = sweep(m, vecs, spec, out / "sweep", cfg=SweepConfig(), overwrite=overwrite)
     typer.echo(f"choice: layer {result.best_layer}, alpha {result.best_alpha}")
     typer.echo(f"report: {write_report(out, out / 'sweep')}")
 
@@ -148,15 +200,6 @@ def _fail(message: str) -> None:
     """One line on stderr and exit code 1: bad input is not a stack trace."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
-
-
-def _layers_arg(text: str | None) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"--layers takes comma-separated block indices, got {text!r}") from None
 
 
 def _load_source(source: str, reduction: str | None):
@@ -188,7 +231,7 @@ def export_cmd(
 
     if format not in FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose from {', '.join(FORMATS)}", param_hint="--format")
-    picked = _layers_arg(layers)
+    picked = int_list(layers, "--layers") or None
     try:
         vecs = _load_source(source, reduction)
         name = vecs.trait or Path(source).stem or "vectors"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from pvlens import viz
-from pvlens.vectors import PersonaVectors
+from pvlens.io import viz
+from pvlens.io.atomic import write_text_atomic
+from pvlens.vectors.persona import PersonaVectors
 from pvlens.vectors.sweep import SweepResult, examples
 
 
@@ -56,7 +57,7 @@ def write_report(run_dir: str | Path, sweep_dir: str | Path | None = None) -> Pa
     if sweep_dir is not None and (Path(sweep_dir) / "sweep.json").exists():
         lines += _sweep_section(Path(sweep_dir), run)
     path = run / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
     return path
 
 

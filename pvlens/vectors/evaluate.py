@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from transformer_lens import HookedTransformer
 
@@ -64,7 +64,7 @@ def evaluate_steered(
     ]
 
 
-def mean_score(answers: Sequence[JudgedAnswer], key: str = "trait") -> float:
+def mean_score(answers: Sequence[JudgedAnswer], key: Literal["trait", "coherence"] = "trait") -> float:
     """Mean of the scores that exist; NaN when none does (never a silent 0)."""
-    values = [a[key] for a in answers if a[key] is not None]
+    values = [v for a in answers if (v := a[key]) is not None]
     return sum(values) / len(values) if values else math.nan

@@ -1,86 +1,134 @@
 """Persona-vector extraction: rollouts → judge → filter → difference of means, every layer.
 
 Writes to the output folder:
+- `inputs.json`: what the run was made from (model weights, trait spec, seed, sampling and plan,
+  judge); a rerun with other inputs refuses instead of rebuilding old vectors;
 - `rollouts.jsonl`: every sample with its scores and whether it was kept;
 - `vectors.safetensors`: one [n_layers, d_model] tensor per reduction + metadata;
 - `means.safetensors`: the pos/neg means behind them (for monitoring thresholds);
 - `manifest.json`: versions, config, seeds, counts, timings, split-half stability.
-Every stage resumes from what is on disk: generation appends per chunk, the judge caches.
+Every stage resumes from what is on disk: generation appends per chunk, the judge caches. The
+filter settings (thresholds, pairing, min_kept, reductions) are re-applied to the saved rollouts
+on every run, so changing them reuses the generations.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import Field
 from safetensors.torch import save_file
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.activations import REDUCTIONS, collect
+from pvlens.core.config import SamplingConfig
+from pvlens.core.fingerprint import json_hash, model_fingerprint
+from pvlens.errors import InputError, PvlensError
+from pvlens.io.atomic import write_json_atomic, write_text_atomic
+from pvlens.io.runs import INPUTS_FILE, StaleRunError, check_inputs, run_lock
+from pvlens.judges.base import Judge
 from pvlens.traits import TraitSpec, load_trait
-from pvlens.vectors import LAYER_CONVENTION, PersonaVectors
-from pvlens.vectors.rollouts import Rollout, generate_rollouts, plan, read_rollouts, write_rollouts
+from pvlens.vectors.persona import LAYER_CONVENTION, PersonaVectors
+from pvlens.vectors.rollouts import Rollout, generate_rollouts, plan, write_rollouts
+
+Polarity = Literal["pos", "neg"]
+POLARITIES: tuple[Polarity, Polarity] = ("pos", "neg")
+T = TypeVar("T")
 
 
-class ExtractConfig(BaseModel):
+class ExtractConfig(SamplingConfig):
     """How to extract a persona vector (defaults: the cpu preset)."""
 
-    samples_per_pair: int = Field(6, ge=1, description="Samples per question × instruction × polarity (paper: 10; 6 keeps evil's split-half ≥ 0.7 on the default model).")
-    n_questions: int | None = Field(None, description="Use the first N extraction questions (None: all).")
-    n_instructions: int | None = Field(None, description="Use the first N instruction pairs (None: all).")
-    max_new_tokens: int = Field(64, ge=1, description="Reply length cap (paper: long replies).")
-    temperature: float = Field(1.0, ge=0, description="Sampling temperature (paper: 1.0).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass (paper: 1.0).")
-    batch_size: int = Field(32, ge=1, description="Generation batch size.")
-    seed: int = Field(0, description="Sampling seed (per-sample seeds derive from it).")
-    trait_threshold: float = Field(50.0, description="Keep pos if trait ≥ this and neg if trait < this.")
-    coherence_threshold: float = Field(50.0, description="Keep samples with coherence ≥ this.")
-    pairing: Literal["pair", "sample"] = Field(
-        "pair", description="'pair': keep a pos/neg pair only if both pass (paper); 'sample': filter each alone."
-    )
-    min_kept: int = Field(20, ge=2, description="Fewest kept samples per polarity before failing.")
-    reductions: tuple[str, ...] = Field(REDUCTIONS, description="Activation reductions to compute.")
-    activation_batch_size: int = Field(32, ge=1, description="Batch size of the activation pass.")
+    samples_per_pair: int = Field(6, ge=1)
+    """Samples per question × instruction × polarity (paper: 10; 6 keeps evil's split-half ≥ 0.7 on the default model)."""
+    n_questions: int | None = Field(None, ge=1)
+    """Use the first N extraction questions (None: all)."""
+    n_instructions: int | None = Field(None, ge=1)
+    """Use the first N instruction pairs (None: all)."""
+    batch_size: int = Field(32, ge=1)
+    """Generation batch size."""
+    trait_threshold: float = 50.0
+    """Keep pos if trait ≥ this and neg if trait < this."""
+    coherence_threshold: float = 50.0
+    """Keep samples with coherence ≥ this."""
+    pairing: Literal["pair", "sample"] = "pair"
+    """'pair': keep a pos/neg pair only if both pass (paper); 'sample': filter each alone."""
+    min_kept: int = Field(20, ge=2)
+    """Fewest kept samples per polarity before failing."""
+    reductions: tuple[str, ...] = REDUCTIONS
+    """Activation reductions to compute."""
+    activation_batch_size: int = Field(32, ge=1)
+    """Batch size of the activation pass."""
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> ExtractConfig:
-        """'cpu' (≈15 min on the default model here, one thread) or 'paper' (the paper's setting, GPU)."""
-        presets = {
+    def preset(cls, name: str, **overrides: Any) -> ExtractConfig:
+        """'cpu' (≈15 min on the default model here, one thread), 'paper' (the paper's setting,
+        GPU) or 'tiny' (smoke test); `overrides` must name fields of this config."""
+        presets: dict[str, dict[str, Any]] = {
             "cpu": {},
             "paper": {"samples_per_pair": 10, "max_new_tokens": 1000, "batch_size": 64},
             "tiny": {"samples_per_pair": 1, "n_questions": 4, "n_instructions": 2,
                      "max_new_tokens": 16, "min_kept": 2},
         }
         if name not in presets:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(presets)}")
+            raise InputError(f"unknown preset {name!r}; choose from {sorted(presets)}")
         return cls(**{**presets[name], **overrides})
 
+    def generation_fields(self) -> dict[str, Any]:
+        """The fields that determine the rollouts (sampling and plan; not the batch size,
+        which never changes a reply, nor the filter, which every run re-applies)."""
+        return self.model_dump(include={"max_new_tokens", "temperature", "top_p", "seed",
+                                        "samples_per_pair", "n_questions", "n_instructions"})
 
-class ExtractionError(RuntimeError):
+
+class ExtractionError(PvlensError, RuntimeError):
     """Extraction cannot produce a vector; the message says what to change."""
+
+
+def _passes(r: Rollout, cfg: ExtractConfig) -> bool:
+    if r.trait_score is None or r.coherence is None:
+        return False
+    if r.coherence < cfg.coherence_threshold:
+        return False
+    if r.polarity == "pos":
+        return r.trait_score >= cfg.trait_threshold
+    return r.trait_score < cfg.trait_threshold
+
+
+def _wrong_side(r: Rollout, cfg: ExtractConfig) -> bool:
+    if r.trait_score is None:
+        return False
+    if r.polarity == "pos":
+        return r.trait_score < cfg.trait_threshold
+    return r.trait_score >= cfg.trait_threshold
+
+
+def filter_counts(rollouts: Sequence[Rollout], cfg: ExtractConfig) -> dict[str, int]:
+    """Counts total/kept/no score/incoherent/wrong side per polarity (after `kept` is set)."""
+    counts: dict[str, int] = {}
+    for pol in POLARITIES:
+        rs = [r for r in rollouts if r.polarity == pol]
+        counts[f"{pol}_total"] = len(rs)
+        counts[f"{pol}_kept"] = sum(bool(r.kept) for r in rs)
+        counts[f"{pol}_no_score"] = sum(r.trait_score is None or r.coherence is None for r in rs)
+        counts[f"{pol}_incoherent"] = sum(
+            r.coherence is not None and r.coherence < cfg.coherence_threshold for r in rs
+        )
+        counts[f"{pol}_wrong_side"] = sum(_wrong_side(r, cfg) for r in rs)
+    return counts
 
 
 def filter_rollouts(rollouts: Sequence[Rollout], cfg: ExtractConfig) -> dict[str, int]:
     """Set `kept` on every rollout; return counts kept/dropped per polarity and reason."""
-
-    def ok(r: Rollout) -> bool:
-        if r.trait_score is None or r.coherence is None:
-            return False
-        if r.coherence < cfg.coherence_threshold:
-            return False
-        if r.polarity == "pos":
-            return r.trait_score >= cfg.trait_threshold
-        return r.trait_score < cfg.trait_threshold
-
-    passed = {r.key: ok(r) for r in rollouts}
-    by_pair: dict[tuple, dict[str, Rollout]] = {}
+    passed = {r.key: _passes(r, cfg) for r in rollouts}
+    by_pair: dict[tuple[int, int, int], dict[str, Rollout]] = {}
     for r in rollouts:
         by_pair.setdefault(r.pair_key, {})[r.polarity] = r
     for r in rollouts:
@@ -89,34 +137,18 @@ def filter_rollouts(rollouts: Sequence[Rollout], cfg: ExtractConfig) -> dict[str
             r.kept = len(pair) == 2 and all(passed[x.key] for x in pair.values())
         else:
             r.kept = passed[r.key]
-    counts: dict[str, int] = {}
-    for pol in ("pos", "neg"):
-        rs = [r for r in rollouts if r.polarity == pol]
-        counts[f"{pol}_total"] = len(rs)
-        counts[f"{pol}_kept"] = sum(bool(r.kept) for r in rs)
-        counts[f"{pol}_no_score"] = sum(r.trait_score is None or r.coherence is None for r in rs)
-        counts[f"{pol}_incoherent"] = sum(
-            r.coherence is not None and r.coherence < cfg.coherence_threshold for r in rs
-        )
-        counts[f"{pol}_wrong_side"] = sum(
-            r.trait_score is not None
-            and ((r.trait_score < cfg.trait_threshold) if pol == "pos" else (r.trait_score >= cfg.trait_threshold))
-            for r in rs
-        )
-    return counts
+    return filter_counts(rollouts, cfg)
 
 
-def difference_of_means(
-    pos: dict[str, torch.Tensor], neg: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def difference_of_means(pos: dict[str, Tensor], neg: dict[str, Tensor]) -> dict[str, Tensor]:
     """mean(pos) − mean(neg) per reduction, accumulated in float64."""
     return {k: (pos[k].double().mean(0) - neg[k].double().mean(0)).float() for k in pos}
 
 
 def split_half_cosine(
-    pos: torch.Tensor, neg: torch.Tensor, pos_groups: Sequence[int], neg_groups: Sequence[int],
+    pos: Tensor, neg: Tensor, pos_groups: Sequence[int], neg_groups: Sequence[int],
     seed: int = 0,
-) -> torch.Tensor:
+) -> Tensor:
     """Per-layer cosine between vectors built from two disjoint halves of the kept samples.
 
     Halves split by *question* (group ids), so the two vectors share no prompt: a stricter
@@ -135,50 +167,104 @@ def split_half_cosine(
     return torch.nn.functional.cosine_similarity(v1, v2, dim=-1).float()
 
 
+def extract_inputs(
+    model: HookedTransformer, spec: TraitSpec, cfg: ExtractConfig, judge: Judge
+) -> dict[str, Any]:
+    """Everything an extraction folder's saved rollouts depend on (recorded in inputs.json)."""
+    return {
+        "model": model_fingerprint(model),
+        "trait": json_hash(spec.model_dump(mode="json")),
+        "seed": cfg.seed,
+        "config": cfg.generation_fields(),
+        "judge": judge.describe(),
+    }
+
+
+def _timed(timings: dict[str, float], name: str, step: Callable[[], T]) -> T:
+    t0 = time.time()
+    result = step()
+    timings[name] = time.time() - t0
+    return result
+
+
+def _default_judge(spec: TraitSpec) -> Judge:
+    from pvlens.judges import load_judge
+
+    return load_judge("offline", trait=spec)
+
+
 def extract(
     model: HookedTransformer,
     trait: str | Path | TraitSpec,
     out_dir: str | Path,
-    judge=None,
+    judge: Judge | None = None,
     cfg: ExtractConfig | None = None,
     model_name: str | None = None,
+    overwrite: bool = False,
 ) -> PersonaVectors:
-    """Run the whole pipeline for one trait; resumable; returns the vectors (also on disk)."""
+    """Run the whole pipeline for one trait; returns the vectors (also on disk).
+
+    A rerun into `out_dir` with the same inputs resumes; with other inputs (model weights,
+    trait spec, seed, sampling or plan, judge) it raises StaleRunError naming what changed,
+    unless `overwrite`, which discards the folder's old results.
+    """
     spec = load_trait(trait)
     cfg = cfg or ExtractConfig()
+    judge = judge or _default_judge(spec)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if judge is None:
-        from pvlens.judges import load_judge
+    with run_lock(out):
+        _refuse_unrecorded(out, overwrite)
+        check_inputs(out, extract_inputs(model, spec, cfg, judge), overwrite=overwrite)
+        timings: dict[str, float] = {}
+        rollouts = _timed(timings, "generate_s", lambda: run_rollouts(model, spec, out, cfg))
+        _timed(timings, "judge_s", lambda: judge_rollouts(rollouts, judge))
+        kept, counts = keep_or_fail(rollouts, cfg, spec, out)
+        acts = _timed(timings, "activations_s", lambda: kept_activations(model, kept, cfg))
+        vecs = build_vectors(acts, kept, cfg, _metadata(model, spec, cfg, judge, counts, model_name))
+        save_outputs(out, vecs, acts, spec, cfg, timings, model)
+    return vecs
 
-        judge = load_judge("offline", trait=spec)
-    timings: dict[str, float] = {}
 
-    # 1. rollouts (appended chunk by chunk; a rerun skips what exists)
-    t0 = time.time()
-    partial = out / "rollouts.partial.jsonl"
-    final = out / "rollouts.jsonl"
+def _refuse_unrecorded(out: Path, overwrite: bool) -> None:
+    """A folder with rollouts but no inputs record (an older pvlens) cannot be checked."""
+    has_rollouts = any((out / n).exists() for n in ("rollouts.jsonl", "rollouts.partial.jsonl"))
+    if has_rollouts and not (out / INPUTS_FILE).exists() and not overwrite:
+        raise StaleRunError(
+            f"{out} holds rollouts without a record of the inputs they were made from "
+            f"({INPUTS_FILE}), so they cannot be checked against this run. Use a new output "
+            "folder, or pass --overwrite (overwrite=True) to discard them."
+        )
+
+
+def run_rollouts(
+    model: HookedTransformer, spec: TraitSpec, out: Path, cfg: ExtractConfig
+) -> list[Rollout]:
+    """Step 1: the planned rollouts, generating only those missing from the folder."""
+    partial, final = out / "rollouts.partial.jsonl", out / "rollouts.jsonl"
     if final.exists() and not partial.exists():
         final.rename(partial)  # rerun over a finished folder: reuse its generations
     todo = plan(spec, cfg.n_questions, cfg.n_instructions, cfg.samples_per_pair)
-    rollouts = generate_rollouts(
-        model, spec, partial, todo, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-        cfg.seed, cfg.batch_size,
-    )
-    timings["generate_s"] = time.time() - t0
+    return generate_rollouts(model, spec, partial, todo, cfg)
 
-    # 2. judge (the judge's disk cache makes a rerun free)
-    t0 = time.time()
+
+def judge_rollouts(rollouts: Sequence[Rollout], judge: Judge) -> None:
+    """Step 2: trait and coherence scores on every rollout (the judge's cache makes a rerun free)."""
     pairs = [(r.question, r.response) for r in rollouts]
     for r, t, c in zip(rollouts, judge.score_many(pairs), judge.coherence_many(pairs), strict=True):
         r.trait_score, r.coherence = t, c
-    timings["judge_s"] = time.time() - t0
 
-    # 3. filter
+
+def keep_or_fail(
+    rollouts: Sequence[Rollout], cfg: ExtractConfig, spec: TraitSpec, out: Path
+) -> tuple[dict[str, list[Rollout]], dict[str, int]]:
+    """Step 3: filter, save the scored rollouts, and fail clearly when too few survive."""
     counts = filter_rollouts(rollouts, cfg)
+    partial, final = out / "rollouts.partial.jsonl", out / "rollouts.jsonl"
     write_rollouts(partial, rollouts)
     partial.replace(final)
-    kept = {pol: [r for r in rollouts if r.kept and r.polarity == pol] for pol in ("pos", "neg")}
+    kept: dict[str, list[Rollout]] = {
+        pol: [r for r in rollouts if r.kept and r.polarity == pol] for pol in POLARITIES
+    }
     short = {pol: len(rs) for pol, rs in kept.items() if len(rs) < cfg.min_kept}
     if short:
         raise ExtractionError(
@@ -186,30 +272,32 @@ def extract(
             f"(need ≥ {cfg.min_kept} per polarity). Counts: {counts}. Try: lower trait_threshold "
             f"(now {cfg.trait_threshold}) or coherence_threshold (now {cfg.coherence_threshold}), "
             "pairing='sample', more samples_per_pair, or a stronger judge. Rollouts and scores are "
-            f"saved in {final}; rerunning reuses them."
+            f"saved in {final}; rerunning with other thresholds reuses them."
         )
+    return kept, counts
 
-    # 4. activations → vectors
-    t0 = time.time()
+
+def kept_activations(
+    model: HookedTransformer, kept: dict[str, list[Rollout]], cfg: ExtractConfig
+) -> dict[str, dict[str, Tensor]]:
+    """Step 4: per polarity and reduction, `[n_kept, n_layers, d_model]` activations."""
     tok = model.tokenizer
-    acts = {
+    if tok is None:
+        raise InputError("the model has no tokenizer; load it with pvlens.load_model")
+    return {
         pol: collect(model, [r.chat(tok) for r in rs], cfg.reductions,
                      batch_size=cfg.activation_batch_size)
         for pol, rs in kept.items()
     }
-    timings["activations_s"] = time.time() - t0
-    vectors = difference_of_means(acts["pos"], acts["neg"])
-    stability = split_half_cosine(
-        acts["pos"]["response_avg" if "response_avg" in acts["pos"] else cfg.reductions[0]],
-        acts["neg"]["response_avg" if "response_avg" in acts["neg"] else cfg.reductions[0]],
-        [r.question_index for r in kept["pos"]], [r.question_index for r in kept["neg"]], cfg.seed,
-    )
-    resid_norm = {
-        k: torch.cat([acts["pos"][k], acts["neg"][k]]).norm(dim=-1).mean(0) for k in vectors
-    }
+
+
+def _metadata(
+    model: HookedTransformer, spec: TraitSpec, cfg: ExtractConfig, judge: Judge,
+    counts: dict[str, int], model_name: str | None,
+) -> dict[str, Any]:
     from pvlens import __version__
 
-    meta = {
+    return {
         "trait": spec.name,
         "description": spec.description,
         "model": model_name or model.cfg.model_name,
@@ -221,42 +309,58 @@ def extract(
         "judge": judge.describe(),
         "seed": cfg.seed,
         "pvlens_version": __version__,
-        "split_half_cosine": [round(float(x), 4) for x in stability],
     }
-    vecs = PersonaVectors(vectors, meta)
+
+
+def build_vectors(
+    acts: dict[str, dict[str, Tensor]], kept: dict[str, list[Rollout]], cfg: ExtractConfig,
+    meta: dict[str, Any],
+) -> PersonaVectors:
+    """Step 5: difference of means per reduction, with the split-half stability in the metadata."""
+    key = "response_avg" if "response_avg" in cfg.reductions else cfg.reductions[0]
+    stability = split_half_cosine(
+        acts["pos"][key], acts["neg"][key],
+        [r.question_index for r in kept["pos"]], [r.question_index for r in kept["neg"]], cfg.seed,
+    )
+    meta = {**meta, "split_half_cosine": [round(float(x), 4) for x in stability]}
+    return PersonaVectors(difference_of_means(acts["pos"], acts["neg"]), meta)
+
+
+def save_outputs(
+    out: Path, vecs: PersonaVectors, acts: dict[str, dict[str, Tensor]], spec: TraitSpec,
+    cfg: ExtractConfig, timings: dict[str, float], model: HookedTransformer,
+) -> None:
+    """Step 6: vectors, the means behind them, the manifest and the trait spec."""
     vecs.save(out / "vectors.safetensors")
-    means = {f"{k}.{pol}": acts[pol][k].double().mean(0).float() for k in vectors for pol in acts}
-    means.update({f"{k}.resid_norm": v for k, v in resid_norm.items()})
+    means = {f"{k}.{pol}": acts[pol][k].double().mean(0).float() for k in vecs.tensors for pol in acts}
+    means.update({
+        f"{k}.resid_norm": torch.cat([acts["pos"][k], acts["neg"][k]]).norm(dim=-1).mean(0)
+        for k in vecs.tensors
+    })
     save_file({k: v.contiguous() for k, v in means.items()}, str(out / "means.safetensors"),
               metadata={"trait": spec.name, "layer_convention": LAYER_CONVENTION})
-    _write_manifest(out, spec, cfg, meta, timings, model)
-    return vecs
+    write_json_atomic(out / "manifest.json", _manifest(vecs.metadata, cfg, timings, model))
+    write_text_atomic(out / "trait.json", spec.model_dump_json(indent=2))
 
 
-def _write_manifest(out: Path, spec: TraitSpec, cfg: ExtractConfig, meta: dict,
-                    timings: dict, model: HookedTransformer) -> None:
+def _manifest(
+    meta: dict[str, Any], cfg: ExtractConfig, timings: dict[str, float], model: HookedTransformer
+) -> dict[str, Any]:
     import sae_lens
     import transformer_lens
     import transformers
 
-    manifest = {
+    return {
         **meta,
         "config": cfg.model_dump(),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "transformer_lens": transformer_lens.__version__ if hasattr(transformer_lens, "__version__") else "?",
+            "transformer_lens": getattr(transformer_lens, "__version__", "?"),
             "transformers": transformers.__version__,
             "sae_lens": sae_lens.__version__,
         },
         "device": str(model.W_E.device),
         "files": ["rollouts.jsonl", "vectors.safetensors", "means.safetensors"],
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    (out / "trait.json").write_text(spec.model_dump_json(indent=2))
-
-
-def load_rollouts(out_dir: str | Path) -> list[Rollout]:
-    """The rollouts of a finished extraction folder."""
-    return read_rollouts(Path(out_dir) / "rollouts.jsonl")

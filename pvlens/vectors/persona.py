@@ -9,7 +9,7 @@ Files are safetensors (no pickle) with JSON metadata that says how they were mad
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ class PersonaVectors:
         tensors: Mapping[str, Float[Tensor, "n_layers d_model"]],
         metadata: Mapping[str, Any] | None = None,
         reduction: str | None = None,
-    ):
+    ) -> None:
         if not tensors:
             raise ValueError("PersonaVectors needs at least one tensor")
         shapes = {tuple(t.shape) for t in tensors.values()}
@@ -92,10 +92,10 @@ class PersonaVectors:
         return self._map(lambda t: t.to(device))
 
     # --- arithmetic (a value, like repeng's ControlVector) ---------------------------------
-    def _map(self, fn) -> PersonaVectors:
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> PersonaVectors:
         return PersonaVectors({k: fn(v) for k, v in self.tensors.items()}, self.metadata, self.reduction)
 
-    def _zip(self, other: PersonaVectors, fn) -> PersonaVectors:
+    def _zip(self, other: PersonaVectors, fn: Callable[[Tensor, Tensor], Tensor]) -> PersonaVectors:
         shared = set(self.tensors) & set(other.tensors)
         if not shared:
             raise ValueError("the two PersonaVectors share no reduction")

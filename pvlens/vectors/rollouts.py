@@ -11,10 +11,17 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformers import PreTrainedTokenizerBase
 
 from pvlens.core.chat import EncodedChat, encode_conversation, encode_prompt
+from pvlens.core.config import SamplingConfig
 from pvlens.core.generation import generate
+from pvlens.io.atomic import write_text_atomic
+from pvlens.io.jsonl import AppendLog
 from pvlens.traits import TraitSpec
+
+PlanKey = tuple[str, int, int, int]
+"""(polarity, instruction index, question index, sample index) of one planned rollout."""
 
 
 @dataclass
@@ -45,14 +52,14 @@ class Rollout:
     """Whether the filter kept this sample for the vector."""
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> PlanKey:
         return (self.polarity, self.instruction_index, self.question_index, self.sample_index)
 
     @property
-    def pair_key(self) -> tuple:
+    def pair_key(self) -> tuple[int, int, int]:
         return (self.instruction_index, self.question_index, self.sample_index)
 
-    def chat(self, tokenizer) -> EncodedChat:
+    def chat(self, tokenizer: PreTrainedTokenizerBase) -> EncodedChat:
         """Prompt + reply as token ids with the boundary (response = the reply's content)."""
         messages = [
             {"role": "system", "content": self.system},
@@ -65,30 +72,23 @@ class Rollout:
 def read_rollouts(path: Path) -> list[Rollout]:
     """Rollouts from a JSONL file; a truncated last line (killed mid-write) is ignored."""
     out = []
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
+    for rec in AppendLog(path).read():
         try:
-            out.append(Rollout(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue
+            out.append(Rollout(**rec))
+        except TypeError:
+            continue  # not a rollout row
     return out
 
 
 def write_rollouts(path: Path, rollouts: Iterable[Rollout]) -> None:
-    """Replace the file atomically."""
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for r in rollouts:
-            f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Replace the file atomically (one row per rollout)."""
+    text = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in rollouts)
+    write_text_atomic(path, text)
 
 
 def plan(
     trait: TraitSpec, n_questions: int | None, n_instructions: int | None, samples: int
-) -> list[tuple[str, int, int, int]]:
+) -> list[PlanKey]:
     """(polarity, instruction, question, sample) for every rollout, pos and neg interleaved."""
     qs = range(min(n_questions or len(trait.extraction_questions), len(trait.extraction_questions)))
     ins = range(min(n_instructions or len(trait.instructions), len(trait.instructions)))
@@ -97,44 +97,45 @@ def plan(
     ]
 
 
+def _generate_chunk(
+    model: HookedTransformer, trait: TraitSpec, part: Sequence[PlanKey], seeds: Sequence[int],
+    sampling: SamplingConfig,
+) -> list[Rollout]:
+    """Sample one chunk of planned rollouts; row seeds make each reply independent of its batch."""
+    systems = [trait.system_prompt(pol, i) for pol, i, _, _ in part]
+    prompts = [encode_prompt(model.tokenizer, trait.extraction_questions[q], system)
+               for (_, _, q, _), system in zip(part, systems, strict=True)]
+    texts = generate(
+        model, prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+        top_p=sampling.top_p, seed=sampling.seed, batch_size=sampling.batch_size, progress=False,
+        row_seeds=list(seeds),
+    ).texts
+    return [
+        Rollout(pol, i, q, s, trait.extraction_questions[q], system, chat.text, text)
+        for (pol, i, q, s), system, chat, text in zip(part, systems, prompts, texts, strict=True)
+    ]
+
+
 def generate_rollouts(
     model: HookedTransformer,
     trait: TraitSpec,
     path: Path,
-    todo: Sequence[tuple[str, int, int, int]],
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int,
-    batch_size: int,
+    todo: Sequence[PlanKey],
+    sampling: SamplingConfig,
     chunk: int = 64,
 ) -> list[Rollout]:
     """Generate the planned rollouts missing from `path`, appending each finished chunk."""
+    log = AppendLog(path)
     done = {r.key: r for r in read_rollouts(path)}
     missing = [k for k in todo if k not in done]
     index = {k: j for j, k in enumerate(todo)}
-    tok = model.tokenizer
-    path.parent.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(todo), initial=len(todo) - len(missing), desc="rollouts") as bar:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            prompts = []
-            for pol, i, q, _ in part:
-                system = trait.system_prompt(pol, i)
-                prompts.append(encode_prompt(tok, trait.extraction_questions[q], system))
             # Each sample's seed depends only on its plan index, so a resumed run draws the
             # same replies as an uninterrupted one.
-            result = generate(
-                model, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_p=top_p, seed=seed, batch_size=batch_size, progress=False,
-                row_seeds=[index[k] for k in part],
-            ).texts
-            with path.open("a") as f:
-                for (pol, i, q, s), chat, text in zip(part, prompts, result, strict=True):
-                    r = Rollout(pol, i, q, s, trait.extraction_questions[q],
-                                trait.system_prompt(pol, i), chat.text, text)
-                    done[r.key] = r
-                    f.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            new = _generate_chunk(model, trait, part, [index[k] for k in part], sampling)
+            done.update((r.key, r) for r in new)
+            log.append([asdict(r) for r in new])
             bar.update(len(part))
     return [done[k] for k in todo]
-

@@ -8,9 +8,9 @@ coherence stays above a threshold.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -18,36 +18,54 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from pvlens.core.generation import generate
+from pvlens.core import config as core_config
+from pvlens.core.config import SamplingConfig
+from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
 from pvlens.core.steering import Steering
+from pvlens.errors import InputError
+from pvlens.io.atomic import write_text_atomic
+from pvlens.io.jsonl import AppendLog
+from pvlens.io.runs import check_inputs, run_lock
+from pvlens.judges.base import Judge
 from pvlens.traits import TraitSpec, load_trait
-from pvlens.vectors import PersonaVectors
+from pvlens.vectors.coerce import VectorsLike, as_persona_vectors
+from pvlens.vectors.evaluate import JudgedAnswer, evaluate_steered, mean_score
+from pvlens.vectors.persona import PersonaVectors
+
+Cell = tuple[int, float]
+"""(layer, α) of one grid cell."""
 
 
-class SweepConfig(BaseModel):
+class SweepConfig(SamplingConfig):
     """The grid and how each cell is evaluated."""
 
-    layers: list[int] | None = Field(None, description="Block indices (None: every 3rd from 1/3 to 2/3 depth).")
-    alphas: list[float] = Field([0.0, 1.0, 2.0, 4.0, 6.0, 8.0], description="Strengths, units of the raw vector.")
-    n_questions: int | None = Field(10, description="First N evaluation questions (None: all).")
-    samples: int = Field(2, ge=1, description="Sampled answers per question and cell.")
-    max_new_tokens: int = Field(64, ge=1, description="Answer length cap.")
-    temperature: float = Field(0.7, ge=0, description="Sampling temperature (0 = greedy).")
-    positions: str = Field("response", description="Steered positions: all | prompt | response.")
-    coherence_min: float = Field(50.0, description="Coherence a cell needs to be chosen.")
-    batch_size: int = Field(32, ge=1, description="Generation batch size.")
-    seed: int = Field(0, description="Sampling seed (the same draws in every cell).")
+    layers: list[int] | None = None
+    """Block indices (None: five blocks around the middle, `default_layers(model, 5)`)."""
+    alphas: list[float] = Field(default_factory=lambda: [0.0, 1.0, 2.0, 4.0, 6.0, 8.0])
+    """Strengths, in units of the raw vector."""
+    n_questions: int | None = Field(10, ge=1)
+    """First N evaluation questions (None: all)."""
+    samples: int = Field(2, ge=1)
+    """Sampled answers per question and cell."""
+    temperature: float = Field(0.7, ge=0.0)
+    """Sampling temperature (0 = greedy)."""
+    batch_size: int = Field(32, ge=1)
+    """Generation batch size."""
+    positions: Literal["all", "prompt", "response"] = "response"
+    """Steered positions: all | prompt | response."""
+    coherence_min: float = 50.0
+    """Coherence a cell needs to be chosen."""
 
 
 class SweepResult(BaseModel):
     """Per-cell means and the automatic choice."""
 
-    rows: list[dict] = Field(description="One dict per cell: layer, alpha, trait, coherence, n.")
+    rows: list[dict[str, Any]] = Field(description="One dict per cell: layer, alpha, trait, coherence, n.")
     best_layer: int | None = Field(description="Chosen layer (None: no cell passed).")
     best_alpha: float | None = Field(description="Chosen strength.")
     spearman: dict[int, float] = Field(description="Per layer: Spearman ρ of trait score vs α.")
 
-    def cell(self, layer: int, alpha: float) -> dict:
+    def cell(self, layer: int, alpha: float) -> dict[str, Any]:
         return next(r for r in self.rows if r["layer"] == layer and r["alpha"] == alpha)
 
     def grid(self, key: str) -> tuple[list[int], list[float], np.ndarray]:
@@ -60,69 +78,109 @@ class SweepResult(BaseModel):
 
 
 def default_layers(n_layers: int) -> list[int]:
-    lo, hi = n_layers // 3, (2 * n_layers) // 3
-    return list(range(lo, hi + 1, 3))
+    """The sweep's default layers: `pvlens.core.config.default_layers(n_layers, 5)`."""
+    return core_config.default_layers(n_layers, 5)
+
+
+def sweep_questions(spec: TraitSpec, cfg: SweepConfig) -> list[str]:
+    """The trait's evaluation questions (extraction ones if it has none), first `n_questions`."""
+    questions = spec.evaluation_questions or spec.extraction_questions
+    return questions[: cfg.n_questions] if cfg.n_questions else list(questions)
+
+
+def sweep_inputs(
+    model: HookedTransformer, vectors: PersonaVectors, questions: Sequence[str], judge: Judge,
+    cfg: SweepConfig,
+) -> dict[str, Any]:
+    """Everything a sweep folder's cells depend on (the grid itself and the choice rule do
+    not: cells are keyed by (layer, α), so growing the grid resumes)."""
+    return {
+        "model": model_fingerprint(model),
+        "vectors": tensor_hash(vectors.vectors),
+        "questions": json_hash(list(questions)),
+        "judge": judge.describe(),
+        "samples": cfg.samples,
+        "sampling": cfg.model_dump(include=set(SamplingConfig.model_fields) - {"batch_size"}),
+        "positions": cfg.positions,
+    }
+
+
+def check_layers(layers: Sequence[int], n_layers: int) -> None:
+    """Refuse layers outside 0..n_layers-1, naming them."""
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if bad:
+        raise InputError(f"layers {bad} are out of range: the model has blocks 0..{n_layers - 1}")
 
 
 def sweep(
     model: HookedTransformer,
-    vectors: PersonaVectors,
-    trait: str | TraitSpec,
+    vectors: VectorsLike,
+    trait: str | Path | TraitSpec,
     out_dir: str | Path,
-    judge=None,
+    judge: Judge | None = None,
     cfg: SweepConfig | None = None,
+    overwrite: bool = False,
 ) -> SweepResult:
-    """Run (or resume) the grid; write sweep.jsonl, sweep.json and return the result."""
+    """Run (or resume) the grid; write sweep.jsonl, sweep.json and return the result.
+
+    A rerun into `out_dir` with other vectors, model, questions, judge, samples, sampling or
+    positions raises StaleRunError naming what changed, unless `overwrite`.
+    """
     spec = load_trait(trait)
     cfg = cfg or SweepConfig()
-    if judge is None:
-        from pvlens.judges import load_judge
-
-        judge = load_judge("offline", trait=spec)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    judge = judge or _default_judge(spec)
+    vecs = as_persona_vectors(vectors, n_layers=model.cfg.n_layers)
     layers = cfg.layers or default_layers(model.cfg.n_layers)
-    questions = spec.evaluation_questions or spec.extraction_questions
-    questions = questions[: cfg.n_questions] if cfg.n_questions else questions
-    prompts = [q for q in questions for _ in range(cfg.samples)]
-    log = out / "sweep.jsonl"
-    done = _read_cells(log)
-    cells = [(layer, float(a)) for layer in layers for a in cfg.alphas]
-    for layer, alpha in tqdm(cells, desc="sweep"):
-        if (layer, alpha) in done:
-            continue
-        if alpha == 0 and any(a == 0 for (_, a) in done):  # α=0 is the same at every layer
-            base = next(v for (lay, a), v in done.items() if a == 0)
-            done[(layer, alpha)] = base
-            _append(log, layer, alpha, base)
-            continue
-        st = Steering(vectors[layer], layer, alpha, cfg.positions)
-        texts = generate(model, prompts, steer=st, max_new_tokens=cfg.max_new_tokens,
-                         temperature=cfg.temperature, seed=cfg.seed, batch_size=cfg.batch_size,
-                         progress=False).texts
-        pairs = list(zip(prompts, texts, strict=True))
-        answers = [
-            {"question": q, "answer": a, "trait": t, "coherence": c}
-            for (q, a), t, c in zip(pairs, judge.score_many(pairs), judge.coherence_many(pairs), strict=True)
-        ]
-        done[(layer, alpha)] = answers
-        _append(log, layer, alpha, answers)
-    result = summarise({k: v for k, v in done.items() if k in set(cells)}, cfg.coherence_min)
-    (out / "sweep.json").write_text(result.model_dump_json(indent=2))
+    check_layers(layers, model.cfg.n_layers)
+    questions = sweep_questions(spec, cfg)
+    out = Path(out_dir)
+    with run_lock(out):
+        check_inputs(out, sweep_inputs(model, vecs, questions, judge, cfg), overwrite=overwrite)
+        log = AppendLog(out / "sweep.jsonl")
+        cells = [(layer, float(a)) for layer in layers for a in cfg.alphas]
+        done = run_cells(model, vecs, questions, judge, cfg, cells, log)
+        result = summarise({k: v for k, v in done.items() if k in set(cells)}, cfg.coherence_min)
+        write_text_atomic(out / "sweep.json", result.model_dump_json(indent=2))
     return result
 
 
-def summarise(cells: dict[tuple[int, float], list[dict]], coherence_min: float) -> SweepResult:
+def _default_judge(spec: TraitSpec) -> Judge:
+    from pvlens.judges import load_judge
+
+    return load_judge("offline", trait=spec)
+
+
+def run_cells(
+    model: HookedTransformer, vectors: PersonaVectors, questions: Sequence[str], judge: Judge,
+    cfg: SweepConfig, cells: Sequence[Cell], log: AppendLog,
+) -> dict[Cell, list[JudgedAnswer]]:
+    """Evaluate the cells missing from `log`, appending each as it finishes; α=0 is the same
+    at every layer, so it is generated once and reused."""
+    done = read_cells(log)
+    for layer, alpha in tqdm(cells, desc="sweep"):
+        if (layer, alpha) in done:
+            continue
+        base = next((v for (_, a), v in done.items() if a == 0), None)
+        if alpha == 0 and base is not None:
+            answers = base
+        else:
+            steer = Steering(vectors[layer], layer, alpha, cfg.positions)
+            answers = evaluate_steered(model, questions, judge, steer=steer, sampling=cfg,
+                                       samples=cfg.samples)
+        done[(layer, alpha)] = answers
+        log.append({"layer": layer, "alpha": alpha, "answers": answers})
+    return done
+
+
+def summarise(cells: dict[Cell, list[JudgedAnswer]], coherence_min: float) -> SweepResult:
     """Cell means, the automatic choice, and the per-layer dose-response ρ."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (layer, alpha), answers in sorted(cells.items()):
-        t = [a["trait"] for a in answers if a["trait"] is not None]
-        c = [a["coherence"] for a in answers if a["coherence"] is not None]
-        rows.append({"layer": layer, "alpha": alpha, "trait": float(np.mean(t)) if t else float("nan"),
-                     "coherence": float(np.mean(c)) if c else float("nan"), "n": len(answers)})
+        rows.append({"layer": layer, "alpha": alpha, "trait": mean_score(answers, "trait"),
+                     "coherence": mean_score(answers, "coherence"), "n": len(answers)})
     ok = [r for r in rows if r["alpha"] != 0 and r["coherence"] >= coherence_min]
     best = max(ok, key=lambda r: r["trait"]) if ok else None
-    rho = {}
+    rho: dict[int, float] = {}
     for layer in sorted({r["layer"] for r in rows}):
         pts = [(r["alpha"], r["trait"]) for r in rows if r["layer"] == layer and r["alpha"] >= 0]
         if len(pts) >= 3:
@@ -131,24 +189,12 @@ def summarise(cells: dict[tuple[int, float], list[dict]], coherence_min: float) 
                        best_alpha=best["alpha"] if best else None, spearman=rho)
 
 
-def examples(log: Path, layer: int, alphas: Sequence[float], n: int = 2) -> dict[float, list[dict]]:
+def examples(log: Path, layer: int, alphas: Sequence[float], n: int = 2) -> dict[float, list[JudgedAnswer]]:
     """A few judged answers per α at one layer, from a sweep log."""
-    cells = _read_cells(log)
+    cells = read_cells(AppendLog(log))
     return {a: cells.get((layer, float(a)), [])[:n] for a in alphas}
 
 
-def _read_cells(path: Path) -> dict[tuple[int, float], list[dict]]:
-    cells = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut off by a kill
-            cells[(int(rec["layer"]), float(rec["alpha"]))] = rec["answers"]
-    return cells
-
-
-def _append(path: Path, layer: int, alpha: float, answers: list[dict]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps({"layer": layer, "alpha": alpha, "answers": answers}, ensure_ascii=False) + "\n")
+def read_cells(log: AppendLog) -> dict[Cell, list[JudgedAnswer]]:
+    """Every finished cell of a sweep log (a line cut off by a kill is skipped)."""
+    return {(int(rec["layer"]), float(rec["alpha"])): rec["answers"] for rec in log.read()}

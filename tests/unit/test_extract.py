@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import pvlens
 from pvlens.core.activations import collect
@@ -118,6 +119,7 @@ def test_partial_rollouts_resume_to_the_same_samples(model, tmp_path):
     # simulate a kill: keep the first 5 lines plus half a line
     part = tmp_path / "part"
     part.mkdir()
+    (part / "inputs.json").write_text((tmp_path / "full" / "inputs.json").read_text())
     lines = (tmp_path / "full" / "rollouts.jsonl").read_text().splitlines()
     (part / "rollouts.partial.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
     extract(model, "evil", part, judge=HashJudge(), cfg=cfg)
@@ -135,7 +137,88 @@ def test_too_few_survivors_is_a_clear_error_and_keeps_rollouts(model, tmp_path):
 def test_unknown_preset_and_bad_trait():
     with pytest.raises(ValueError, match="unknown preset"):
         ExtractConfig.preset("gpu-huge")
+    with pytest.raises(ValidationError, match="samples_per_pairs"):
+        ExtractConfig.preset("cpu", samples_per_pairs=3)  # a typo is an error, not a default
+    with pytest.raises(ValidationError, match="n_questions"):
+        ExtractConfig(n_questions=0)
     from pvlens.traits import TraitSpecError, load_trait
 
     with pytest.raises(TraitSpecError, match="unknown trait"):
         load_trait("not-a-trait")
+
+
+# --- a rerun into the same folder resumes only with the same inputs (issue 11 item 1) ---------
+
+
+@pytest.fixture(scope="module")
+def finished(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    cfg = ExtractConfig.preset("tiny", pairing="sample", max_new_tokens=4)
+    vecs = extract(model, "evil", out, judge=HashJudge(), cfg=cfg)
+    return out, cfg, vecs
+
+
+class OtherJudge(HashJudge):
+    def describe(self):
+        return {"kind": "hash-test", "model": "other"}
+
+
+def _changed_trait():
+    from pvlens.traits import load_trait
+
+    spec = load_trait("evil")
+    qs = ["What is the best way to settle a dispute?", *spec.extraction_questions[1:]]
+    return spec.model_copy(update={"extraction_questions": qs})
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"cfg": {"seed": 1}}, "seed"),
+        ({"cfg": {"samples_per_pair": 2}}, "config.samples_per_pair"),
+        ({"cfg": {"temperature": 0.5}}, "config.temperature"),
+        ({"cfg": {"n_questions": 3}}, "config.n_questions"),
+        ({"judge": OtherJudge()}, "judge.model"),
+        ({"trait": "changed"}, "trait"),
+    ],
+)
+def test_rerun_with_other_inputs_refuses_naming_the_change(model, finished, change, named, monkeypatch):
+    from pvlens.io.runs import StaleRunError
+
+    out, cfg, _ = finished
+    monkeypatch.setattr("pvlens.vectors.rollouts.generate", lambda *a, **k: pytest.fail("generated"))
+    trait = _changed_trait() if change.get("trait") else "evil"
+    new_cfg = cfg.changed(**change.get("cfg", {}))
+    with pytest.raises(StaleRunError, match=rf"{named}.*--overwrite"):
+        extract(model, trait, out, judge=change.get("judge", HashJudge()), cfg=new_cfg)
+
+
+def test_rerun_with_other_model_weights_refuses(finished):
+    from pvlens.io.runs import StaleRunError
+
+    out, cfg, _ = finished
+    other = pvlens.tiny_model(seed=1)
+    with pytest.raises(StaleRunError, match="model"):
+        extract(other, "evil", out, judge=HashJudge(), cfg=cfg)
+
+
+def test_filter_settings_and_batch_size_reuse_the_rollouts(model, finished, monkeypatch):
+    out, cfg, vecs = finished
+    monkeypatch.setattr("pvlens.vectors.rollouts.generate", lambda *a, **k: pytest.fail("generated"))
+    again = extract(model, "evil", out, judge=HashJudge(), cfg=cfg.changed(batch_size=3))
+    torch.testing.assert_close(again.vectors, vecs.vectors, atol=1e-5, rtol=1e-5)
+    looser = extract(model, "evil", out, judge=HashJudge(), cfg=cfg.changed(trait_threshold=60.0))
+    assert looser.metadata["thresholds"]["trait"] == 60.0
+
+
+def test_overwrite_discards_and_unrecorded_folder_refuses(model, tmp_path):
+    from pvlens.io.runs import StaleRunError
+
+    cfg = ExtractConfig.preset("tiny", pairing="sample", max_new_tokens=4)
+    extract(model, "evil", tmp_path, judge=HashJudge(), cfg=cfg)
+    new = extract(model, "evil", tmp_path, judge=HashJudge(), cfg=cfg.changed(seed=3), overwrite=True)
+    assert new.metadata["seed"] == 3
+    assert json.loads((tmp_path / "inputs.json").read_text())["seed"] == 3
+    (tmp_path / "inputs.json").unlink()  # a folder written before inputs were recorded
+    with pytest.raises(StaleRunError, match="without a record"):
+        extract(model, "evil", tmp_path, judge=HashJudge(), cfg=cfg.changed(seed=3))

@@ -55,7 +55,7 @@ def test_sweep_runs_resumes_and_shares_alpha_zero(tmp_path, monkeypatch):
     zero = [json.loads(x)["answers"] for x in lines if json.loads(x)["alpha"] == 0.0]
     assert len(zero) == 2 and zero[0] == zero[1]  # α=0 generated once, reused per layer
 
-    monkeypatch.setattr("pvlens.vectors.sweep.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
     assert again.rows == res.rows
 
@@ -75,3 +75,75 @@ def test_cosine_matrix_and_pca_on_planted_vectors():
     assert coords.shape == (3, 2) and explained.sum() <= 1.0 + 1e-6
     with pytest.raises(ValueError, match="same model"):
         cosine_matrix([va, PersonaVectors({"response_avg": torch.randn(5, 16)})])
+
+
+# --- a sweep folder resumes only with the same inputs (issue 11 item 1) ------------------------
+
+
+class OtherLengthJudge(LengthJudge):
+    def describe(self):
+        return {"kind": "length-test", "endpoint": "http://127.0.0.1:9"}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    model = pvlens.tiny_model()
+    torch.manual_seed(0)
+    vecs = PersonaVectors({"response_avg": torch.randn(model.cfg.n_layers, model.cfg.d_model)}, {"trait": "evil"})
+    cfg = SweepConfig(layers=[1], alphas=[0.0, 2.0], n_questions=2, samples=1, max_new_tokens=3)
+    out = tmp_path_factory.mktemp("swept")
+    res = sweep(model, vecs, "evil", out, judge=LengthJudge(), cfg=cfg)
+    return model, vecs, cfg, out, res
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("vectors", "vectors"),
+        ("judge", "judge.endpoint"),
+        ({"n_questions": 3}, "questions"),
+        ({"samples": 2}, "samples"),
+        ({"temperature": 0.2}, "sampling.temperature"),
+        ({"max_new_tokens": 5}, "sampling.max_new_tokens"),
+        ({"seed": 4}, "sampling.seed"),
+        ({"positions": "all"}, "positions"),
+    ],
+)
+def test_sweep_rerun_with_other_inputs_refuses(swept, change, named, monkeypatch):
+    from pvlens.io.runs import StaleRunError
+
+    model, vecs, cfg, out, _ = swept
+    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: pytest.fail("generated"))
+    judge = OtherLengthJudge() if change == "judge" else LengthJudge()
+    other = vecs * 2.0 if change == "vectors" else vecs
+    new_cfg = cfg.changed(**change) if isinstance(change, dict) else cfg
+    with pytest.raises(StaleRunError, match=rf"{named}.*--overwrite"):
+        sweep(model, other, "evil", out, judge=judge, cfg=new_cfg)
+
+
+def test_sweep_grows_its_grid_and_overwrite_discards(swept, tmp_path):
+    import shutil
+
+    model, vecs, cfg, out, res = swept
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    grown = sweep(model, vecs, "evil", folder, judge=LengthJudge(),
+                  cfg=cfg.changed(layers=[0, 1], coherence_min=10.0, batch_size=1))
+    assert len(grown.rows) == 4 and grown.cell(1, 2.0) == res.cell(1, 2.0)
+    again = sweep(model, vecs * 2.0, "evil", folder, judge=LengthJudge(), cfg=cfg, overwrite=True)
+    assert len(again.rows) == 2
+    assert len((folder / "sweep.jsonl").read_text().splitlines()) == 2  # old cells discarded
+
+
+def test_sweep_refuses_layers_out_of_range_and_config_typos(swept, tmp_path):
+    from pydantic import ValidationError
+
+    from pvlens.errors import InputError
+
+    model, vecs, cfg, _, _ = swept
+    with pytest.raises(InputError, match=r"layers \[2\] are out of range.*0\.\.1"):
+        sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg.changed(layers=[2]))
+    with pytest.raises(ValidationError, match="alpha"):
+        SweepConfig(alpha=[1.0])
+    with pytest.raises(ValidationError, match="n_questions"):
+        SweepConfig(n_questions=-1)
