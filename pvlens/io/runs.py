@@ -9,6 +9,7 @@ refuses and names what changed. A lock file keeps two runs out of one folder at 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -51,6 +52,12 @@ def _describe(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     return f"{key}: {a.get(key, '<absent>')!r:.60} → {b.get(key, '<absent>')!r:.60}"
 
 
+def normalise_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inputs as they read back from JSON (tuples → lists, paths → strings), so a
+    recorded run compares equal to a rerun with the same values."""
+    return json.loads(json.dumps(dict(inputs), sort_keys=True, default=str))
+
+
 def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: bool = False) -> bool:
     """Record `inputs` for a run folder, or check them against the recorded ones.
 
@@ -59,7 +66,7 @@ def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: b
     """
     out = Path(out_dir)
     path = out / INPUTS_FILE
-    inputs = dict(inputs)
+    inputs = normalise_inputs(inputs)
     if path.exists() and not overwrite:
         old = read_json_checked(path)
         diff = changed_inputs(old, inputs)
@@ -83,7 +90,7 @@ def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: b
 
 def inputs_key(inputs: Mapping[str, Any]) -> str:
     """One short hash of a set of inputs, for keys of caches shared across runs."""
-    return json_hash(dict(inputs))
+    return json_hash(normalise_inputs(inputs))
 
 
 def _pid_alive(pid: int) -> bool:

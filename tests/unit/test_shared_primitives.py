@@ -43,6 +43,13 @@ def test_check_inputs_resumes_same_and_refuses_changed(tmp_path):
     assert json.loads((tmp_path / INPUTS_FILE).read_text())["config"]["samples"] == 4
 
 
+def test_check_inputs_compares_values_as_json(tmp_path):
+    from pathlib import Path
+
+    check_inputs(tmp_path, {"layers": (1, 2), "data": Path("a/b.jsonl")})
+    assert check_inputs(tmp_path, {"layers": [1, 2], "data": "a/b.jsonl"}) is True
+
+
 def test_changed_inputs_names_added_removed_and_nested():
     old = {"a": 1, "b": {"c": 2, "d": 3}}
     new = {"a": 1, "b": {"c": 5}, "e": 0}
