@@ -85,3 +85,7 @@ def scatter(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+save_figure = _save
+"""Public name of `_save`: write a figure to `path` (PNG) and close it."""
