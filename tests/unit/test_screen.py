@@ -11,6 +11,7 @@ import pvlens
 from pvlens.core.activations import collect
 from pvlens.core.chat import encode_conversation
 from pvlens.core.generation import generate
+from pvlens.io.runs import StaleRunError
 from pvlens.trainsets.screen import (
     BaseReplies,
     ScreenConfig,
@@ -23,7 +24,6 @@ from pvlens.trainsets.screen import (
     parse_shard,
     screen,
 )
-from pvlens.io.runs import StaleRunError
 from pvlens.vectors import PersonaVectors
 
 torch.set_num_threads(1)
@@ -315,3 +315,26 @@ def test_merge_refuses_a_cut_meta_file(model, vectors, tmp_path):
     (tmp_path / "out" / "meta.shard-1-of-2.json").write_text('{"shard": [1,')
     with pytest.raises(ValueError, match="meta.shard-1-of-2.json is empty or cut off"):
         merge(tmp_path / "out")
+
+
+def test_cli_validates_data_and_vectors_before_loading_the_model(vectors, tmp_path, monkeypatch, capsys):
+    from pvlens.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded for bad inputs")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    vec = tmp_path / "v.safetensors"
+    vectors.save(vec)
+    bad = tmp_path / "d.jsonl"
+    bad.write_text(json.dumps(_rows()[0]) + "\n" + '{"messages": [{"role": "user", "content": "q"}]}\n')
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"not a tensor file")
+    good = _write(tmp_path / "ok.jsonl", _rows())
+    for args, want in ((["screen", str(bad), "-v", str(vec)], "d.jsonl:2"),
+                       (["screen", str(good), "-v", str(garbage)], "g.safetensors"),
+                       (["screen", str(good), "-v", str(vec), "--layer", "7"], "layer 7")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and want in err and "Traceback" not in err, err
