@@ -26,10 +26,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 """Compute dtypes by name (plus "auto": bf16 where the CPU is fast at it, else fp32)."""
 
 
-def compute_dtype(name: str | torch.dtype | None) -> torch.dtype | str | None:
-    """'auto' stays 'auto'; a dtype name becomes the torch dtype."""
-    if name is None or name == "auto" or isinstance(name, torch.dtype):
+def compute_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """'auto' → the fast dtype of `device`; a dtype name → the torch dtype; None stays None
+    (the model's own dtype)."""
+    if name is None or isinstance(name, torch.dtype):
         return name
+    if name == "auto":
+        return fast_dtype(device)
     if name not in DTYPES:
         raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
@@ -39,9 +42,10 @@ def _separate_passes(model: HookedTransformer, data: Sequence[EncodedChat], base
                      layers: list[int], max_tokens: int, max_batch: int,
                      dtype: torch.dtype | None) -> dict[str, Tensor]:
     """The fallback: two ordinary `collect` passes (no shared prompt cache)."""
-    kw = {"layers": layers, "batch_size": max_batch, "max_tokens": max_tokens, "dtype": dtype, "progress": False}
-    a = collect(model, data, ("response_avg", "last_prompt", "prompt_avg"), **kw)
-    b = collect(model, base, ("response_avg",), **kw)
+    a = collect(model, data, ("response_avg", "last_prompt", "prompt_avg"), layers=layers,
+                batch_size=max_batch, max_tokens=max_tokens, dtype=dtype, progress=False)
+    b = collect(model, base, ("response_avg",), layers=layers, batch_size=max_batch,
+                max_tokens=max_tokens, dtype=dtype, progress=False)
     return {"data": a["response_avg"], "base": b["response_avg"],
             "last_prompt": a["last_prompt"], "prompt_avg": a["prompt_avg"]}
 
@@ -116,14 +120,12 @@ def paired_activations(
     if len(base) != n:
         raise ValueError(f"{n} data conversations but {len(base)} base conversations")
     single = isinstance(layer, int)
-    layers = [layer] if single else [int(x) for x in layer]
-    dtype = compute_dtype(dtype)
-    if dtype == "auto":
-        dtype = fast_dtype(model.W_E.device)
-    engine = engine_for(model, dtype)
+    layers = [int(layer)] if isinstance(layer, int) else [int(x) for x in layer]
+    dt = compute_dtype(dtype, model.W_E.device)
+    engine = engine_for(model, dt)
     same = all(a.prompt_ids == b.prompt_ids for a, b in zip(data, base, strict=True))
     if engine is None or not same:
-        out = _separate_passes(model, data, base, layers, max_tokens, max_batch, dtype)
+        out = _separate_passes(model, data, base, layers, max_tokens, max_batch, dt)
     else:
         out = {k: torch.zeros(n, len(layers), model.cfg.d_model) for k in KEYS}
         runner = _PairedBatch(engine, layers, model.tokenizer.pad_token_id or 0, model.W_E.device)

@@ -14,7 +14,7 @@ skipped sample is recorded in the results (`"skipped": "too_long"`) and counted 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +26,6 @@ from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import EncodedChat, Message, encode_conversation
 from pvlens.core.config import Config
-from pvlens.core.device import fast_dtype
 from pvlens.core.fingerprint import model_fingerprint, tensor_hash
 from pvlens.io.atomic import write_json_atomic
 from pvlens.io.jsonl import AppendLog
@@ -44,7 +43,7 @@ from pvlens.trainsets.screen.io import (
     shard_tag,
 )
 from pvlens.trainsets.screen.summary import ScreenSummary, finish
-from pvlens.vectors.coerce import VectorsLike, unit_direction
+from pvlens.vectors.coerce import VectorsLike, as_persona_vectors, unit_direction
 
 CHARS_PER_TOKEN_BOUND = 64
 """A sample longer than this many characters per context token is skipped untokenised."""
@@ -76,7 +75,8 @@ class ScreenConfig(Config):
 def resolve_direction(model: HookedTransformer, vectors: VectorsLike, layer: int | None) -> tuple[int, Tensor]:
     """The layer to project at (in 0..n_layers-1) and the unit vector there."""
     n_layers = model.cfg.n_layers
-    layer = layer if layer is not None else default_layer(vectors, n_layers)
+    if layer is None:  # the vectors' recorded choice (a sweep next to the file), else the middle
+        layer = default_layer(as_persona_vectors(vectors) if isinstance(vectors, Mapping) else vectors, n_layers)
     if not -n_layers <= layer < n_layers:
         raise ScreenError(f"--layer {layer} is out of range for a {n_layers}-layer model")
     layer %= n_layers
@@ -88,8 +88,7 @@ def resolve_direction(model: HookedTransformer, vectors: VectorsLike, layer: int
 
 def resolved_dtype(model: HookedTransformer, cfg: ScreenConfig) -> torch.dtype:
     """The dtype the activation passes run in ('auto' decided for this machine)."""
-    dt = kernel.compute_dtype(cfg.dtype)
-    return fast_dtype(model.W_E.device) if dt == "auto" else dt
+    return kernel.compute_dtype(cfg.dtype, model.W_E.device) or model.cfg.dtype
 
 
 def run_inputs(model: HookedTransformer, data: str | Path, split: str | None, u: Tensor, layer: int,
