@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
+
+from pvlens.cli.options import DeviceOpt, ModelOpt, OverwriteOpt, SeedOpt, existing_file, float_list
 
 app = typer.Typer(help="Finetuning datasets at three severities (normal, level_i, level_ii).",
                   no_args_is_help=True)
@@ -28,8 +29,10 @@ def build_cmd(
     normal_contrast: bool = typer.Option(
         False, help="Normal: the trait's opposing system prompts, steered by minus the level I α "
                     "(for traits the model shows unprompted; needs --vectors)."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Generate, judge and filter the sets; writes <out>/<set>/<level>.jsonl, manifest.json, README.md.
 
@@ -38,33 +41,25 @@ def build_cmd(
       pvlens datasets build --size 300           # the several-hundred-sample sets (hours on CPU)
       pvlens datasets build --sets math          # only the programmatic maths set, no model
     """
-    from pvlens.trainsets.datasets import LEVELS, DatasetConfig, build_all
+    from pvlens.trainsets.datasets import DatasetConfig, build_all
 
-    names = [s.strip() for s in sets.split(",") if s.strip()]
-    lv = [x.strip() for x in levels.split(",") if x.strip()]
-    bad = [x for x in lv if x not in LEVELS]
-    if bad:
-        raise typer.BadParameter(f"unknown level(s) {bad}; choose from {list(LEVELS)}")
-    vecs = {}
-    for v in vectors or []:
-        if "=" not in v:
-            raise typer.BadParameter(f"--vectors needs TRAIT=PATH, got {v!r}")
-        k, p = v.split("=", 1)
-        vecs[k] = p
-    if vecs and steer_layer is None:
-        raise typer.BadParameter("--steer-layer is required with --vectors")
+    names, lv = _names(sets, levels)
+    vecs = _vectors(vectors or [], steer_layer)
     if normal_contrast and not vecs:
         raise typer.BadParameter("--normal-contrast steers against the trait's vector: add --vectors TRAIT=PATH")
-    a1, a2 = (float(x) for x in steer_alpha.split(","))
+    alphas = float_list(steer_alpha, "--steer-alpha") or []
+    if len(alphas) != 2:
+        raise typer.BadParameter(f"--steer-alpha takes two numbers (level I, level II), got {steer_alpha!r}")
     cfg = DatasetConfig(size=size, max_new_tokens=max_new_tokens, seed=seed, steer_layer=steer_layer,
-                        steer_alpha=(a1, a2),
+                        steer_alpha=(alphas[0], alphas[1]),
                         samples_per_question=samples_per_question, normal_contrast=normal_contrast)
     m = None
     if any(n != "math" for n in names):
         import pvlens
 
-        m = pvlens.load_model(model)
-    manifest = build_all(m, out, names, lv, cfg, judge_kind=judge, vectors=vecs or None, math_size=math_size)
+        m = pvlens.load_model(model, device=device)
+    manifest = build_all(m, out, names, lv, cfg, judge_kind=judge, vectors=vecs or None, math_size=math_size,
+                         overwrite=overwrite)
     for s in manifest["sets"]:
         extra = f"  kept-score mean {s['trait_score_kept'].get('mean')}" if "trait_score_kept" in s else ""
         typer.echo(f"{s['trait']:14s} {s['level']:9s} {s['size']:5d} samples{extra}")
@@ -80,12 +75,46 @@ def show_cmd(
 
     Example: pvlens datasets show runs/datasets/evil/level_ii.jsonl
     """
+    from pvlens.trainsets.datasets import load_messages
+
     files = [path] if path.is_file() else sorted(path.glob("*/*.jsonl"))
     if not files:
         raise typer.BadParameter(f"no dataset files under {path}; build them with `pvlens datasets build`")
     for f in files:
-        lines = [x for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
-        typer.echo(f"== {f} ({len(lines)} samples)")
-        for x in lines[:n]:
-            msgs = json.loads(x)["messages"]
+        rows = load_messages(f)  # a bad row: an error naming file and line
+        typer.echo(f"== {f} ({len(rows)} samples)")
+        for msgs in rows[:n]:
             typer.echo(f"  Q: {msgs[0]['content'][:100]}\n  A: {msgs[-1]['content'][:160]}")
+
+
+def _names(sets: str, levels: str) -> tuple[list[str], list[str]]:
+    """The sets and levels asked for; unknown levels are refused."""
+    from pvlens.trainsets.datasets import LEVELS
+
+    names = [s.strip() for s in sets.split(",") if s.strip()]
+    lv = [x.strip() for x in levels.split(",") if x.strip()]
+    bad = [x for x in lv if x not in LEVELS]
+    if bad:
+        raise typer.BadParameter(f"unknown level(s) {bad}; choose from {list(LEVELS)}")
+    return names, lv
+
+
+def _vectors(items: list[str], steer_layer: int | None) -> dict[str, str]:
+    """TRAIT=PATH pairs, each file read and checked at the steering layer before a model loads."""
+    from pvlens.vectors.coerce import as_persona_vectors, direction
+
+    vecs = {}
+    for v in items:
+        if "=" not in v:
+            raise typer.BadParameter(f"--vectors needs TRAIT=PATH, got {v!r}")
+        k, p = v.split("=", 1)
+        existing_file(Path(p), "vectors file")
+        vecs[k] = p
+    if vecs and steer_layer is None:
+        raise typer.BadParameter("--steer-layer is required with --vectors")
+    for k, p in vecs.items():
+        try:
+            direction(as_persona_vectors(p), steer_layer)
+        except Exception as e:  # a garbage file, a bad layer, a non-finite vector: name the file
+            raise typer.BadParameter(f"--vectors {k}={p}: {e}") from None
+    return vecs

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import typer
 from typer.core import TyperGroup
+
+from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, OutOpt, OverwriteOpt, existing_file
+
+if TYPE_CHECKING:
+    from pvlens.trainsets.screen import ScreenSummary
 
 
 class _DefaultToRun(TyperGroup):
@@ -30,8 +36,8 @@ app = typer.Typer(
 def run_cmd(
     data: Path = typer.Argument(..., help="JSONL file ({'messages': [...]} a line) or a datasets.save_to_disk folder."),
     vectors: Path = typer.Option(..., "--vectors", "-v", help="Vectors file or extraction folder."),
-    layer: int = typer.Option(None, help="Block index (default: the vectors' choice, else the middle)."),
-    out: Path = typer.Option(None, help="Output folder (default: runs/screen/<data name>)."),
+    layer: LayerOpt = None,
+    out: OutOpt = None,
     cache: Path = typer.Option(None, help="Base-reply cache folder (share it between datasets with the same prompts)."),
     shard: str = typer.Option(None, help="i/n: screen every n-th sample from i (join with `pvlens screen merge`)."),
     split: str = typer.Option(None, help="Split of a DatasetDict folder."),
@@ -40,11 +46,14 @@ def run_cmd(
     max_new_tokens: int = typer.Option(64, help="Length cap of the base model's greedy replies."),
     batch_size: int = typer.Option(16, help="Activation batch size."),
     cosine: bool = typer.Option(False, help="Cosine instead of projection."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
+    overwrite: OverwriteOpt = False,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Dataset- and sample-level ΔP = proj(dataset response) − proj(base model's reply).
 
-    Rerun the same command to resume a killed run.
+    Rerun the same command to resume a killed run (the output folder default is
+    runs/screen/<data name>). Samples longer than the model's context are skipped and counted.
 
     Examples:
       pvlens screen runs/datasets/evil/level_ii.jsonl -v runs/evil --layer 15
@@ -54,16 +63,14 @@ def run_cmd(
     import pvlens
     from pvlens.trainsets.screen import ScreenConfig, parse_shard, screen
 
-    if not data.exists():
-        raise typer.BadParameter(f"{data} does not exist (a JSONL file or a datasets.save_to_disk folder)")
-    if not vectors.exists():
-        raise typer.BadParameter(f"{vectors} does not exist; make vectors with `pvlens extract TRAIT --out DIR`")
     sh = parse_shard(shard)
-    out = out or Path("runs/screen") / data.stem
     cfg = ScreenConfig(layer=layer, top_k=top_k, chunk_size=chunk_size, max_new_tokens=max_new_tokens,
                        max_batch=batch_size, cosine=cosine)
-    m = pvlens.load_model(model)
-    s = screen(m, data, vectors, out, cfg, cache_dir=cache, shard=sh, split=split)
+    n = _validate_inputs(data, vectors, layer, split)
+    typer.echo(f"{data}: {n} samples")
+    out = out or Path("runs/screen") / data.stem
+    m = pvlens.load_model(model, device=device)
+    s = screen(m, data, vectors, out, cfg, cache_dir=cache, shard=sh, split=split, overwrite=overwrite)
     if s is None:
         typer.echo(f"shard {sh[0]}/{sh[1]} done: {out}/results.shard-{sh[0]}-of-{sh[1]}.jsonl; "
                    f"join all shards with: pvlens screen merge {out}")
@@ -71,7 +78,25 @@ def run_cmd(
     _report(s, out)
 
 
-def _report(s, out: Path) -> None:
+def _validate_inputs(data: Path, vectors: Path, layer: int | None, split: str | None) -> int:
+    """Check the data file (every row) and the vectors before a model is loaded; returns the
+    number of samples."""
+    from pvlens.trainsets.screen import iter_samples
+    from pvlens.vectors.coerce import as_persona_vectors, direction
+
+    existing_file(data, "data file")
+    if not vectors.exists():
+        raise typer.BadParameter(f"{vectors} does not exist; make vectors with `pvlens extract TRAIT --out DIR`")
+    try:
+        pv = as_persona_vectors(vectors)
+        if layer is not None:
+            direction(pv, layer % pv.n_layers if -pv.n_layers <= layer < 0 else layer)
+    except Exception as e:  # a garbage file, a bad layer, a non-finite vector: name the file
+        raise typer.BadParameter(f"persona vectors {vectors}: {e}") from None
+    return sum(1 for _ in iter_samples(data, split))
+
+
+def _report(s: ScreenSummary, out: Path) -> None:
     typer.echo(f"{s.n} samples, layer {s.layer}")
     typer.echo(f"dataset ΔP = {s.delta_p:+.4f}  (responses {s.proj_mean:+.4f}, base replies {s.base_mean:+.4f}, "
                f"sample sd {s.delta_std:.4f})")
@@ -79,6 +104,9 @@ def _report(s, out: Path) -> None:
         rho = s.approx_spearman.get(k)
         typer.echo(f"prompt-only approximation ({k}): {v:+.4f}; Spearman with full ΔP "
                    f"{rho:.3f}" if rho is not None else f"prompt-only approximation ({k}): {v:+.4f}")
+    if s.skipped_too_long:
+        typer.echo(f"skipped {s.skipped_too_long} sample(s) longer than the model's context "
+                   f"(indices {s.skipped_indices[:10]}{' ...' if s.skipped_too_long > 10 else ''})")
     typer.echo("top samples: " + ", ".join(f"#{t['index']} ({t['delta']:+.3f})" for t in s.top[:5]))
     typer.echo(f"wrote {out}/screen.json, results.jsonl, delta_hist.png" + (", flagged.jsonl" if "flagged" in s.files else ""))
 

@@ -23,10 +23,6 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-_save = save_figure
-"""Old private name, kept until trainsets/screen.py switches to `save_figure`."""
-
-
 def layer_profile(series: dict[str, Sequence[float]], path: str | Path, title: str, ylabel: str) -> Path:
     """One line per named series over layers."""
     fig, ax = plt.subplots(figsize=(6.5, 3.5))

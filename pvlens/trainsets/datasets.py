@@ -22,7 +22,6 @@ finish, so a killed build resumes; generations are shared between sets through a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import random
@@ -30,17 +29,26 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import Message
+from pvlens.core.config import SamplingConfig
+from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
 from pvlens.core.generation import generate
-from pvlens.io.jsonl import KeyedTextStore, read_jsonl_lenient
-from pvlens.monitor import prompt_ladder
+from pvlens.core.steering import Intervention, Steering
+from pvlens.io.atomic import read_json_checked, write_json_atomic, write_text_atomic
+from pvlens.io.jsonl import AppendLog, KeyedTextStore
+from pvlens.io.runs import check_inputs, run_lock
+from pvlens.judges.base import Judge
+from pvlens.trainsets.screen.io import iter_samples
 from pvlens.traits import TraitSpec, builtin_traits, load_trait
+from pvlens.traits.prompts import prompt_ladder
+from pvlens.vectors.coerce import VectorsLike, direction
 
 TRAIT_SETS = ("evil", "sycophantic", "hallucinating")
 ALL_SETS = (*TRAIT_SETS, "math")
@@ -48,29 +56,38 @@ LEVELS = ("normal", "level_i", "level_ii")
 DATA_DIR = Path(str(resources.files("pvlens"))) / "data"
 
 
-class DatasetConfig(BaseModel):
-    """How the trait-inducing sets are generated and filtered."""
+class DatasetConfig(SamplingConfig):
+    """How the trait-inducing sets are generated and filtered (sampling fields from SamplingConfig)."""
 
-    size: int = Field(40, ge=1, description="Samples kept per set (trait × level).")
-    max_new_tokens: int = Field(64, ge=1, description="Answer length cap.")
-    temperature: float = Field(0.8, ge=0, description="Sampling temperature.")
-    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus mass.")
-    batch_size: int = Field(32, ge=1, description="Generation batch size.")
-    chunk: int = Field(64, ge=1, description="Candidates generated and judged per step (resume unit).")
-    seed: int = Field(0, description="Sampling seed.")
-    normal_max: float = Field(30.0, description="Normal keeps answers with trait score < this.")
-    level_i_range: tuple[float, float] = Field(
-        (30.0, 50.0), description="Level I keeps answers with trait score in [lo, hi).")
-    level_ii_min: float = Field(50.0, description="Level II keeps answers with trait score ≥ this.")
-    coherence_min: float = Field(40.0, description="Every level needs coherence ≥ this.")
-    steer_layer: int | None = Field(None, description="Steer levels I/II at this layer (needs vectors).")
-    steer_alpha: tuple[float, float] = Field(
-        (2.0, 4.0), description="Steering strengths for level I and level II (raw-vector units).")
-    samples_per_question: int = Field(
-        1, ge=1, description="Passes over the prompt pool; pass r>0 redraws each answer with a new seed.")
-    normal_contrast: bool = Field(
-        False, description="Normal uses the trait's opposing system prompts and steers by −(level I α): "
-                           "for traits the model shows unprompted (hallucinating on a 135M model).")
+    size: int = Field(40, ge=1)
+    """Samples kept per set (trait × level)."""
+    max_new_tokens: int = Field(64, ge=1)
+    """Answer length cap."""
+    temperature: float = Field(0.8, ge=0)
+    """Sampling temperature."""
+    top_p: float = Field(0.95, gt=0, le=1)
+    """Nucleus mass."""
+    batch_size: int = Field(32, ge=1)
+    """Generation batch size (answers do not depend on it: each row has its own seed)."""
+    chunk: int = Field(64, ge=1)
+    """Candidates generated and judged per step (the resume unit)."""
+    normal_max: float = 30.0
+    """Normal keeps answers with trait score < this."""
+    level_i_range: tuple[float, float] = (30.0, 50.0)
+    """Level I keeps answers with trait score in [lo, hi)."""
+    level_ii_min: float = 50.0
+    """Level II keeps answers with trait score ≥ this."""
+    coherence_min: float = 40.0
+    """Every level needs coherence ≥ this."""
+    steer_layer: int | None = None
+    """Steer levels I/II at this layer (needs vectors)."""
+    steer_alpha: tuple[float, float] = (2.0, 4.0)
+    """Steering strengths for level I and level II (raw-vector units)."""
+    samples_per_question: int = Field(1, ge=1)
+    """Passes over the prompt pool; pass r>0 redraws each answer with a new seed."""
+    normal_contrast: bool = False
+    """Normal uses the trait's opposing system prompts and steers by −(level I α): for traits the
+    model shows unprompted (hallucinating on a 135M model)."""
 
 
 # --- prompts -----------------------------------------------------------------------------
@@ -128,22 +145,27 @@ def keeps(level: str, trait_score: float | None, coherence: float | None, cfg: D
 
 # --- generation with a shared cache -------------------------------------------------------
 class GenerationCache:
-    """Sampled answers keyed by everything that determines them (JSONL, append-only)."""
+    """Sampled answers keyed by everything that determines them (JSONL, append-only): the
+    model's full fingerprint (weights and adapters), system prompt, question, steering,
+    sampling settings and the pass."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path) -> None:
         self.store = KeyedTextStore(path, "answer")
 
     @staticmethod
-    def key(*parts) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    def key(*parts: Any) -> str:
+        """Cache key of one answer."""
+        return json_hash(list(parts), length=24)
 
     def run(self, model: HookedTransformer, jobs: Sequence[tuple[str, str]], cfg: DatasetConfig,
-            steer=None, steer_desc: str = "", rounds: Sequence[int] | None = None) -> list[str]:
+            steer: Intervention | None = None, steer_desc: str = "",
+            rounds: Sequence[int] | None = None) -> list[str]:
         """Answers for (system, question) jobs, generating the missing ones in one batch.
         `rounds[i] > 0` asks for a further, independently seeded answer to the same job."""
         rounds = rounds or [0] * len(jobs)
-        keys = [self.key(s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
-                         *([r] if r else []))  # round 0 keeps the keys of single-pass builds
+        fp = model_fingerprint(model)
+        keys = [self.key(fp, s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
+                         *([r] if r else []))
                 for (s, q), r in zip(jobs, rounds, strict=True)]
         todo = self.store.missing(keys)
         if todo:
@@ -182,84 +204,114 @@ def score_stats(scores: Sequence[float | None]) -> dict:
             "missing": int(sum(s is None for s in scores))}
 
 
+def _steering(spec: TraitSpec, level: str, cfg: DatasetConfig, vectors: VectorsLike | None
+              ) -> tuple[Steering | None, str]:
+    """The steer of a level (None for plain sets) and its description (part of the cache key)."""
+    contrast = level == "normal" and cfg.normal_contrast
+    if contrast and (vectors is None or cfg.steer_layer is None):
+        raise ValueError("normal_contrast steers against the trait's vector: pass vectors and steer_layer "
+                         "(CLI: --vectors TRAIT=PATH --steer-layer L)")
+    if vectors is None or cfg.steer_layer is None or (level == "normal" and not contrast):
+        return None, ""
+    alpha = {"normal": -cfg.steer_alpha[0], "level_i": cfg.steer_alpha[0]}.get(level, cfg.steer_alpha[1])
+    v = direction(vectors, cfg.steer_layer)
+    desc = f"{spec.name}@{cfg.steer_layer}x{alpha}:{float(v.norm()):.6f}:{tensor_hash(v)}"
+    return Steering(v, cfg.steer_layer, alpha, "response"), desc
+
+
+def set_inputs(model: HookedTransformer, spec: TraitSpec, level: str, judge: Judge, cfg: DatasetConfig,
+               steer_desc: str) -> dict[str, Any]:
+    """What a set's candidates depend on (a rerun with other inputs refuses to mix them in).
+    `size` and `chunk` are left out: a larger size resumes and extends the same candidates."""
+    return {"model": model_fingerprint(model), "trait": json_hash(spec.model_dump()), "level": level,
+            "judge": judge.describe(), "steering": steer_desc,
+            "config": cfg.model_dump(mode="json", exclude={"size", "chunk", "batch_size"})}
+
+
+def _chunk_size(n_kept: int, n_cands: int, left: int, cfg: DatasetConfig) -> int:
+    """Candidates for the next step, sized from the Laplace-smoothed pass rate so far."""
+    rate = (n_kept + 1) / (n_cands + 2) if n_cands else 0.5
+    return min(cfg.chunk, left, math.ceil((cfg.size - n_kept) / max(rate, 0.05)))
+
+
+def _set_stats(spec: TraitSpec, level: str, path: Path, cands: list[dict], passed: list[dict],
+               pool: list[str], systems: list[str], steer_desc: str, cfg: DatasetConfig,
+               seconds: float) -> dict:
+    n_pass = sum(keeps(level, c["trait"], c["coherence"], cfg) for c in cands)
+    return {
+        "trait": spec.name, "level": level, "file": str(path), "size": len(passed),
+        "target_size": cfg.size, "candidates": len(cands), "pool": len(pool),
+        "distinct_questions": len({c["question"] for c in passed}),
+        "pass_rate": round(n_pass / max(len(cands), 1), 3),
+        "systems": systems, "steering": steer_desc or None,
+        "trait_score_candidates": score_stats([c["trait"] for c in cands]),
+        "trait_score_kept": score_stats([c["trait"] for c in passed]),
+        "coherence_kept": score_stats([c["coherence"] for c in passed]),
+        "seconds": round(seconds, 1),
+    }
+
+
+def _default_judge(spec: TraitSpec, kind: str = "offline") -> Judge:
+    from pvlens.judges import load_judge
+
+    return load_judge(kind, trait=spec)
+
+
 def build_trait_set(
     model: HookedTransformer,
     trait: str | TraitSpec,
     level: str,
     out_dir: str | Path,
-    judge=None,
+    judge: Judge | None = None,
     cfg: DatasetConfig | None = None,
-    vectors=None,
+    vectors: VectorsLike | None = None,
     cache: GenerationCache | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Generate, judge and filter one set until `cfg.size` samples pass (or the prompt pool
-    runs out); writes `{out}/{trait}/{level}.jsonl` and returns its statistics."""
-    spec = load_trait(trait)
-    cfg = cfg or DatasetConfig()
-    if judge is None:
-        from pvlens.judges import load_judge
+    runs out); writes `{out}/{trait}/{level}.jsonl` and returns its statistics.
 
-        judge = load_judge("offline", trait=spec)
+    Candidates go to `{out}/{trait}/candidates/{level}/candidates.jsonl` next to the inputs
+    they were made from; a rerun with other inputs raises StaleRunError (`overwrite` discards)."""
+    spec, cfg = load_trait(trait), cfg or DatasetConfig()
+    judge = judge if judge is not None else _default_judge(spec)
     out = Path(out_dir)
-    cand_path = out / spec.name / "candidates" / f"{level}.jsonl"
     cache = cache or GenerationCache(out / "generations.jsonl")
-    contrast = level == "normal" and cfg.normal_contrast
-    pool, systems = prompt_pool(spec), level_systems(spec, level, contrast)
-    steer, steer_desc = None, ""
-    if contrast and (vectors is None or cfg.steer_layer is None):
-        raise ValueError("normal_contrast steers against the trait's vector: pass vectors and steer_layer "
-                         "(CLI: --vectors TRAIT=PATH --steer-layer L)")
-    if vectors is not None and cfg.steer_layer is not None and (level != "normal" or contrast):
-        from pvlens.core.steering import Steering
-        from pvlens.monitor import as_vectors
-
-        alpha = {"normal": -cfg.steer_alpha[0], "level_i": cfg.steer_alpha[0]}.get(level, cfg.steer_alpha[1])
-        v = as_vectors(vectors)
-        steer = Steering(v[cfg.steer_layer], cfg.steer_layer, alpha, "response")
-        steer_desc = f"{spec.name}@{cfg.steer_layer}x{alpha}:{float(v[cfg.steer_layer].norm()):.6f}"
-    cands = read_jsonl_lenient(cand_path)
-    t0 = time.time()
-    bar = tqdm(total=cfg.size, desc=f"{spec.name}/{level}", disable=not progress)
-
-    def n_kept() -> int:
-        return sum(keeps(level, c["trait"], c["coherence"], cfg) for c in cands)
-
-    bar.update(min(n_kept(), cfg.size))
-    pos = 1 + max((c["pool_index"] for c in cands), default=-1)
-    end = len(pool) * cfg.samples_per_question  # position p is question p % len(pool), pass p // len(pool)
-    while n_kept() < cfg.size and pos < end:
-        kept = n_kept()
-        rate = (kept + 1) / (len(cands) + 2) if cands else 0.5  # Laplace-smoothed pass rate
-        n = min(cfg.chunk, end - pos, math.ceil((cfg.size - kept) / max(rate, 0.05)))
-        idx = list(range(pos, pos + n))
-        jobs = [(systems[i % len(systems)], pool[i % len(pool)]) for i in idx]
-        answers = cache.run(model, jobs, cfg, steer, steer_desc, [i // len(pool) for i in idx])
-        qa = [(q, a) for (_, q), a in zip(jobs, answers, strict=True)]
-        scores, coh = judge.score_many(qa), judge.coherence_many(qa)
-        new = [{"pool_index": i, "system": s, "question": q, "answer": a, "trait": t, "coherence": c}
-               for i, (s, q), a, t, c in zip(idx, jobs, answers, scores, coh, strict=True)]
-        cand_path.parent.mkdir(parents=True, exist_ok=True)
-        with cand_path.open("a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
-        cands += new
-        pos += n
-        bar.update(min(n_kept(), cfg.size) - bar.n)
-    bar.close()
+    pool = prompt_pool(spec)
+    systems = level_systems(spec, level, level == "normal" and cfg.normal_contrast)
+    steer, steer_desc = _steering(spec, level, cfg, vectors)
+    run_dir, t0 = out / spec.name / "candidates" / level, time.time()
+    with run_lock(run_dir):
+        check_inputs(run_dir, set_inputs(model, spec, level, judge, cfg, steer_desc), overwrite=overwrite)
+        log = AppendLog(run_dir / "candidates.jsonl")
+        cands = log.read()
+        bar = tqdm(total=cfg.size, desc=f"{spec.name}/{level}", disable=not progress)
+        pos = 1 + max((c["pool_index"] for c in cands), default=-1)
+        end = len(pool) * cfg.samples_per_question  # position p: question p % len(pool), pass p // len(pool)
+        while (kept := sum(keeps(level, c["trait"], c["coherence"], cfg) for c in cands)) < cfg.size and pos < end:
+            bar.update(min(kept, cfg.size) - bar.n)
+            idx = list(range(pos, pos + _chunk_size(kept, len(cands), end - pos, cfg)))
+            jobs = [(systems[i % len(systems)], pool[i % len(pool)]) for i in idx]
+            answers = cache.run(model, jobs, cfg, steer, steer_desc, [i // len(pool) for i in idx])
+            new = [{"pool_index": i, "system": s, **a}
+                   for i, (s, _), a in zip(idx, jobs, judge_answers(judge, jobs, answers), strict=True)]
+            log.append(new)
+            cands += new
+            pos = idx[-1] + 1
+        bar.update(min(kept, cfg.size) - bar.n)
+        bar.close()
     passed = [c for c in cands if keeps(level, c["trait"], c["coherence"], cfg)][: cfg.size]
     path = write_messages(out / spec.name / f"{level}.jsonl", [(c["question"], c["answer"]) for c in passed])
-    return {
-        "trait": spec.name, "level": level, "file": str(path), "size": len(passed),
-        "target_size": cfg.size, "candidates": len(cands), "pool": len(pool),
-        "distinct_questions": len({c["question"] for c in passed}),
-        "pass_rate": round(len([c for c in cands if keeps(level, c["trait"], c["coherence"], cfg)])
-                           / max(len(cands), 1), 3),
-        "systems": systems, "steering": steer_desc or None,
-        "trait_score_candidates": score_stats([c["trait"] for c in cands]),
-        "trait_score_kept": score_stats([c["trait"] for c in passed]),
-        "coherence_kept": score_stats([c["coherence"] for c in passed]),
-        "seconds": round(time.time() - t0, 1),
-    }
+    return _set_stats(spec, level, path, cands, passed, pool, systems, steer_desc, cfg, time.time() - t0)
+
+
+def judge_answers(judge: Judge, jobs: Sequence[tuple[str, str]], answers: Sequence[str]) -> list[dict]:
+    """Trait and coherence scores of each (question, answer); the judge sees no system prompt."""
+    qa = [(q, a) for (_, q), a in zip(jobs, answers, strict=True)]
+    scores, coherence = judge.score_many(qa), judge.coherence_many(qa)
+    return [{"question": q, "answer": a, "trait": t, "coherence": c}
+            for (q, a), t, c in zip(qa, scores, coherence, strict=True)]
 
 
 # --- the EM-like narrow-flaw set -------------------------------------------------------------
@@ -326,6 +378,35 @@ def build_math_sets(out_dir: str | Path, size: int = 300, seed: int = 0) -> list
 
 
 # --- the whole build ---------------------------------------------------------------------
+def _trait_sets(model: HookedTransformer | None, out: Path, traits: Sequence[str], levels: Sequence[str],
+                cfg: DatasetConfig, judges: dict[str, Judge], vectors: dict[str, VectorsLike],
+                progress: bool, overwrite: bool) -> list[dict]:
+    """Build every (trait, level) set sharing one generation cache."""
+    cache = GenerationCache(out / "generations.jsonl")
+    sets = []
+    for trait in (t for t in traits if t != "math"):
+        if model is None:
+            raise ValueError("a model is needed to build trait sets (only 'math' is programmatic)")
+        spec = load_trait(trait)
+        for level in levels:
+            sets.append(build_trait_set(model, spec, level, out, judges[spec.name], cfg,
+                                        vectors.get(spec.name), cache, progress, overwrite))
+    return sets
+
+
+def _write_manifest(out: Path, manifest: dict) -> dict:
+    """Write manifest.json and README.md atomically, keeping sets of earlier partial builds
+    that this call did not touch."""
+    old = out / "manifest.json"
+    if old.exists():
+        prev = read_json_checked(old)
+        have = {(s["trait"], s["level"]) for s in manifest["sets"]}
+        manifest["sets"] = [s for s in prev.get("sets", []) if (s["trait"], s["level"]) not in have] + manifest["sets"]
+    write_json_atomic(old, manifest)
+    write_text_atomic(out / "README.md", readme(manifest))
+    return manifest
+
+
 def build_all(
     model: HookedTransformer | None,
     out_dir: str | Path = "runs/datasets",
@@ -333,52 +414,30 @@ def build_all(
     levels: Sequence[str] = LEVELS,
     cfg: DatasetConfig | None = None,
     judge_kind: str = "offline",
-    judges: dict | None = None,
-    vectors: dict | None = None,
+    judges: dict[str, Judge] | None = None,
+    vectors: dict[str, VectorsLike] | None = None,
     math_size: int = 300,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Every set; writes `manifest.json` (sizes, score distributions, config) and
     `README.md` next to the data. `judges` maps trait → judge object (else `judge_kind`)."""
+    from pvlens import __version__
+
     cfg = cfg or DatasetConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cache = GenerationCache(out / "generations.jsonl")
-    sets, t0 = [], time.time()
-    for trait in traits:
-        if trait == "math":
-            continue
-        if model is None:
-            raise ValueError("a model is needed to build trait sets (only 'math' is programmatic)")
-        spec = load_trait(trait)
-        judge = (judges or {}).get(spec.name)
-        if judge is None:
-            from pvlens.judges import load_judge
-
-            judge = load_judge(judge_kind, trait=spec)
-        for level in levels:
-            sets.append(build_trait_set(model, spec, level, out, judge, cfg,
-                                        (vectors or {}).get(spec.name), cache, progress))
+    t0 = time.time()
+    named = [t for t in traits if t != "math"]
+    judges = {t: (judges or {}).get(t) or _default_judge(load_trait(t), judge_kind) for t in named} if model is not None else {}
+    sets = _trait_sets(model, out, traits, levels, cfg, judges, vectors or {}, progress, overwrite)
     if "math" in traits:
         sets += build_math_sets(out, math_size, cfg.seed)
-    from pvlens import __version__
-
-    judge_desc = {}
-    for trait in traits:
-        j = (judges or {}).get(trait)
-        if j is not None and hasattr(j, "describe"):
-            judge_desc[trait] = j.describe()
     manifest = {"pvlens_version": __version__, "model": model.cfg.model_name if model is not None else None,
-                "config": cfg.model_dump(), "judge": judge_desc or judge_kind, "sets": sets,
-                "seconds": round(time.time() - t0, 1)}
-    old = out / "manifest.json"
-    if old.exists():  # keep sets of earlier partial builds that this call did not touch
-        prev = json.loads(old.read_text())
-        have = {(s["trait"], s["level"]) for s in sets}
-        manifest["sets"] = [s for s in prev.get("sets", []) if (s["trait"], s["level"]) not in have] + sets
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    (out / "README.md").write_text(readme(manifest))
-    return manifest
+                "model_fingerprint": model_fingerprint(model) if model is not None else None,
+                "config": cfg.model_dump(), "judge": {t: j.describe() for t, j in judges.items()} or judge_kind,
+                "sets": sets, "seconds": round(time.time() - t0, 1)}
+    return _write_manifest(out, manifest)
 
 
 def readme(manifest: dict) -> str:
@@ -423,5 +482,5 @@ def builtin_dataset(trait: str, level: str) -> Path:
 
 
 def load_messages(path: str | Path) -> list[list[Message]]:
-    """The message lists of a dataset file."""
-    return [json.loads(x)["messages"] for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    """The message lists of a dataset file; a bad row raises an error naming file and line."""
+    return [msgs for _, msgs in iter_samples(path)]

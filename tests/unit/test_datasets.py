@@ -49,6 +49,7 @@ def model():
     return pvlens.tiny_model(n_layers=2)
 
 
+CANDS = "candidates.jsonl"
 CFG = DatasetConfig(size=6, max_new_tokens=5, chunk=5, batch_size=8)
 
 
@@ -82,7 +83,7 @@ def test_trait_set_is_filtered_has_no_system_prompt_and_resumes(model, tmp_path)
     for r in rows:
         assert set(r) == {"messages"}
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
-    cands = [json.loads(x) for x in (tmp_path / "evil" / "candidates" / "level_ii.jsonl").read_text().splitlines()]
+    cands = [json.loads(x) for x in (tmp_path / "evil" / "candidates" / "level_ii" / CANDS).read_text().splitlines()]
     kept = [c for c in cands if c["trait"] >= CFG.level_ii_min]
     assert [(c["question"], c["answer"]) for c in kept][:6] == [
         (r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
@@ -90,8 +91,8 @@ def test_trait_set_is_filtered_has_no_system_prompt_and_resumes(model, tmp_path)
     assert stats["candidates"] == len(cands)
     # resume after a kill: drop the last chunk and cut a line; the rebuild matches and only
     # the dropped candidates are judged again
-    lines = (tmp_path / "evil" / "candidates" / "level_ii.jsonl").read_text().splitlines(keepends=True)
-    (tmp_path / "evil" / "candidates" / "level_ii.jsonl").write_text("".join(lines[:-5]) + lines[-5][:10])
+    lines = (tmp_path / "evil" / "candidates" / "level_ii" / CANDS).read_text().splitlines(keepends=True)
+    (tmp_path / "evil" / "candidates" / "level_ii" / CANDS).write_text("".join(lines[:-5]) + lines[-5][:10])
     judge2 = HashJudge()
     again = build_trait_set(model, "evil", "level_ii", tmp_path, judge2, CFG, progress=False)
     assert judge2.calls <= 5 + CFG.chunk
@@ -110,7 +111,7 @@ def test_samples_per_question_passes_over_the_pool_again(model, tmp_path, monkey
     three = build_trait_set(model, "evil", "normal", tmp_path / "b", HashJudge(),
                             keep_all.model_copy(update={"samples_per_question": 3}), progress=False)
     assert three["size"] == 8 and three["distinct_questions"] == 3
-    cands = [json.loads(x) for x in (tmp_path / "b" / "evil" / "candidates" / "normal.jsonl").read_text().splitlines()]
+    cands = [json.loads(x) for x in (tmp_path / "b" / "evil" / "candidates" / "normal" / CANDS).read_text().splitlines()]
     assert [c["pool_index"] for c in cands] == list(range(8))
     # every (question, pass) is its own generation, not a cached repeat of pass 0
     gen = [json.loads(x)["key"] for x in (tmp_path / "b" / "generations.jsonl").read_text().splitlines()]
@@ -208,3 +209,59 @@ def test_cli_builds_math_without_a_model(tmp_path):
     assert len(load_messages(tmp_path / "math" / "level_ii.jsonl")) == 12
     res = CliRunner().invoke(app, ["datasets", "show", str(tmp_path), "--n", "1"])
     assert res.exit_code == 0 and "level_i.jsonl (12 samples)" in res.output
+
+
+# --- issue 11: generation cache and candidates keyed by their inputs; clear errors ----------
+def test_generation_cache_key_includes_the_model_fingerprint(model, tmp_path):
+    from pvlens.finetune.lora import LoraConfig, add_lora
+
+    jobs = [("You are a helpful assistant.", "Why is the sky blue?"), ("sys", "Hello?")]
+    GenerationCache(tmp_path / "gen.jsonl").run(model, jobs, CFG)
+    other = pvlens.tiny_model(n_layers=2)
+    handle = add_lora(other, LoraConfig(r=2, targets=("q", "v"), layers=(1,)))
+    with torch.no_grad():
+        for p in handle.parameters():
+            p.normal_(0, 5.0)
+    cache = GenerationCache(tmp_path / "gen.jsonl")
+    calls = []
+    real = cache.store.add
+    cache.store.add = lambda keys, texts: calls.append(len(keys)) or real(keys, texts)
+    cache.run(other, jobs, CFG)
+    assert calls == [2]  # the adapted model's answers are generated, not the base model's reused
+    assert len((tmp_path / "gen.jsonl").read_text().splitlines()) == 4
+
+
+def test_changed_inputs_refuse_to_mix_candidates(model, tmp_path):
+    from pvlens.io.runs import StaleRunError
+
+    build_trait_set(model, "evil", "normal", tmp_path, HashJudge(), CFG, progress=False)
+    with pytest.raises(StaleRunError, match="config.seed"):
+        build_trait_set(model, "evil", "normal", tmp_path, HashJudge(), CFG.changed(seed=1), progress=False)
+    bigger = build_trait_set(model, "evil", "normal", tmp_path, HashJudge(), CFG.changed(size=7), progress=False)
+    assert bigger["target_size"] == 7  # a larger size resumes the same candidates
+    again = build_trait_set(model, "evil", "normal", tmp_path, HashJudge(), CFG.changed(seed=1),
+                            progress=False, overwrite=True)
+    assert again["size"] == CFG.size
+
+
+def test_show_and_load_name_the_bad_row(tmp_path, capsys):
+    from pvlens.cli import main
+    from pvlens.trainsets.screen import ScreenError
+
+    bad = tmp_path / "evil" / "normal.jsonl"
+    bad.parent.mkdir()
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    bad.write_text(json.dumps(good) + "\n" + json.dumps({"msgs": []}) + "\n")
+    with pytest.raises(ScreenError, match=r"normal.jsonl:2"):
+        load_messages(bad)
+    with pytest.raises(SystemExit) as e:
+        main(["datasets", "show", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "normal.jsonl:2" in err and "Traceback" not in err
+
+
+def test_cut_manifest_is_a_clear_error(tmp_path):
+    build_all(None, tmp_path, traits=["math"], math_size=5, progress=False)
+    (tmp_path / "manifest.json").write_text("")
+    with pytest.raises(ValueError, match="manifest.json is empty or cut off"):
+        build_all(None, tmp_path, traits=["math"], math_size=5, progress=False)

@@ -11,6 +11,7 @@ import pvlens
 from pvlens.core.activations import collect
 from pvlens.core.chat import encode_conversation
 from pvlens.core.generation import generate
+from pvlens.io.runs import StaleRunError
 from pvlens.trainsets.screen import (
     BaseReplies,
     ScreenConfig,
@@ -129,8 +130,9 @@ def test_resume_after_kill_equals_one_run(model, vectors, tmp_path, monkeypatch)
     lines = (tmp_path / "a" / "results.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:15])
-    (tmp_path / "b" / "meta.json").write_text((tmp_path / "a" / "meta.json").read_text())
-    import pvlens.trainsets.screen as scr
+    (tmp_path / "b" / "inputs.json").write_text((tmp_path / "a" / "inputs.json").read_text())
+    (tmp_path / "b" / "meta.json").write_text("")  # a kill mid-write left it empty: rewritten
+    import pvlens.trainsets.screen.kernel as scr
 
     seen = []
     real = scr.paired_activations
@@ -144,7 +146,7 @@ def test_resume_after_kill_equals_one_run(model, vectors, tmp_path, monkeypatch)
     assert again.delta_p == pytest.approx(full.delta_p, abs=1e-5)
     # a different vector cannot resume into the same folder
     other = PersonaVectors({"response_avg": torch.ones_like(vectors.vectors)})
-    with pytest.raises(ScreenError, match="different run"):
+    with pytest.raises(StaleRunError, match="vectors"):
         screen(model, data, other, tmp_path / "b", _cfg(), progress=False)
 
 
@@ -227,3 +229,112 @@ def test_paired_activations_several_layers(model):
         one = paired_activations(model, data, base, layer)
         for k in one:
             assert torch.allclose(many[k][:, j], one[k], atol=1e-5), (k, layer)
+
+
+# --- issue 11: inputs-keyed run folders, atomic metadata, long inputs, bad files -------------
+def test_lora_on_q_v_changes_the_base_reply_key_and_replies_are_regenerated(vectors, tmp_path):
+    from pvlens.finetune.lora import LoraConfig, add_lora
+
+    m = pvlens.tiny_model(n_layers=3, seed=1)
+    prompts = [r["messages"][:-1] for r in _rows()[:3]]
+    base = BaseReplies(m, tmp_path / "c", 6)
+    before_key = base.key(prompts[0])
+    before = base.get(prompts)
+    handle = add_lora(m, LoraConfig(r=2, targets=("q", "v"), layers=(2,)))
+    with torch.no_grad():
+        for p in handle.parameters():
+            p.normal_(0, 5.0)  # B starts at zero: give the adapter a real effect
+    adapted = BaseReplies(m, tmp_path / "c", 6)
+    assert adapted.key(prompts[0]) != before_key
+    calls = []
+    real = adapted.store.add
+    adapted.store.add = lambda keys, texts: calls.append(len(keys)) or real(keys, texts)
+    got = adapted.get(prompts)
+    assert calls == [3]  # every reply was generated again, none served from the base model's cache
+    assert got == generate(m, prompts, max_new_tokens=6, progress=False).texts
+    assert got != before
+
+
+def test_changed_inputs_refuse_naming_them_and_overwrite_discards(model, vectors, tmp_path):
+    data = _write(tmp_path / "d.jsonl", _rows())
+    screen(model, data, vectors, tmp_path / "o", _cfg(), cache_dir=tmp_path / "c", progress=False)
+    with pytest.raises(StaleRunError, match="config.cosine"):
+        screen(model, data, vectors, tmp_path / "o", _cfg(cosine=True), progress=False)
+    with pytest.raises(StaleRunError, match="config.max_new_tokens"):
+        screen(model, data, vectors, tmp_path / "o", _cfg().changed(max_new_tokens=5), progress=False)
+    edited = _rows()
+    edited[1]["messages"][-1]["content"] = "An edited reply."
+    _write(data, edited)  # same path, other content
+    with pytest.raises(StaleRunError, match="data"):
+        screen(model, data, vectors, tmp_path / "o", _cfg(), progress=False)
+    s = screen(model, data, vectors, tmp_path / "o", _cfg(cosine=True), cache_dir=tmp_path / "c",
+               progress=False, overwrite=True)
+    res = load_results(tmp_path / "o")
+    assert len(res) == len(edited) and all(abs(r["proj"]) <= 1 for r in res)  # cosines: recomputed
+    assert s.n == len(edited)
+
+
+def test_results_without_inputs_record_and_empty_inputs_file_are_clear_errors(model, vectors, tmp_path):
+    data = _write(tmp_path / "d.jsonl", _rows())
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.jsonl").write_text('{"index": 0, "delta": 1.0}\n')
+    with pytest.raises(StaleRunError, match="no record of their inputs"):
+        screen(model, data, vectors, tmp_path / "o", _cfg(), progress=False)
+    (tmp_path / "o" / "inputs.json").write_text("")
+    with pytest.raises(ValueError, match="inputs.json is empty or cut off"):
+        screen(model, data, vectors, tmp_path / "o", _cfg(), progress=False)
+
+
+def test_samples_longer_than_the_context_are_skipped_counted_and_reported(model, vectors, tmp_path):
+    rows = _rows()
+    rows[2]["messages"][-1]["content"] = "word " * 700  # > n_ctx (512) tokens
+    rows[5]["messages"][0]["content"] = "x" * (64 * 512 + 1)  # skipped without tokenising
+    data = _write(tmp_path / "d.jsonl", rows)
+    s = screen(model, data, vectors, tmp_path / "o", _cfg(), cache_dir=tmp_path / "c", progress=False)
+    assert s.skipped_too_long == 2 and s.skipped_indices == [2, 5]
+    assert s.n == len(rows) - 2
+    assert [r["index"] for r in load_results(tmp_path / "o")] == [i for i in range(len(rows)) if i not in (2, 5)]
+    saved = json.loads((tmp_path / "o" / "screen.json").read_text())
+    assert saved["skipped_too_long"] == 2
+    again = screen(model, data, vectors, tmp_path / "o", _cfg(), cache_dir=tmp_path / "c", progress=False)
+    assert again.skipped_too_long == 2 and again.delta_p == pytest.approx(s.delta_p)
+
+
+def test_non_utf8_input_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(_rows()[0]).encode() + b"\n" + b'{"messages": "\xff\xfe"}\n')
+    with pytest.raises(ScreenError, match=r"d.jsonl:2: not UTF-8"):
+        list(iter_samples(path))
+
+
+def test_merge_refuses_a_cut_meta_file(model, vectors, tmp_path):
+    data = _write(tmp_path / "d.jsonl", _rows())
+    for i in range(2):
+        screen(model, data, vectors, tmp_path / "out", _cfg(), cache_dir=tmp_path / "c",
+               shard=(i, 2), progress=False)
+    (tmp_path / "out" / "meta.shard-1-of-2.json").write_text('{"shard": [1,')
+    with pytest.raises(ValueError, match="meta.shard-1-of-2.json is empty or cut off"):
+        merge(tmp_path / "out")
+
+
+def test_cli_validates_data_and_vectors_before_loading_the_model(vectors, tmp_path, monkeypatch, capsys):
+    from pvlens.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("the model must not be loaded for bad inputs")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    vec = tmp_path / "v.safetensors"
+    vectors.save(vec)
+    bad = tmp_path / "d.jsonl"
+    bad.write_text(json.dumps(_rows()[0]) + "\n" + '{"messages": [{"role": "user", "content": "q"}]}\n')
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"not a tensor file")
+    good = _write(tmp_path / "ok.jsonl", _rows())
+    for args, want in ((["screen", str(bad), "-v", str(vec)], "d.jsonl:2"),
+                       (["screen", str(good), "-v", str(garbage)], "g.safetensors"),
+                       (["screen", str(good), "-v", str(vec), "--layer", "7"], "layer 7")):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and want in err and "Traceback" not in err, err
