@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,8 +53,8 @@ class Embedder:
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self._model = None
-        self._tok = None
+        self._model: Any = None
+        self._tok: Any = None
 
     def _load(self) -> None:
         from transformers import AutoModel, AutoTokenizer

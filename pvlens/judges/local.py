@@ -38,7 +38,7 @@ from pvlens.traits import TraitSpec
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from pvlens.core.engine import FastEngine
+    from pvlens.core.engine import FastEngine, KVCache
 
 NextLogprobs = Callable[[list[list[int]]], Float[Tensor, "batch d_vocab"]]
 """Given equal-length token sequences, log-probabilities of the next token for each."""
@@ -60,7 +60,7 @@ class DigitTokens:
         for piece, tid in tokenizer.get_vocab().items():
             if not any(c.isdigit() for c in piece):
                 continue
-            text = tokenizer.decode([tid])
+            text = str(tokenizer.decode([tid]))
             core = text.strip()
             if not (core.isascii() and core.isdigit() and 1 <= len(core) <= 3):
                 continue
@@ -150,7 +150,7 @@ class _CachedPrompt:
         self.engine = engine
         self.prompt = prompt
         self.n = len(prompt)
-        self.cache = None
+        self.cache: KVCache | None = None
 
     @torch.inference_mode()
     def start(self) -> tuple[Tensor, NextLogprobs]:

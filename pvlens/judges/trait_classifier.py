@@ -188,7 +188,7 @@ def load_classifier(path: Path, expected_hash: str) -> TraitClassifier | None:
 def save_classifier(clf: TraitClassifier, path: Path) -> None:
     """Write `clf` as an .npz of plain arrays, atomically."""
     buf = io.BytesIO()
-    np.savez(buf, **classifier_arrays(clf))
+    np.savez(buf, **classifier_arrays(clf))  # type: ignore[arg-type]  # numpy stubs: **arrays
     write_bytes_atomic(path, buf.getvalue())
 
 

@@ -65,7 +65,7 @@ def token_projections(
     chat = encode_any(model, conversation)
     resid = per_token(model, chat, layers=[layer])[0]  # [pos, d_model]
     vals = project(resid, unit_direction(vectors, layer), cosine)
-    tokens = [model.tokenizer.decode([i]) for i in chat.ids]
+    tokens = [str(model.tokenizer.decode([i])) for i in chat.ids]
     return TokenProjections(tokens, vals.tolist(), chat.prompt_len, layer, cosine)
 
 

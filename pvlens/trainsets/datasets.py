@@ -26,7 +26,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -379,7 +379,7 @@ def build_math_sets(out_dir: str | Path, size: int = 300, seed: int = 0) -> list
 
 # --- the whole build ---------------------------------------------------------------------
 def _trait_sets(model: HookedTransformer | None, out: Path, traits: Sequence[str], levels: Sequence[str],
-                cfg: DatasetConfig, judges: dict[str, Judge], vectors: dict[str, VectorsLike],
+                cfg: DatasetConfig, judges: dict[str, Judge], vectors: Mapping[str, VectorsLike],
                 progress: bool, overwrite: bool) -> list[dict]:
     """Build every (trait, level) set sharing one generation cache."""
     cache = GenerationCache(out / "generations.jsonl")
@@ -415,7 +415,7 @@ def build_all(
     cfg: DatasetConfig | None = None,
     judge_kind: str = "offline",
     judges: dict[str, Judge] | None = None,
-    vectors: dict[str, VectorsLike] | None = None,
+    vectors: Mapping[str, VectorsLike] | None = None,
     math_size: int = 300,
     progress: bool = True,
     overwrite: bool = False,

@@ -104,10 +104,11 @@ def histogram(groups: dict[str, Sequence[float]], path: str | Path, title: str =
     fig, ax = plt.subplots(figsize=(6, 3.6))
     all_vals = np.concatenate([np.asarray(v, dtype=float) for v in groups.values()])
     edges = np.histogram_bin_edges(all_vals, bins=bins)
-    for name, vals in groups.items():
-        vals = np.asarray(vals, dtype=float)
-        line = ax.hist(vals, bins=edges, alpha=0.55, label=f"{name} (n={len(vals)}, mean {vals.mean():.2f})")
-        ax.axvline(vals.mean(), color=line[2][0].get_facecolor(), ls="--", lw=1)
+    for (name, values), color in zip(groups.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10, strict=False):
+        arr = np.asarray(values, dtype=float)
+        ax.hist(arr, bins=list(edges), alpha=0.55, color=color,
+                label=f"{name} (n={len(arr)}, mean {arr.mean():.2f})")
+        ax.axvline(float(arr.mean()), color=color, ls="--", lw=1)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("ΔP = proj(response) − proj(base reply)")
     ax.set_ylabel("samples")
