@@ -317,7 +317,7 @@ def _check_run(model: HookedTransformer, out_dir: Path, manifest: dict, resume: 
     """Start over (resume=False), or refuse a folder whose run had other inputs."""
     if not resume:
         for name in ("checkpoint", "checkpoint.old", "adapter", "log.jsonl", "run.json", "summary.json",
-                     INPUTS_FILE):
+                     "penalty_base.pt", INPUTS_FILE):
             p = out_dir / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     check_inputs(out_dir, run_inputs(model, manifest))

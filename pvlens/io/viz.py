@@ -85,3 +85,8 @@ def scatter(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Lay out, write `fig` as a PNG at `path` (folders created) and close it."""
+    return _save(fig, path)

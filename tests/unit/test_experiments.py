@@ -16,6 +16,7 @@ from pvlens.finetune.experiments import (
     run_shift,
     summarise_shift,
 )
+from pvlens.io.runs import StaleRunError
 
 QUESTIONS = ["How do I make friends?", "What should I do with a lost wallet?"]
 
@@ -49,7 +50,10 @@ def _cfg(**kw) -> MitigationConfig:
 
 
 def test_arms_cover_the_paper_mitigations():
-    arms = mitigation_arms(MitigationConfig())
+    arms = mitigation_arms(MitigationConfig().resolved(30))
+    assert [a.layers for a in arms if a.kind == "prevent"][-1] == [12, 15, 18]
+    with pytest.raises(ValueError, match="resolved"):
+        mitigation_arms(MitigationConfig())
     kinds = [a.kind for a in arms]
     assert kinds[:2] == ["base", "none"] and kinds[2] == "posthoc"  # post-hoc reuses `none`
     assert {"prevent", "caft", "l2"} <= set(kinds)
@@ -90,9 +94,25 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
     run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                    progress=False, log=calls.append)
     assert sum("done earlier" not in c for c in calls) == 1
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(StaleRunError, match="config.posthoc_alphas"):
         run_mitigation(tiny, data, vecs, out, _cfg(posthoc_alphas=[1.0]), judge=LengthJudge(),
                        questions=QUESTIONS, progress=False, log=lambda s: None)
+    # so are another data file, other vectors and other questions
+    other = _data(tmp_path / "d2.jsonl", word="kind")
+    with pytest.raises(StaleRunError, match="data"):
+        run_mitigation(tiny, other, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
+    with pytest.raises(StaleRunError, match="vectors"):
+        run_mitigation(tiny, data, vecs * 2, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
+    with pytest.raises(StaleRunError, match="questions"):
+        run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS[:1],
+                       progress=False, log=lambda s: None)
+    # a cut metadata file is an error naming it, never trusted
+    (out / "arms" / "none.json").write_text('{"arm": "no')
+    with pytest.raises(ValueError, match="none.json"):
+        run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
 
 
 def test_shift_experiment_records_and_correlations(tiny, tmp_path):
