@@ -29,11 +29,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from transformer_lens import HookedTransformer
+
+from pvlens.core.config import Config
 
 Target = Literal["q", "k", "v", "o", "gate", "up", "down"]
 ALL_TARGETS: tuple[Target, ...] = ("q", "k", "v", "o", "gate", "up", "down")
@@ -46,10 +48,8 @@ HF_NAMES = {  # HF module names of the Llama family (Llama, Qwen2, Mistral) per 
 }
 
 
-class LoraConfig(BaseModel):
+class LoraConfig(Config):
     """Which weights get a low-rank update and how it is scaled (defaults: the paper's)."""
-
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     r: int = Field(32, ge=1)
     """Rank of the update (paper: 32)."""

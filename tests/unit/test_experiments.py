@@ -157,3 +157,46 @@ def test_cli_registers_the_experiments():
         res = runner.invoke(app, ["experiment", cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "--preset" in res.output
+
+
+def test_cli_checks_options_and_files_before_loading_a_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pvlens
+    from pvlens.cli import app
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    data = _data(tmp_path / "d.jsonl")
+    runner = CliRunner()
+    cases = [
+        (["experiment", "mitigation", "--data", str(tmp_path / "missing.jsonl"), "--vectors", str(data),
+          "--out", str(tmp_path / "o")], "missing.jsonl"),
+        (["experiment", "mitigation", "--data", str(data), "--vectors", str(data), "--out", str(tmp_path / "o"),
+          "--posthoc", "4,nan"], "--posthoc"),
+        (["experiment", "mitigation", "--data", str(data), "--vectors", str(data), "--out", str(tmp_path / "o"),
+          "--multi-layers", "12,x"], "--multi-layers"),
+        (["experiment", "shift", "--datasets", str(tmp_path), "--out", str(tmp_path / "o"),
+          "--vectors", "evil"], "TRAIT=FILE"),
+        (["finetune", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--prevent", str(data)],
+         "--layers is required"),
+        (["finetune", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--layers", "1,2",
+          "--prevent", str(data), "--alpha", "1,2,3"], "3 alphas for 2 layers"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()), (args, res.output)
+
+
+def test_finetune_cli_options_default_to_the_config():
+    from pvlens.cli.finetune import _training_config
+    from pvlens.finetune.train import FinetuneConfig
+
+    none = dict(lr=None, epochs=None, max_steps=None, batch_size=None, micro_batch_size=None, rank=None,
+                lora_alpha=None, rslora=None, eval_fraction=None, save_every=None, seed=None)
+    assert _training_config(**none) == FinetuneConfig()
+    cfg = _training_config(**{**none, "lr": 1e-3, "rank": 4})
+    assert cfg.lr == 1e-3 and cfg.lora.r == 4 and cfg.lora.alpha == FinetuneConfig().lora.alpha
