@@ -5,39 +5,72 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from pvlens.cli.confighelp import given
+from pvlens.cli.options import (
+    DeviceOpt,
+    JudgeOpt,
+    LayerOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    existing_file,
+    float_list,
+    int_list,
+)
 
 app = typer.Typer(help="Finetuning experiments: mitigations of trait acquisition, finetuning shift.",
                   no_args_is_help=True)
 
-
-def _floats(text: str | None) -> list[float] | None:
-    return None if text is None else [float(x) for x in text.split(",") if x.strip()]
+PresetOpt = Annotated[str, typer.Option(help="quick (minutes, for tests) or full (the documented run).")]
 
 
-def _ints(text: str | None) -> list[int] | None:
-    return None if text is None else [int(x) for x in text.split(",") if x.strip()]
+def _check_preset(preset: str) -> str:
+    if preset not in ("quick", "full"):
+        raise typer.BadParameter(f"--preset takes quick or full, got {preset!r}")
+    return preset
+
+
+def _mitigation_config(preset: str, trait: str, layer: int | None, posthoc: str | None, prevent: str | None,
+                       multi_layers: str | None, multi_alphas: str | None, epochs: int | None,
+                       lr: float | None, rank: int | None):
+    """The preset with the options given on the command line."""
+    from pvlens.finetune.experiments import MitigationConfig
+
+    over = given(trait=trait, layer=layer, posthoc_alphas=float_list(posthoc, "--posthoc"),
+                 prevent_alphas=float_list(prevent, "--prevent"),
+                 multi_layers=int_list(multi_layers, "--multi-layers"),
+                 multi_alphas=float_list(multi_alphas, "--multi-alphas"))
+    cfg = MitigationConfig.preset(_check_preset(preset), **over)
+    train = given(epochs=epochs, lr=lr)
+    if rank is not None:
+        train["lora"] = cfg.train.lora.changed(r=rank, alpha=2.0 * rank)
+    return cfg.changed(train=cfg.train.changed(**train)) if train else cfg
 
 
 @app.command("mitigation")
 def mitigation_cmd(
-    data: Path = typer.Option(..., help="Trait-inducing training JSONL (e.g. evil level_ii)."),
-    vectors: Path = typer.Option(..., help="Persona vectors file of the trait (from `pvlens extract`)."),
-    out: Path = typer.Option(..., help="Output folder (arms/*.json, table.md, mitigation.png)."),
-    trait: str = typer.Option("evil", help="Trait judged; its evaluation questions are asked."),
-    preset: str = typer.Option("full", help="quick (minutes, for tests) or full (the documented run)."),
-    layer: int = typer.Option(15, help="Steering layer (single-layer arms, CAFT, L2, reported shift)."),
-    posthoc: str = typer.Option(None, help="Post-hoc α values, e.g. 2,4,8 (default: the preset's)."),
-    prevent: str = typer.Option(None, help="Preventative α values at --layer (default: the preset's)."),
-    multi_layers: str = typer.Option(None, help="Layers of the multi-layer preventative arms ('' = none)."),
-    multi_alphas: str = typer.Option(None, help="Per-layer α of each multi-layer arm."),
-    epochs: int = typer.Option(None, help="Training epochs (default: the preset's)."),
-    lr: float = typer.Option(None, help="Peak learning rate (default: the preset's)."),
-    rank: int = typer.Option(None, help="LoRA rank (default: the preset's)."),
-    judge: str = typer.Option("offline", help="Judge kind: offline, openai, anthropic, local."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    data: Annotated[Path, typer.Option(help="Trait-inducing training JSONL (e.g. evil level_ii).")],
+    vectors: Annotated[Path, typer.Option(help="Persona vectors file of the trait (from `pvlens extract`).")],
+    out: OutOpt,
+    trait: Annotated[str, typer.Option(help="Trait judged; its evaluation questions are asked.")] = "evil",
+    preset: PresetOpt = "full",
+    layer: LayerOpt = None,
+    posthoc: Annotated[str | None, typer.Option(help="Post-hoc α values, e.g. 2,4,8 (default: the preset's).")] = None,
+    prevent: Annotated[str | None, typer.Option(help="Preventative α values at --layer (default: the preset's).")] = None,
+    multi_layers: Annotated[str | None, typer.Option(
+        help="Layers of the multi-layer preventative arms ('' = none; default: three around the middle).")] = None,
+    multi_alphas: Annotated[str | None, typer.Option(help="Per-layer α of each multi-layer arm.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the preset's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the preset's).")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (default: the preset's).")] = None,
+    judge: JudgeOpt = "offline",
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """No mitigation vs post-hoc steering vs preventative steering (single / multi-layer) vs
     CAFT vs the L2 penalty: trait score, coherence, capability, perplexity, shift.
@@ -45,40 +78,57 @@ def mitigation_cmd(
     Example: pvlens experiment mitigation --data evil/level_ii.jsonl --vectors runs/evil --out runs/mitigation
     """
     import pvlens
-    from pvlens.finetune.experiments import MitigationConfig, run_mitigation
+    from pvlens.finetune.experiments import run_mitigation
 
-    over: dict = {"trait": trait, "layer": layer}
-    for key, val in (("posthoc_alphas", _floats(posthoc)), ("prevent_alphas", _floats(prevent)),
-                     ("multi_layers", _ints(multi_layers)), ("multi_alphas", _floats(multi_alphas))):
-        if val is not None:
-            over[key] = val
-    cfg = MitigationConfig.preset(preset, **over)
-    train = {k: v for k, v in (("epochs", epochs), ("lr", lr)) if v is not None}
-    if rank is not None:
-        train["lora"] = cfg.train.lora.model_copy(update={"r": rank, "alpha": 2.0 * rank})
-    if train:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+    existing_file(data, "training data file")
+    existing_file(vectors, "vectors file")
+    cfg = _mitigation_config(preset, trait, layer, posthoc, prevent, multi_layers, multi_alphas, epochs, lr, rank)
     m = pvlens.load_model(model, device=device)
     t0 = time.time()
-    run_mitigation(m, data, vectors, out, cfg, judge_kind=judge, log=typer.echo)
+    run_mitigation(m, data, vectors, out, cfg, judge_kind=judge, log=typer.echo, overwrite=overwrite)
     typer.echo((out / "table.md").read_text())
     typer.echo(f"plot: {out / 'mitigation.png'}   ({time.time() - t0:.0f} s this run)")
 
 
+def _trait_vectors(items: list[str]) -> dict[str, Path]:
+    """TRAIT=FILE items → {trait: file}, each file checked."""
+    vecs = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"--vectors takes TRAIT=FILE, got {item!r}")
+        t, f = item.split("=", 1)
+        vecs[t] = existing_file(Path(f), f"--vectors {t}=")
+    return vecs
+
+
+def _datasets(root: Path, only: str | None) -> list:
+    from pvlens.finetune.experiments import find_datasets
+
+    sets = find_datasets(root)
+    if only:
+        keep = {x.strip() for x in only.split(",")}
+        sets = [s for s in sets if f"{s[0]}/{s[1]}" in keep]
+    if not sets:
+        raise typer.BadParameter(f"no datasets {{trait}}/{{level}}.jsonl under {root}")
+    return sets
+
+
 @app.command("shift")
 def shift_cmd(
-    datasets: Path = typer.Option(..., help="Folder laid out {trait}/{level}.jsonl."),
-    out: Path = typer.Option(..., help="Output folder (datasets/*.json, table.md, plots)."),
-    vectors: list[str] = typer.Option(..., help="TRAIT=FILE, once per trait with vectors "
-                                                "(e.g. evil=runs/evil/vectors.safetensors)."),
-    preset: str = typer.Option("full", help="quick or full."),
-    layer: int = typer.Option(15, help="Layer of the shift and the screening projection."),
-    only: str = typer.Option(None, help="Comma-separated trait/level names to use (default: all)."),
-    max_samples: int = typer.Option(None, help="Use the first N samples of each dataset."),
-    n_questions: int = typer.Option(None, help="Evaluation questions per trait (default: the preset's)."),
-    judge: str = typer.Option("offline", help="Judge kind."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    datasets: Annotated[Path, typer.Option(help="Folder laid out {trait}/{level}.jsonl.")],
+    out: OutOpt,
+    vectors: Annotated[list[str], typer.Option(help="TRAIT=FILE, once per trait with vectors "
+                                                    "(e.g. evil=runs/evil/vectors.safetensors).")],
+    preset: PresetOpt = "full",
+    layer: LayerOpt = None,
+    only: Annotated[str | None, typer.Option(help="Comma-separated trait/level names to use (default: all).")] = None,
+    max_samples: Annotated[int | None, typer.Option(min=1, help="Use the first N samples of each dataset.")] = None,
+    n_questions: Annotated[int | None, typer.Option(
+        min=1, help="Evaluation questions per trait (default: the preset's).")] = None,
+    judge: JudgeOpt = "offline",
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Finetune on every dataset; correlate the finetuning shift and the screening ΔP with the
     post-finetune trait score, per trait.
@@ -86,28 +136,16 @@ def shift_cmd(
     Example: pvlens experiment shift --datasets pvlens/data/datasets --vectors evil=runs/evil --out runs/shift
     """
     import pvlens
-    from pvlens.finetune.experiments import ShiftConfig, find_datasets, run_shift
+    from pvlens.finetune.experiments import ShiftConfig, run_shift
 
-    vecs = {}
-    for item in vectors:
-        if "=" not in item:
-            raise typer.BadParameter(f"--vectors takes TRAIT=FILE, got {item!r}")
-        t, f = item.split("=", 1)
-        vecs[t] = Path(f)
-    sets = find_datasets(datasets)
-    if only:
-        keep = {x.strip() for x in only.split(",")}
-        sets = [s for s in sets if f"{s[0]}/{s[1]}" in keep]
-    if not sets:
-        raise typer.BadParameter(f"no datasets {{trait}}/{{level}}.jsonl under {datasets}")
-    cfg = ShiftConfig.preset(preset, layer=layer)
-    if max_samples is not None:
-        cfg = cfg.model_copy(update={"max_samples": max_samples})
+    vecs = _trait_vectors(vectors)
+    sets = _datasets(datasets, only)
+    cfg = ShiftConfig.preset(_check_preset(preset), **given(layer=layer, max_samples=max_samples))
     if n_questions is not None:
-        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"n_questions": n_questions})})
+        cfg = cfg.changed(eval=cfg.eval.changed(n_questions=n_questions))
     m = pvlens.load_model(model, device=device)
     t0 = time.time()
-    res = run_shift(m, sets, vecs, out, cfg, judge_kind=judge, log=typer.echo)
+    res = run_shift(m, sets, vecs, out, cfg, judge_kind=judge, log=typer.echo, overwrite=overwrite)
     typer.echo((out / "table.md").read_text())
     typer.echo(json.dumps(res["correlations"], indent=2))
     typer.echo(f"({time.time() - t0:.0f} s this run)")

@@ -4,24 +4,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
+
+from pvlens.cli.confighelp import field_help, given
+from pvlens.cli.options import (
+    DeviceOpt,
+    LayerOpt,
+    ModelOpt,
+    OutOpt,
+    existing_file,
+    finite,
+    float_list,
+    int_list,
+)
+from pvlens.finetune.lora import LoraConfig
+from pvlens.finetune.train import FinetuneConfig
 
 app = typer.Typer(help="LoRA finetuning, preventative steering, capability and shift.",
                   no_args_is_help=True)
 
 
-def _layers(text: str | None) -> list[int]:
-    if not text:
-        return []
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise typer.BadParameter(f"--layers takes comma-separated block indices, got {text!r}") from None
+def _opt(config: type, name: str, flag: str | None = None) -> typer.models.OptionInfo:
+    """An option (default None: the config's default) whose help is the field's docstring."""
+    return typer.Option(*((flag,) if flag else ()), help=field_help(config, name))
+
+
+VectorsFile = Annotated[Path | None, typer.Option(help="Vectors file or run folder (from `pvlens extract`).")]
 
 
 def _alphas(text: str, n: int) -> list[float]:
-    vals = [float(x) for x in text.split(",") if x.strip()]
+    vals = float_list(text, "--alpha") or []
     if len(vals) == 1:
         return vals * n
     if len(vals) != n:
@@ -29,101 +43,125 @@ def _alphas(text: str, n: int) -> list[float]:
     return vals
 
 
+def _training_config(**options: object) -> FinetuneConfig:
+    """FinetuneConfig from the options given (the others keep the config's defaults)."""
+    lora = given(r=options.pop("rank"), alpha=options.pop("lora_alpha"), rslora=options.pop("rslora"))
+    return FinetuneConfig(lora=LoraConfig(**lora), **given(**options))
+
+
+def _interventions(m, prevent: Path | None, caft: Path | None, l2: Path | None, blocks: list[int],
+                   alpha: str, l2_weight: float):
+    """(steer, penalty) for the training run."""
+    import pvlens
+    from pvlens.finetune import ProjectionPenalty
+    from pvlens.finetune.vectors import load_vectors
+
+    steer = []
+    if prevent is not None:
+        steer += pvlens.multi_layer(load_vectors(prevent, m.cfg.n_layers), blocks, _alphas(alpha, len(blocks)))
+    if caft is not None:
+        table = load_vectors(caft, m.cfg.n_layers)
+        steer += [pvlens.Ablation(table[layer], [layer]) for layer in blocks]
+    penalty = ProjectionPenalty(load_vectors(l2, m.cfg.n_layers), blocks, weight=l2_weight) if l2 else None
+    return steer or None, penalty
+
+
 @app.command("run")
 def run_cmd(
-    data: Path = typer.Option(..., help='Training JSONL: {"messages": [...]} a line, assistant last.'),
-    out: Path = typer.Option(..., help="Output folder (adapter/, checkpoint/, log.jsonl, summary.json)."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    prevent: Path = typer.Option(None, help="Vectors file: steer along them during training only."),
-    alpha: str = typer.Option("4.0", help="Preventative steering strength: one value or one per layer."),
-    caft: Path = typer.Option(None, help="Vectors file: ablate the direction during training (CAFT)."),
-    l2: Path = typer.Option(None, help="Vectors file: L2 penalty on the projection shift."),
-    l2_weight: float = typer.Option(1.0, help="Weight of the L2 projection penalty."),
-    layers: str = typer.Option(None, help="Block indices for --prevent / --caft / --l2, e.g. 10,12."),
-    lr: float = typer.Option(1e-5, help="Peak learning rate (paper 1e-5)."),
-    epochs: int = typer.Option(1, help="Epochs."),
-    max_steps: int = typer.Option(None, help="Stop after N optimiser steps."),
-    batch_size: int = typer.Option(16, help="Effective batch size (paper 16)."),
-    micro_batch_size: int = typer.Option(4, help="Conversations per forward pass."),
-    rank: int = typer.Option(32, help="LoRA rank (paper 32)."),
-    lora_alpha: float = typer.Option(64.0, help="LoRA alpha (paper 64)."),
-    rslora: bool = typer.Option(True, help="rsLoRA scaling alpha/sqrt(r)."),
-    eval_fraction: float = typer.Option(0.1, help="Held-out share of the data."),
-    save_every: int = typer.Option(25, help="Checkpoint every N steps."),
-    seed: int = typer.Option(0, help="Seed."),
-    resume: bool = typer.Option(True, help="Resume from OUT/checkpoint if present."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    data: Annotated[Path, typer.Option(help='Training JSONL: {"messages": [...]} a line, assistant last.')],
+    out: OutOpt,
+    model: ModelOpt = None,
+    prevent: VectorsFile = None,
+    alpha: Annotated[str, typer.Option(help="Preventative steering strength: one value or one per layer.")] = "4.0",
+    caft: VectorsFile = None,
+    l2: VectorsFile = None,
+    l2_weight: Annotated[float, typer.Option(help="Weight of the L2 projection penalty.")] = 1.0,
+    layers: Annotated[str | None, typer.Option(help="Block indices for --prevent / --caft / --l2, e.g. 10,12.")] = None,
+    lr: Annotated[float | None, _opt(FinetuneConfig, "lr")] = None,
+    epochs: Annotated[int | None, _opt(FinetuneConfig, "epochs")] = None,
+    max_steps: Annotated[int | None, _opt(FinetuneConfig, "max_steps")] = None,
+    batch_size: Annotated[int | None, _opt(FinetuneConfig, "batch_size")] = None,
+    micro_batch_size: Annotated[int | None, _opt(FinetuneConfig, "micro_batch_size")] = None,
+    rank: Annotated[int | None, _opt(LoraConfig, "r", "--rank")] = None,
+    lora_alpha: Annotated[float | None, _opt(LoraConfig, "alpha", "--lora-alpha")] = None,
+    rslora: Annotated[bool | None, _opt(LoraConfig, "rslora", "--rslora/--no-rslora")] = None,
+    eval_fraction: Annotated[float | None, _opt(FinetuneConfig, "eval_fraction")] = None,
+    save_every: Annotated[int | None, _opt(FinetuneConfig, "save_every")] = None,
+    seed: Annotated[int | None, _opt(FinetuneConfig, "seed")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint if present.")] = True,
+    device: DeviceOpt = None,
 ) -> None:
     """Finetune a LoRA adapter, optionally with preventative steering / CAFT / L2 penalty.
 
     Example: pvlens finetune run --data evil.jsonl --prevent runs/evil --alpha 4 --layers 15 --out ft/
     """
     import pvlens
-    from pvlens.finetune import FinetuneConfig, LoraConfig, ProjectionPenalty, finetune
-    from pvlens.finetune.vectors import load_vectors
+    from pvlens.finetune import finetune
 
-    chosen = [x for x in (prevent, caft, l2) if x is not None]
-    block_ids = _layers(layers)
-    if chosen and not block_ids:
+    existing_file(data, "training data file")
+    for flag, path in (("--prevent", prevent), ("--caft", caft), ("--l2", l2)):
+        if path is not None:
+            existing_file(path, f"{flag} vectors")
+    blocks = int_list(layers, "--layers") or []
+    if (prevent or caft or l2) and not blocks:
         raise typer.BadParameter("--layers is required with --prevent / --caft / --l2")
+    _alphas(alpha, max(1, len(blocks)))
+    finite(l2_weight, "--l2-weight")
+    cfg = _training_config(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
+                           micro_batch_size=micro_batch_size, rank=rank, lora_alpha=lora_alpha,
+                           rslora=rslora, eval_fraction=eval_fraction, save_every=save_every, seed=seed)
     m = pvlens.load_model(model, device=device)
-    steer = []
-    if prevent is not None:
-        table = load_vectors(prevent, m.cfg.n_layers)
-        steer += pvlens.multi_layer(table, block_ids, _alphas(alpha, len(block_ids)))
-    if caft is not None:
-        table = load_vectors(caft, m.cfg.n_layers)
-        steer += [pvlens.Ablation(table[layer], [layer]) for layer in block_ids]
-    penalty = None
-    if l2 is not None:
-        penalty = ProjectionPenalty(load_vectors(l2, m.cfg.n_layers), block_ids, weight=l2_weight)
-    cfg = FinetuneConfig(
-        lora=LoraConfig(r=rank, alpha=lora_alpha, rslora=rslora), lr=lr, epochs=epochs,
-        max_steps=max_steps, batch_size=batch_size, micro_batch_size=micro_batch_size,
-        eval_fraction=eval_fraction, save_every=save_every, seed=seed,
-    )
-    res = finetune(m, data, cfg, out, steer=steer or None, penalty=penalty, resume=resume)
+    steer, penalty = _interventions(m, prevent, caft, l2, blocks, alpha, l2_weight)
+    res = finetune(m, data, cfg, out, steer=steer, penalty=penalty, resume=resume)
     typer.echo(f"adapter:    {res.adapter_dir}")
     typer.echo(f"steps:      {res.steps}   final train loss {res.train_losses[-1]:.4f}")
     if res.eval_loss is not None:
         typer.echo(f"eval loss:  {res.eval_loss:.4f} (as deployed)"
                    + (f", {res.eval_loss_intervened:.4f} with the training interventions"
                       if res.eval_loss_intervened is not None else ""))
-    if steer:
+    if steer or penalty:
         typer.echo("Interventions were active during training only; the saved adapter runs without them.")
+
+
+AdapterOpt = Annotated[Path | None, typer.Option(help="Adapter folder (OUT/adapter of `finetune run`).")]
 
 
 @app.command("capability")
 def capability_cmd(
-    adapter: Path = typer.Option(None, help="Adapter folder (OUT/adapter of `finetune run`)."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    mmlu: str = typer.Option(None, help="MMLU: 'cais/mmlu' (hub) or a local jsonl/parquet copy."),
-    subject: str = typer.Option("all", help="MMLU subject."),
-    limit: int = typer.Option(None, help="Score only the first N questions."),
-    steer: Path = typer.Option(None, help="Vectors file for post-hoc steering while scoring."),
-    layer: int = typer.Option(None, help="Block index for --steer."),
-    alpha: float = typer.Option(-4.0, help="Steering strength (negative subtracts: post-hoc mitigation)."),
-    normalize: str = typer.Option("sum", help="Option score: sum | char | mean log-likelihood."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    adapter: AdapterOpt = None,
+    model: ModelOpt = None,
+    mmlu: Annotated[str | None, typer.Option(help="MMLU: 'cais/mmlu' (hub) or a local jsonl/parquet copy.")] = None,
+    subject: Annotated[str, typer.Option(help="MMLU subject.")] = "all",
+    limit: Annotated[int | None, typer.Option(min=0, help="Score only the first N questions.")] = None,
+    steer: VectorsFile = None,
+    layer: LayerOpt = None,
+    alpha: Annotated[float, typer.Option(help="Steering strength (negative subtracts: post-hoc mitigation).")] = -4.0,
+    normalize: Annotated[str, typer.Option(help="Option score: sum | char | mean log-likelihood.")] = "sum",
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Multiple-choice accuracy (built-in set or MMLU) and held-out perplexity.
 
     Example: pvlens finetune capability --adapter ft/adapter
     """
     import pvlens
+    from pvlens.core.config import default_layer
     from pvlens.finetune import load_adapter
     from pvlens.finetune.capability import builtin_mc, load_mmlu, mc_accuracy, perplexity
-    from pvlens.finetune.vectors import load_vectors
+    from pvlens.vectors.coerce import direction
 
+    if adapter is not None:
+        existing_file(adapter, "adapter folder")
+    if steer is not None:
+        existing_file(steer, "--steer vectors")
+    finite(alpha, "--alpha")
     m = pvlens.load_model(model, device=device)
     if adapter is not None:
         load_adapter(m, adapter)
     steering = None
     if steer is not None:
-        if layer is None:
-            raise typer.BadParameter("--layer is required with --steer")
-        steering = pvlens.Steering(load_vectors(steer, m.cfg.n_layers)[layer], layer, alpha)
+        layer = default_layer(m) if layer is None else layer
+        steering = pvlens.Steering(direction(steer, layer), layer, alpha)
     questions = load_mmlu(mmlu, subject, limit=limit) if mmlu else builtin_mc()[:limit]
     res = mc_accuracy(m, questions, normalize=normalize, steer=steering)
     ppl = perplexity(m, steer=steering)
@@ -135,15 +173,30 @@ def capability_cmd(
     typer.echo(f"perplexity:      {ppl:.2f} (built-in held-out text)")
 
 
+def _shift_questions(prompts: Path | None, trait: str | None) -> list[str]:
+    """Evaluation questions from a text file, or the trait's."""
+    if prompts is not None:
+        existing_file(prompts, "--prompts file")
+        return [q.strip() for q in prompts.read_text().splitlines() if q.strip()]
+    if trait is None:
+        raise typer.BadParameter("give --prompts FILE or --trait NAME for the evaluation questions")
+    from pvlens.traits import load_trait
+
+    questions = list(load_trait(trait).evaluation_questions)
+    if not questions:
+        raise typer.BadParameter(f"trait {trait!r} has no evaluation questions; pass --prompts FILE")
+    return questions
+
+
 @app.command("shift")
 def shift_cmd(
-    adapter: Path = typer.Option(..., help="Adapter folder (OUT/adapter of `finetune run`)."),
-    vectors: Path = typer.Option(..., help="Persona vectors file."),
-    prompts: Path = typer.Option(None, help="Text file, one evaluation question a line "
-                                            "(default: the vectors' trait's evaluation questions)."),
-    trait: str = typer.Option(None, help="Trait whose evaluation questions to use."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    adapter: Annotated[Path, typer.Option(help="Adapter folder (OUT/adapter of `finetune run`).")],
+    vectors: Annotated[Path, typer.Option(help="Persona vectors file or run folder.")],
+    prompts: Annotated[Path | None, typer.Option(help="Text file, one evaluation question a line "
+                                                      "(default: the trait's evaluation questions).")] = None,
+    trait: Annotated[str | None, typer.Option(help="Trait whose evaluation questions to use.")] = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Finetuning shift per layer: mean last-prompt activation, finetuned − base, on v̂.
 
@@ -151,22 +204,12 @@ def shift_cmd(
     """
     import pvlens
     from pvlens.finetune import finetuning_shift, load_adapter
-    from pvlens.finetune.vectors import load_vectors
 
+    existing_file(adapter, "adapter folder")
+    existing_file(vectors, "vectors file")
+    questions = _shift_questions(prompts, trait)
     m = pvlens.load_model(model, device=device)
-    table = load_vectors(vectors, m.cfg.n_layers)
-    if prompts is not None:
-        questions = [q.strip() for q in prompts.read_text().splitlines() if q.strip()]
-    elif trait is not None:
-        from pvlens.traits import load_trait
-
-        spec = load_trait(trait)
-        questions = list(spec.evaluation_questions)
-        if not questions:
-            raise typer.BadParameter(f"trait {trait!r} has no evaluation questions; pass --prompts FILE")
-    else:
-        raise typer.BadParameter("give --prompts FILE or --trait NAME for the evaluation questions")
     handle = load_adapter(m, adapter)
-    res = finetuning_shift(m, questions, table, base=handle)
+    res = finetuning_shift(m, questions, vectors, base=handle)
     for layer, p in zip(res.layers, res.projection.tolist(), strict=True):
         typer.echo(f"layer {layer:3d}  shift {p:+.4f}")

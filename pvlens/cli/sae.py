@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, existing_file, finite, int_list
+
 app = typer.Typer(help="Sparse autoencoders: corpus, training, evaluation, decomposition.",
                   no_args_is_help=True)
 
@@ -24,8 +26,8 @@ def build_corpus_cmd(
     limit: int = typer.Option(None, help="Only the first N replies (quick corpora)."),
     dtype: str = typer.Option("auto", help="Generation dtype: auto (bf16 only where fast), float32, bfloat16."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Generate the built-in chat corpus: the model's own replies to ~380 prompts plus trait
     questions under neutral / trait-eliciting / trait-suppressing system prompts.
@@ -47,7 +49,7 @@ def build_corpus_cmd(
 
 @app.command("train")
 def train_cmd(
-    layer: int = typer.Option(None, help="Block index (blocks.L.hook_resid_post); overrides the recipe."),
+    layer: LayerOpt = None,
     corpus: list[Path] = typer.Option(None, help="Corpus file(s): JSONL chat/rollouts/text, .txt, or a dataset folder."),
     out: Path = typer.Option(None, help="Output folder (default: sae/trained/<model>-layer<L>-k<k>)."),
     recipe: Path = typer.Option(None, help="YAML recipe (see sae/recipes/); flags override it."),
@@ -58,15 +60,18 @@ def train_cmd(
     lr: float = typer.Option(None, help="Learning rate."),
     seed: int = typer.Option(None, help="Seed."),
     resume: bool = typer.Option(True, help="Continue from the latest checkpoint in --out."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train a BatchTopK SAE (sae_lens) on one layer and save it for `SAE.load_from_disk`.
 
     Example: pvlens sae train --recipe sae/recipes/smollm2-135m-layer15.yaml
     """
     import pvlens
-    from pvlens.sae.train import SaeTrainConfig, recipe_corpus, train_sae
+    from pvlens.sae.train import SaeTrainConfig, recipe_corpus, sae_layer, train_sae
+
+    if recipe is not None:
+        existing_file(recipe, "recipe")
 
     overrides = dict(layer=layer, k=k, expansion=expansion, training_tokens=training_tokens,
                      batch_size=batch_size, lr=lr, seed=seed)
@@ -80,7 +85,10 @@ def train_cmd(
             f"no corpus: pass --corpus FILE (build one with `pvlens sae build-corpus`, "
             f"default {DEFAULT_CORPUS}) or a --recipe with a corpus entry"
         )
+    for path in corpus:
+        existing_file(path, "corpus")
     m = pvlens.load_model(model, device=device)
+    cfg = cfg.changed(layer=sae_layer(cfg, m))
     out = out or Path("sae/trained") / f"{m.cfg.model_name}-layer{cfg.layer}-k{cfg.k:g}"
     train_sae(m, corpus, cfg, out, resume=resume)
     typer.echo(f"saved {out}  (evaluate with: pvlens sae eval {out})")
@@ -94,8 +102,8 @@ def eval_cmd(
     ks: str = typer.Option("8,16,32,64,128", help="Inference top-k values for the trade-off curve ('' to skip)."),
     curve_ce: bool = typer.Option(False, help="Also measure the spliced CE loss at every k (slower)."),
     corpus: list[Path] = typer.Option(None, help="Evaluate on these documents instead of the held-out split."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Evaluate the loaded inference SAE on held-out documents; writes eval.json next to it.
 
@@ -105,9 +113,12 @@ def eval_cmd(
     from pvlens.sae.corpus import read_documents
     from pvlens.sae.evaluate import evaluate_sae
 
+    existing_file(sae_dir, "SAE folder")
+    for path in corpus or []:
+        existing_file(path, "corpus")
+    k_values = int_list(ks, "--ks") or []
     m = pvlens.load_model(model, device=device)
     docs = read_documents(corpus, m.tokenizer) if corpus else None
-    k_values = [int(x) for x in ks.split(",") if x.strip()]
     r = evaluate_sae(m, sae_dir, docs, n_tokens=n_tokens, ce_tokens=ce_tokens, ks=k_values,
                      curve_ce=curve_ce)
     typer.echo(f"layer {r['layer']}  d_sae {r['d_sae']}  tokens {r['n_tokens']}")
@@ -119,6 +130,16 @@ def eval_cmd(
         ce = f"  CE {row['ce']:.4f}" if "ce" in row else ""
         typer.echo(f"  top-{row['k']:<4d} FVU {row['fvu']:.4f}{ce}")
     typer.echo(f"wrote {sae_dir / 'eval.json'}")
+
+
+def _steering_trait(vectors: Path, trait: str | None) -> str:
+    """The trait steering is judged for: --trait, or the one the vectors name."""
+    from pvlens.vectors import PersonaVectors
+
+    trait = trait or PersonaVectors.load(vectors).trait
+    if trait is None:
+        raise typer.BadParameter("--trait is needed for steering (the vectors do not name one)")
+    return trait
 
 
 @app.command("decompose")
@@ -137,8 +158,8 @@ def decompose_cmd(
     temperature: float = typer.Option(0.7, help="Steering: sampling temperature (0 = greedy)."),
     n_random: int = typer.Option(3, help="Steering: random features as the control."),
     out: Path = typer.Option(None, help="Output folder (default: <sae>/decompose-<vectors stem>)."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Rank SAE features against a persona vector; contexts, promoted tokens, k-sparse fit,
     optional single-feature steering. Writes decomposition.{json,txt,html}.
@@ -146,13 +167,19 @@ def decompose_cmd(
     Example: pvlens sae decompose --vectors runs/evil --sae sae/trained/... --top 20
     """
     import pvlens
+    from pvlens.io.atomic import write_text_atomic
     from pvlens.sae import decompose as dec
     from pvlens.sae.corpus import read_documents
     from pvlens.sae.loading import load_sae
+    from pvlens.vectors.coerce import direction
 
+    existing_file(vectors, "vectors")
+    existing_file(sae, "SAE folder")
+    finite(alpha, "--alpha")
+    trait = _steering_trait(vectors, trait) if steer_top > 0 else trait
     m = pvlens.load_model(model, device=device)
-    loaded = load_sae(sae, device=device)
-    v = dec.load_vector(vectors, loaded.layer)
+    loaded = load_sae(sae, device=str(m.W_E.device))
+    v = direction(vectors, loaded.layer)
     docs = None
     if contexts > 0:
         sources = corpus or [Path(s) for s in loaded.meta.get("corpus", []) if s != "<documents>"]
@@ -163,21 +190,16 @@ def decompose_cmd(
                            context_tokens=context_tokens)
     if steer_top > 0:
         from pvlens.traits import load_trait
-        from pvlens.vectors import PersonaVectors
 
-        trait = trait or PersonaVectors.load(vectors).trait
-        if trait is None:
-            raise typer.BadParameter("--trait is needed for steering (the vectors do not name one)")
         spec = load_trait(trait)
         feats = [fr.feature for fr in result["features"][:steer_top]]
         result["steering"] = dec.feature_steering(
             m, loaded, v, feats, spec.evaluation_questions[:n_questions], dec.default_judge(trait),
             alpha=alpha, n_random=n_random, samples=samples, temperature=temperature)
     out = out or sae / f"decompose-{vectors.stem}"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decomposition.json").write_text(dec.to_json(result))
-    (out / "decomposition.txt").write_text(dec.text_table(result))
+    write_text_atomic(out / "decomposition.json", dec.to_json(result))
+    write_text_atomic(out / "decomposition.txt", dec.text_table(result))
     if docs is not None:
-        (out / "contexts.html").write_text(dec.contexts_html(result))
+        write_text_atomic(out / "contexts.html", dec.contexts_html(result))
     typer.echo(dec.text_table(result))
     typer.echo(f"wrote {out}/decomposition.{{json,txt}}" + (" and contexts.html" if docs else ""))

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -338,10 +337,6 @@ class CapabilityReport:
     mc: MCResult
     perplexity: float
 
-    def as_dict(self) -> dict:
-        return {"mc_accuracy": self.mc.accuracy, "mc_chance": self.mc.chance, "mc_n": self.mc.n,
-                "perplexity": self.perplexity, "per_subject": self.mc.per_subject}
-
 
 def capability_report(
     model: HookedTransformer, questions: Sequence[MCQuestion] | None = None,
@@ -350,7 +345,3 @@ def capability_report(
     return CapabilityReport(mc=mc_accuracy(model, questions, steer=steer, progress=progress),
                             perplexity=perplexity(model, text, steer=steer))
 
-
-def scores_tensor(result: MCResult) -> Float[Tensor, "n n_choices"]:
-    """The per-choice scores as a tensor (all questions must have the same number of choices)."""
-    return torch.tensor(result.scores)

@@ -127,7 +127,8 @@ def collate(
     chats: Sequence[EncodedChat], rows: Sequence[int], pad_id: int,
     side: Literal["right", "left"] = "right",
 ) -> Batch:
-    """Pad to the longest row; masks come from lengths, never from pad ids (design.md §2)."""
+    """Pad to the longest row; masks come from lengths, never from pad ids (the pad token can
+    occur inside a conversation, e.g. SmolLM2's `<|im_end|>`; see docs/generation.md)."""
     width = max(len(c.ids) for c in chats)
     n = len(chats)
     tokens = torch.full((n, width), pad_id, dtype=torch.long)

@@ -29,11 +29,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from transformer_lens import HookedTransformer
+
+from pvlens.core.config import Config
 
 Target = Literal["q", "k", "v", "o", "gate", "up", "down"]
 ALL_TARGETS: tuple[Target, ...] = ("q", "k", "v", "o", "gate", "up", "down")
@@ -46,10 +48,8 @@ HF_NAMES = {  # HF module names of the Llama family (Llama, Qwen2, Mistral) per 
 }
 
 
-class LoraConfig(BaseModel):
+class LoraConfig(Config):
     """Which weights get a low-rank update and how it is scaled (defaults: the paper's)."""
-
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     r: int = Field(32, ge=1)
     """Rank of the update (paper: 32)."""
@@ -153,6 +153,9 @@ class _Site:
     module: nn.Module
     param_name: str
     lora: LoraParametrization
+    param_order: list[str] = field(default_factory=list)
+    """The module's parameter names in their order before the adapter (restored on removal,
+    so a removed adapter leaves the model exactly as it was, fingerprint included)."""
 
 
 def _param_name(model: HookedTransformer, layer: int, target: str) -> tuple[nn.Module, str, str]:
@@ -339,6 +342,10 @@ class LoraHandle:
             # leave_parametrized=True stores forward(original): base (+ delta if merge).
             parametrize.remove_parametrizations(s.module, s.param_name, leave_parametrized=True)
             s.module._parameters[s.param_name].requires_grad_(False)
+        for s in self.sites:
+            params = s.module._parameters
+            order = [n for n in s.param_order if n in params] + [n for n in params if n not in s.param_order]
+            s.module._parameters = {n: params[n] for n in order}
         self.sites.clear()
         self.model.__dict__.pop("_pvlens_lora", None)
         return self.model
@@ -389,16 +396,18 @@ def add_lora(model: HookedTransformer, config: LoraConfig | None = None) -> Lora
         p.requires_grad_(False)
     gen = torch.Generator().manual_seed(config.init_seed)
     handle = LoraHandle(model=model, config=config)
+    orders: dict[int, list[str]] = {}
     for layer in layers:
         for target in config.targets:
             module, name, kind = _param_name(model, layer, target)
             weight = module._parameters[name]
+            order = orders.setdefault(id(module), list(module._parameters))
             lora = LoraParametrization(kind, weight.shape, config.r, config.scaling, config.dropout)
             _kaiming_uniform(lora.lora_A, gen)
             lora.to(weight.device)
             parametrize.register_parametrization(module, name, lora, unsafe=True)
             module.parametrizations[name].original.requires_grad_(False)
-            handle.sites.append(_Site(layer, target, module, name, lora))
+            handle.sites.append(_Site(layer, target, module, name, lora, order))
     model.__dict__["_pvlens_lora"] = handle
     return handle
 

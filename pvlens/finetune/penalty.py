@@ -20,16 +20,18 @@ from torch import Tensor
 
 from pvlens.core.activations import collect
 from pvlens.core.chat import EncodedChat
+from pvlens.core.fingerprint import tensor_hash
 from pvlens.core.hooks import resid_hook_name
 from pvlens.finetune.data import Batch
-from pvlens.finetune.vectors import as_table, unit
+from pvlens.finetune.vectors import unit_table
+from pvlens.vectors.coerce import VectorsLike, vector_table
 
 
 @dataclass
 class ProjectionPenalty:
     """Penalise the shift of the projection onto persona directions during finetuning."""
 
-    vectors: object
+    vectors: VectorsLike
     """Persona vectors: PersonaVectors, a [n_layers, d_model] tensor or {layer: vector}."""
     layers: Sequence[int]
     """Blocks whose output is constrained."""
@@ -43,20 +45,23 @@ class ProjectionPenalty:
     _captured: dict[int, Tensor] = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict:
+        """What a run manifest records (and keys its folder by)."""
         return {"type": "l2_projection", "layers": [int(x) for x in self.layers],
-                "weight": self.weight, "reduction": self.reduction}
+                "weight": self.weight, "reduction": self.reduction,
+                "vectors": tensor_hash(vector_table(self.vectors))}
 
     def prepare(self, model, handle, chats: Sequence[EncodedChat], cache: Path | None = None) -> None:
         """Base projections of every sample, with the adapter disabled (cached in `cache`)."""
         if self.reduction not in ("last_prompt", "response_avg"):
             raise ValueError(f"reduction must be 'last_prompt' or 'response_avg', got {self.reduction!r}")
-        table = as_table(self.vectors, model.cfg.n_layers, model.cfg.d_model)
+        units = unit_table(self.vectors, model.cfg.n_layers, model.cfg.d_model)
         self.layers = [int(x) % model.cfg.n_layers for x in self.layers]
-        self._units = unit(table[self.layers]).to(model.W_E.device)  # [n_layers, d_model]
+        self._units = units[self.layers].to(model.W_E.device)  # [n_layers, d_model]
+        key = tensor_hash(self._units.cpu())
         if cache is not None and cache.exists():
             saved = torch.load(cache, weights_only=True)
             if saved["layers"] == self.layers and saved["reduction"] == self.reduction \
-                    and saved["base"].shape[0] == len(chats):
+                    and saved.get("units") == key and saved["base"].shape[0] == len(chats):
                 self.base = saved["base"]
                 return
         with handle.disabled():
@@ -64,7 +69,8 @@ class ProjectionPenalty:
                            dtype=torch.float32, progress=False)[self.reduction]
         self.base = torch.einsum("nld,ld->nl", acts, self._units.cpu())
         if cache is not None:
-            torch.save({"layers": self.layers, "reduction": self.reduction, "base": self.base}, cache)
+            torch.save({"layers": self.layers, "reduction": self.reduction, "units": key,
+                        "base": self.base}, cache)
 
     def hooks(self) -> list[tuple[str, object]]:
         """Capture hooks (they read, never modify, the residual stream)."""

@@ -13,8 +13,6 @@ reproducing the uninterrupted run (data order, dropout and optimiser state are r
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 import shutil
 import time
@@ -25,11 +23,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import EncodedChat
+from pvlens.core.config import Config
+from pvlens.core.fingerprint import model_fingerprint, tensor_hash
 from pvlens.core.hooks import checked_hooks, position_context
 from pvlens.core.steering import Ablation, Steering, as_list, fwd_hooks
 from pvlens.finetune import checkpoint
@@ -44,12 +44,13 @@ from pvlens.finetune.data import (
 )
 from pvlens.finetune.lora import LoraConfig, LoraHandle, add_lora, get_handle, save_adapter
 from pvlens.finetune.penalty import ProjectionPenalty
+from pvlens.io.atomic import read_json_checked, write_json_atomic
+from pvlens.io.jsonl import AppendLog
+from pvlens.io.runs import INPUTS_FILE, check_inputs, run_lock
 
 
-class FinetuneConfig(BaseModel):
+class FinetuneConfig(Config):
     """Training hyper-parameters (defaults: the paper's rsLoRA recipe for 7B models on GPU)."""
-
-    model_config = ConfigDict(use_attribute_docstrings=True, extra="forbid")
 
     lora: LoraConfig = Field(default_factory=LoraConfig)
     """Adapter shape: rank, alpha, rsLoRA, dropout, targets."""
@@ -199,7 +200,7 @@ def describe_interventions(steer) -> list[dict]:
     out = []
     for s in as_list(steer):
         vec = s.vector if isinstance(s, Steering) else s.direction
-        digest = hashlib.sha256(torch.as_tensor(vec).float().cpu().numpy().tobytes()).hexdigest()[:12]
+        digest = tensor_hash(torch.as_tensor(vec).float(), 12)
         if isinstance(s, Steering):
             out.append({"type": "steering", "layer": s.layer, "alpha": s.alpha,
                         "positions": s.positions if isinstance(s.positions, str) else "mask",
@@ -269,137 +270,172 @@ def finetune(
             "the model already carries a LoRA adapter; finetune adds its own — call "
             "get_handle(model).remove(merge=True) to bake the old one in first"
         )
-    chats = _load_data(model, data, cfg)
-    if eval_data is not None:
-        eval_chats = _load_data(model, eval_data, cfg)
-        train_rows = list(range(len(chats)))
-        eval_rows = list(range(len(chats), len(chats) + len(eval_chats)))
-        chats = chats + eval_chats
-    else:
-        train_rows, eval_rows = split(len(chats), cfg.eval_fraction, cfg.seed)
-    total = cfg.total_steps(len(train_rows))
+    chats, train_rows, eval_rows = _train_eval_rows(model, data, eval_data, cfg)
     manifest = {
         "config": cfg.model_dump(mode="json"),
         "data_fingerprint": fingerprint(chats),
-        "n_train": len(train_rows), "n_eval": len(eval_rows), "total_steps": total,
+        "n_train": len(train_rows), "n_eval": len(eval_rows),
+        "total_steps": cfg.total_steps(len(train_rows)),
         "interventions": describe_interventions(steer),
         "penalty": penalty.describe() if penalty is not None else None,
         "model": model.cfg.model_name,
     }
-    _check_run(out_dir, manifest, resume)
+    with run_lock(out_dir):
+        _check_run(model, out_dir, manifest, resume)
+        torch.manual_seed(cfg.seed)
+        handle = add_lora(model, cfg.lora.model_copy(update={"init_seed": cfg.seed}))
+        try:
+            return _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, penalty,
+                          manifest, resume, progress, callback)
+        except BaseException:
+            # Leave the model as it came (the checkpoint on disk is what a resume continues from).
+            handle.remove()
+            raise
 
-    torch.manual_seed(cfg.seed)
-    handle = add_lora(model, cfg.lora.model_copy(update={"init_seed": cfg.seed}))
-    try:
-        return _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, penalty,
-                      manifest, resume, progress, callback)
-    except BaseException:
-        # Leave the model as it came (the checkpoint on disk is what a resume continues from).
-        handle.remove()
-        raise
+
+def _train_eval_rows(
+    model: HookedTransformer, data, eval_data, cfg: FinetuneConfig,
+) -> tuple[list[EncodedChat], list[int], list[int]]:
+    """Encoded conversations (training, then held-out) and the rows of each part."""
+    chats = _load_data(model, data, cfg)
+    if eval_data is None:
+        train_rows, eval_rows = split(len(chats), cfg.eval_fraction, cfg.seed)
+        return chats, train_rows, eval_rows
+    eval_chats = _load_data(model, eval_data, cfg)
+    n = len(chats)
+    return chats + eval_chats, list(range(n)), list(range(n, n + len(eval_chats)))
 
 
-def _check_run(out_dir: Path, manifest: dict, resume: bool) -> None:
-    run_file = out_dir / "run.json"
+def run_inputs(model: HookedTransformer, manifest: dict) -> dict:
+    """What determines a training run's result (save/eval cadence does not)."""
+    cfg = {k: v for k, v in manifest["config"].items() if k not in ("save_every", "eval_every")}
+    return {"model": model_fingerprint(model), "config": cfg,
+            **{k: manifest[k] for k in ("data_fingerprint", "interventions", "penalty")}}
+
+
+def _check_run(model: HookedTransformer, out_dir: Path, manifest: dict, resume: bool) -> None:
+    """Start over (resume=False), or refuse a folder whose run had other inputs."""
     if not resume:
-        for name in ("checkpoint", "checkpoint.old", "adapter", "log.jsonl", "run.json", "summary.json"):
+        for name in ("checkpoint", "checkpoint.old", "adapter", "log.jsonl", "run.json", "summary.json",
+                     "penalty_base.pt", INPUTS_FILE):
             p = out_dir / name
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    elif run_file.exists():
-        old = json.loads(run_file.read_text())
-        ignore = {"save_every", "eval_every"}
-        a = {k: v for k, v in old["config"].items() if k not in ignore}
-        b = {k: v for k, v in manifest["config"].items() if k not in ignore}
-        diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-        for key in ("data_fingerprint", "interventions", "penalty", "model"):
-            if old.get(key) != manifest.get(key):
-                diff.append(key)
-        if diff:
-            raise ValueError(
-                f"{out_dir} holds a run with different settings ({', '.join(diff)}); "
-                "use another out_dir, or resume=False (--no-resume) to start over"
-            )
-    run_file.write_text(json.dumps(manifest, indent=2))
+    check_inputs(out_dir, run_inputs(model, manifest))
+    write_json_atomic(out_dir / "run.json", manifest)
+
+
+@dataclass
+class _Loop:
+    """The state of one training loop: optimiser, schedule, where it is and what it has seen."""
+
+    handle: LoraHandle
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    start: int = 0
+    losses: list[float] = field(default_factory=list)
+    n_tok: int = 0
+    t_run: float = 0.0
+
+    @classmethod
+    def create(cls, handle: LoraHandle, cfg: FinetuneConfig, total: int) -> _Loop:
+        opt = torch.optim.AdamW(handle.parameters(), lr=cfg.lr, betas=cfg.betas,
+                                weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.schedule))
+        return cls(handle, opt, sched)
+
+    def restore(self, directory: Path) -> None:
+        """Continue from a checkpoint folder."""
+        adapter, state = checkpoint.load(directory)
+        self.handle.load_state_dict(adapter)
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"])
+        self.start, self.losses = state["step"], list(state["losses"])
+
+    def save(self, directory: Path, step: int) -> None:
+        checkpoint.save(directory, self.handle.state_dict(), {
+            "step": step, "losses": self.losses, "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(), "rng": checkpoint.rng_state()})
 
 
 def _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, penalty, manifest,
            resume, progress, callback) -> FinetuneResult:
     total = manifest["total_steps"]
-    pad = model.tokenizer.pad_token_id or 0
-    params = handle.parameters()
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.schedule))
-    log_path = out_dir / "log.jsonl"
-    start, losses = 0, []
     ckpt_dir = out_dir / "checkpoint"
     found = checkpoint.find(ckpt_dir) if resume else None
     if resume and (out_dir / "summary.json").exists() and (out_dir / "adapter").exists():
         return _finished(model, handle, out_dir)
+    loop = _Loop.create(handle, cfg, total)
     if found is not None:
-        adapter, state = checkpoint.load(found)
-        handle.load_state_dict(adapter)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        checkpoint.set_rng_state(state["rng"])
-        start, losses = state["step"], list(state["losses"])
-    _truncate_log(log_path, start)
+        loop.restore(found)
+    log = AppendLog(out_dir / "log.jsonl")
+    _truncate_log(log, loop.start)
     if penalty is not None:
         penalty.prepare(model, handle, chats, cache=out_dir / "penalty_base.pt")
-
     model.train()
-    n_tok, t_run = 0, 0.0
-    bar = tqdm(total=total, initial=start, desc="finetune", disable=not progress)
+    bar = tqdm(total=total, initial=loop.start, desc="finetune", disable=not progress)
     with handle.factored():
-        for step in range(start, total):
-            t0 = time.perf_counter()
-            rows = _step_rows(train_rows, cfg, step)
-            n_targets = sum(chats[r].response_len for r in rows)
-            ce_sum, pen_sum = 0.0, 0.0
-            with _interventions(model, steer):
-                for group in micro_batches(chats, rows, cfg.micro_batch_size,
-                                           cfg.max_tokens_per_micro_batch):
-                    batch = collate([chats[r] for r in group], group, pad, cfg.padding_side)
-                    ce, pen = batch_loss_terms(model, batch, cfg.padding_side, penalty)
-                    loss = ce / n_targets + (pen / len(rows) if pen is not None else 0.0)
-                    loss.backward()
-                    ce_sum += float(ce.detach())
-                    pen_sum += float(pen.detach()) if pen is not None else 0.0
-                    n_tok += batch.n_tokens
-            grad_norm = None
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            lr = opt.param_groups[0]["lr"]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            t_run += time.perf_counter() - t0
-            losses.append(ce_sum / n_targets)
-            record = {"step": step + 1, "loss": losses[-1], "lr": lr, "grad_norm": grad_norm}
-            if penalty is not None:
-                record["penalty"] = pen_sum / len(rows)
+        for step in range(loop.start, total):
+            record = _train_step(model, loop, chats, _step_rows(train_rows, cfg, step), cfg, steer, penalty)
+            record["step"] = step + 1
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
                 record["eval_loss"] = evaluate(model, chats, eval_rows, cfg)  # as deployed
-            with log_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            log.append(record)
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
             if (step + 1) % cfg.save_every == 0 or step + 1 == total:
-                checkpoint.save(ckpt_dir, handle.state_dict(), {
-                    "step": step + 1, "losses": losses, "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "rng": checkpoint.rng_state()})
+                loop.save(ckpt_dir, step + 1)
             if callback is not None:
                 callback(record)
     bar.close()
+    return _finish(model, loop, chats, eval_rows, cfg, out_dir, steer, manifest, total)
+
+
+def _train_step(model: HookedTransformer, loop: _Loop, chats: Sequence[EncodedChat], rows: list[int],
+                cfg: FinetuneConfig, steer, penalty: ProjectionPenalty | None) -> dict:
+    """One optimiser step over `rows` (gradient accumulation over micro-batches); its log record."""
+    t0 = time.perf_counter()
+    pad = model.tokenizer.pad_token_id or 0
+    n_targets = sum(chats[r].response_len for r in rows)
+    ce_sum, pen_sum = 0.0, 0.0
+    with _interventions(model, steer):
+        for group in micro_batches(chats, rows, cfg.micro_batch_size, cfg.max_tokens_per_micro_batch):
+            batch = collate([chats[r] for r in group], group, pad, cfg.padding_side)
+            ce, pen = batch_loss_terms(model, batch, cfg.padding_side, penalty)
+            loss = ce / n_targets + (pen / len(rows) if pen is not None else 0.0)
+            loss.backward()
+            ce_sum += float(ce.detach())
+            pen_sum += float(pen.detach()) if pen is not None else 0.0
+            loop.n_tok += batch.n_tokens
+    grad_norm = None
+    if cfg.max_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(loop.handle.parameters(), cfg.max_grad_norm))
+    lr = loop.opt.param_groups[0]["lr"]
+    loop.opt.step()
+    loop.sched.step()
+    loop.opt.zero_grad(set_to_none=True)
+    loop.t_run += time.perf_counter() - t0
+    loop.losses.append(ce_sum / n_targets)
+    record = {"loss": loop.losses[-1], "lr": lr, "grad_norm": grad_norm}
+    if penalty is not None:
+        record["penalty"] = pen_sum / len(rows)
+    return record
+
+
+def _finish(model: HookedTransformer, loop: _Loop, chats: Sequence[EncodedChat], eval_rows: list[int],
+            cfg: FinetuneConfig, out_dir: Path, steer, manifest: dict, total: int) -> FinetuneResult:
+    """Evaluate the trained adapter, save it and the summary."""
     model.eval()
+    losses = loop.losses
     eval_loss = evaluate(model, chats, eval_rows, cfg)
     eval_int = evaluate(model, chats, eval_rows, cfg, steer=steer) if as_list(steer) else None
     summary = {"steps": total, "final_train_loss": losses[-1] if losses else None,
                "eval_loss": eval_loss, "eval_loss_intervened": eval_int,
-               "tokens_per_s": n_tok / t_run if t_run else None}
-    _write_adapter(handle, out_dir, {**manifest, "summary": summary, "train_losses": losses})
-    (out_dir / "summary.json").write_text(json.dumps({**summary, "train_losses": losses}, indent=2))
-    return FinetuneResult(handle=handle, out_dir=out_dir, steps=total, train_losses=losses,
+               "tokens_per_s": loop.n_tok / loop.t_run if loop.t_run else None}
+    _write_adapter(loop.handle, out_dir, {**manifest, "summary": summary, "train_losses": losses})
+    write_json_atomic(out_dir / "summary.json", {**summary, "train_losses": losses})
+    return FinetuneResult(handle=loop.handle, out_dir=out_dir, steps=total, train_losses=losses,
                           eval_loss=eval_loss, eval_loss_intervened=eval_int,
                           tokens_per_s=summary["tokens_per_s"])
 
@@ -412,12 +448,12 @@ def _write_adapter(handle: LoraHandle, out_dir: Path, extra: dict) -> None:
     tmp.rename(out_dir / "adapter")
 
 
-def _finished(model, handle: LoraHandle, out_dir: Path) -> FinetuneResult:
+def _finished(model: HookedTransformer, handle: LoraHandle, out_dir: Path) -> FinetuneResult:
     """A completed run in out_dir: load its adapter instead of training again."""
     from safetensors.torch import load_file
 
     handle.load_state_dict(load_file(str(out_dir / "adapter" / "adapter.safetensors")))
-    summary = json.loads((out_dir / "summary.json").read_text())
+    summary = read_json_checked(out_dir / "summary.json")
     return FinetuneResult(handle=handle, out_dir=out_dir, steps=summary["steps"],
                           train_losses=summary.get("train_losses", []),
                           eval_loss=summary.get("eval_loss"),
@@ -425,9 +461,11 @@ def _finished(model, handle: LoraHandle, out_dir: Path) -> FinetuneResult:
                           tokens_per_s=summary.get("tokens_per_s"))
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past `step` (written after the checkpoint a resume starts from)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+def _truncate_log(log: AppendLog, step: int) -> None:
+    """Drop log rows past `step` (written after the checkpoint a resume starts from)."""
+    rows = log.read()
+    keep = [r for r in rows if r["step"] <= step]
+    if len(keep) != len(rows):
+        log.clear()
+        if keep:
+            log.append(keep)

@@ -1,6 +1,7 @@
 """Sparse autoencoders on one layer's residual stream: corpus, activations, BatchTopK training
 (sae_lens), evaluation of the loaded inference SAE, and persona-vector decomposition."""
 
+from pvlens.sae.contexts import top_contexts
 from pvlens.sae.corpus import (
     CorpusConfig,
     Document,
@@ -10,18 +11,17 @@ from pvlens.sae.corpus import (
 )
 
 # `pvlens.sae.decompose` stays the module (its main function is `decompose.decompose`)
-from pvlens.sae.decompose import (
-    decoder_cosines,
-    encoder_scores,
-    feature_steering,
-    load_vector,
-    promoted_tokens,
-    sparse_reconstruction,
-    top_contexts,
-)
+from pvlens.sae.decompose import load_vector
 from pvlens.sae.evaluate import evaluate_sae
 from pvlens.sae.loading import LoadedSae, heldout_documents, load_sae
 from pvlens.sae.provider import ActivationProvider, ProviderStats, layer_activations
+from pvlens.sae.ranking import (
+    decoder_cosines,
+    encoder_scores,
+    promoted_tokens,
+    sparse_reconstruction,
+)
+from pvlens.sae.steering import feature_steering
 from pvlens.sae.train import SaeTrainConfig, train_sae
 
 __all__ = [

@@ -36,7 +36,7 @@ from pvlens.core.chat import EncodedChat
 from pvlens.core.engine import engine_for
 from pvlens.sae.corpus import Document
 from pvlens.sae.loading import LoadedSae, heldout_documents, load_sae
-from pvlens.sae.provider import ProviderStats, _resolve_dtype, layer_activations
+from pvlens.sae.provider import ProviderStats, layer_activations, sae_compute_dtype
 
 EVAL_FILE = "eval.json"
 
@@ -187,7 +187,7 @@ def ce_metrics(
     is averaged over predictions made at those positions.
     """
     sae, hook_name = loaded.sae, loaded.hook_name
-    dtype = _resolve_dtype(model, dtype)
+    dtype = sae_compute_dtype(model, dtype)
     modes: list[tuple[str, int | None]] = [("clean", None), ("sae", None), ("zero", None)]
     modes += [(f"k{k}", k) for k in ks]
     sums = {name: 0.0 for name, _ in modes}

@@ -18,7 +18,7 @@ exceeds `max_norm_ratio` x the batch median is dropped too (counted in `stats`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,10 +53,6 @@ class ProviderStats:
     epochs: int = 0
     """Completed passes over the document list."""
 
-    @property
-    def tokens_seen(self) -> int:
-        return self.tokens_kept + self.tokens_first + self.tokens_outliers
-
 
 @dataclass
 class ActivationChunk:
@@ -70,7 +66,9 @@ class ActivationChunk:
     """Position of each token in its document."""
 
 
-def _resolve_dtype(model: HookedTransformer, dtype) -> torch.dtype:
+def sae_compute_dtype(model: HookedTransformer, dtype: torch.dtype | str | None) -> torch.dtype:
+    """The forward dtype of activation passes: "auto" = bf16 where the hardware runs it fast,
+    None = the model's own dtype, else the dtype named."""
     if dtype == "auto":
         return fast_dtype(model.W_E.device)
     return _as_dtype(dtype) or model.cfg.dtype
@@ -99,11 +97,9 @@ def layer_activations(
         max_norm_ratio: drop tokens with norm > ratio x the batch's median norm (None: keep all).
     """
     layer = check_layer(model, layer)
-    dtype = _resolve_dtype(model, dtype)
     stats = stats if stats is not None else ProviderStats()
-    device = model.W_E.device
+    forward = _layer_forward(model, layer, sae_compute_dtype(model, dtype))
     pad_id = model.tokenizer.pad_token_id or 0 if model.tokenizer is not None else 0
-    engine = engine_for(model, dtype)
     order = list(range(len(docs))) if order is None else list(order)
     ids_of = [d.ids if isinstance(d, Document) else list(d) for d in docs]
     # consecutive windows of the (shuffled) order, each split into length-sorted batches
@@ -112,35 +108,52 @@ def layer_activations(
         part = order[w : w + window]
         for group in token_batches([len(ids_of[i]) for i in part], forward_tokens, max_batch):
             idx = [part[j] for j in group]
-            chats = [EncodedChat(ids_of[i], len(ids_of[i])) for i in idx]
-            tokens, positions = left_pad(chats, pad_id, device)
-            captured: list[Tensor] = []
-
-            def grab(i: int, x: Tensor, captured=captured) -> None:
-                if i == layer:
-                    captured.append(x.float())
-
-            with torch.inference_mode():
-                if engine is not None:
-                    engine.forward(tokens, positions, stop_at_layer=layer + 1, on_resid=grab,
-                                   logits=None)
-                else:
-                    _tl_forward(model, tokens, positions, [layer], grab)
-            x = captured[0]  # [batch, pos, d_in]
-            real = positions >= 0
-            keep = real & (positions >= skip_first)
-            stats.tokens_first += int((real & ~keep).sum())
-            if max_norm_ratio is not None and bool(keep.any()):
-                norms = x.norm(dim=-1)
-                limit = max_norm_ratio * norms[keep].median()
-                outlier = keep & (norms > limit)
-                stats.tokens_outliers += int(outlier.sum())
-                keep &= ~outlier
+            tokens, positions = left_pad([EncodedChat(ids_of[i], len(ids_of[i])) for i in idx], pad_id,
+                                         model.W_E.device)
+            x = forward(tokens, positions)  # [batch, pos, d_in]
+            keep = _kept_tokens(x, positions, skip_first, max_norm_ratio, stats)
             rows, cols = keep.nonzero(as_tuple=True)
-            doc_idx = torch.tensor(idx, device=device)[rows]
             stats.tokens_kept += len(rows)
             stats.documents += len(idx)
-            yield ActivationChunk(x[rows, cols], doc_idx.cpu(), positions[rows, cols].cpu())
+            yield ActivationChunk(x[rows, cols], torch.tensor(idx)[rows.cpu()], positions[rows, cols].cpu())
+
+
+def _layer_forward(
+    model: HookedTransformer, layer: int, dtype: torch.dtype,
+) -> Callable[[Tensor, Tensor], Float[Tensor, "batch pos d_in"]]:
+    """A function (tokens, positions) → fp32 `blocks.{layer}.hook_resid_post`, stopping there."""
+    engine = engine_for(model, dtype)
+
+    def forward(tokens: Tensor, positions: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+
+        def grab(i: int, x: Tensor) -> None:
+            if i == layer:
+                captured.append(x.float())
+
+        with torch.inference_mode():
+            if engine is not None:
+                engine.forward(tokens, positions, stop_at_layer=layer + 1, on_resid=grab, logits=None)
+            else:
+                _tl_forward(model, tokens, positions, [layer], grab)
+        return captured[0]
+
+    return forward
+
+
+def _kept_tokens(
+    x: Tensor, positions: Tensor, skip_first: int, max_norm_ratio: float | None, stats: ProviderStats,
+) -> Tensor:
+    """Mask of the tokens to keep: real, past the sink positions, not norm outliers (counted)."""
+    real = positions >= 0
+    keep = real & (positions >= skip_first)
+    stats.tokens_first += int((real & ~keep).sum())
+    if max_norm_ratio is not None and bool(keep.any()):
+        norms = x.norm(dim=-1)
+        outlier = keep & (norms > max_norm_ratio * norms[keep].median())
+        stats.tokens_outliers += int(outlier.sum())
+        keep &= ~outlier
+    return keep
 
 
 class ActivationProvider:

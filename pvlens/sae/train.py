@@ -16,8 +16,6 @@ Output folder:
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -26,14 +24,18 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, LoggingConfig
 from sae_lens.config import SAETrainerConfig
 from sae_lens.training.sae_trainer import SAETrainer
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from pvlens.core.config import Config, default_layer
+from pvlens.core.fingerprint import model_fingerprint
 from pvlens.core.hooks import check_layer, resid_hook_name
+from pvlens.io.atomic import read_json_checked, write_json_atomic
+from pvlens.io.jsonl import AppendLog
 from pvlens.sae.corpus import Document, read_documents, split_documents
 from pvlens.sae.provider import ActivationProvider
 
@@ -42,12 +44,12 @@ LOG_FILE = "train_log.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 
-class SaeTrainConfig(BaseModel):
+class SaeTrainConfig(Config):
     """Everything that decides what SAE comes out (saved with it)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    layer: int = Field(15, description="Block whose output (blocks.{layer}.hook_resid_post) is encoded.")
+    layer: int | None = Field(
+        None, description="Block whose output (blocks.{layer}.hook_resid_post) is encoded (None: the middle block)."
+    )
     expansion: int = Field(8, ge=1, description="d_sae = expansion x d_model (ignored if d_sae is set).")
     d_sae: int | None = Field(None, description="Number of latents (overrides expansion).")
     k: float = Field(32, gt=0, description="BatchTopK: mean active latents per token over a batch.")
@@ -95,6 +97,7 @@ class SaeTrainConfig(BaseModel):
     device: str = Field("cpu", description="Device for the SAE (the model stays where it is).")
 
     def n_latents(self, d_in: int) -> int:
+        """Number of latents for an input width `d_in`."""
         return self.d_sae or self.expansion * d_in
 
     @classmethod
@@ -158,8 +161,7 @@ class _Trainer(SAETrainer):
         }
         self.bar.set_postfix(loss=f"{row['loss']:.3g}", fvu=f"{fvu:.3f}", l0=f"{l0:.1f}",
                              dead=row["dead"])
-        with self.log_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        AppendLog(self.log_path).append(row)
 
 
 def _silent_tqdm(*args, **kwargs):
@@ -175,9 +177,14 @@ def _latest_checkpoint(out: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name)) if done else None
 
 
+def sae_layer(cfg: SaeTrainConfig, model: HookedTransformer) -> int:
+    """The checked block the SAE encodes (`cfg.layer`, or the middle block)."""
+    return check_layer(model, default_layer(model) if cfg.layer is None else cfg.layer)
+
+
 def build_sae(cfg: SaeTrainConfig, model: HookedTransformer) -> BatchTopKTrainingSAE:
     """A fresh BatchTopK training SAE for `cfg.layer` of `model` (seeded)."""
-    layer = check_layer(model, cfg.layer)
+    layer = sae_layer(cfg, model)
     d_in = model.cfg.d_model
     torch.manual_seed(cfg.seed)
     sae_cfg = BatchTopKTrainingSAEConfig(
@@ -199,6 +206,7 @@ def build_sae(cfg: SaeTrainConfig, model: HookedTransformer) -> BatchTopKTrainin
 
 
 def trainer_config(cfg: SaeTrainConfig, out: Path) -> SAETrainerConfig:
+    """sae_lens's trainer settings: steps, lr schedule, dead-latent window, checkpoints."""
     steps = cfg.training_tokens // cfg.batch_size
     if steps < 1:
         raise ValueError(
@@ -243,19 +251,13 @@ def train_sae(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    layer = check_layer(model, cfg.layer)
+    layer = sae_layer(model=model, cfg=cfg)
+    cfg = cfg.changed(layer=layer)
     sources = _source_names(corpus)
     docs = _as_documents(corpus, model, cfg.context_size)
     train_docs, held = split_documents(docs, cfg.holdout_fraction, cfg.seed)
-
-    checkpoint = _latest_checkpoint(out) if resume else None
-    if not resume:
-        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-        (out / LOG_FILE).unlink(missing_ok=True)
-    if checkpoint is not None:
-        _check_resume_config(out, cfg)
+    checkpoint = _start_or_resume(out, cfg, resume)
     _write_meta(out, {"status": "training", **_meta(cfg, model, layer, sources, docs, held)})
-
     sae = build_sae(cfg, model)
     trainer = _Trainer(
         cfg=trainer_config(cfg, out), sae=sae, data_provider=iter(()),
@@ -266,7 +268,6 @@ def train_sae(
         trainer.load_trainer_state(checkpoint)
         # sae_lens saves the step counter before incrementing it; the sample count is exact
         trainer.n_training_steps = trainer.n_training_samples // cfg.batch_size
-        scale = trainer.activation_scaler.scaling_factor
     provider = ActivationProvider(
         model, train_docs, layer, batch_size=cfg.batch_size, buffer_tokens=max(
             cfg.buffer_tokens, 2 * cfg.batch_size), seed=cfg.seed + trainer.n_training_samples,
@@ -274,30 +275,40 @@ def train_sae(
         max_norm_ratio=cfg.max_norm_ratio, cache_file=_cache_file(cfg, model, layer, train_docs),
     )
     if checkpoint is None:
-        scale = provider.estimate_scaling_factor(cfg.scaling_tokens)
-        trainer.activation_scaler.scaling_factor = scale
+        trainer.activation_scaler.scaling_factor = provider.estimate_scaling_factor(cfg.scaling_tokens)
+    scale = trainer.activation_scaler.scaling_factor
     trainer.data_provider = provider
     t0 = time.time()
     trainer.fit()  # folds the scaling factor into the weights: the saved SAE reads raw activations
     ema = float(sae.topk_threshold)
-    calibrated = None
-    if cfg.calibrate_threshold:
-        n_batches = max(1, cfg.calibration_tokens // cfg.batch_size)
-        calibrated = calibrate_threshold(sae, [next(provider) for _ in range(n_batches)])
+    calibrated = _calibrate(sae, provider, cfg) if cfg.calibrate_threshold else None
     sae.save_inference_model(out)
-    meta = _meta(cfg, model, layer, sources, docs, held)
-    meta.update(
-        status="done",
-        scaling_factor=scale,
-        threshold_ema=ema,
-        threshold_calibrated=calibrated,
-        train_seconds=round(time.time() - t0, 1),
-        resumed_from=checkpoint.name if checkpoint is not None else None,
-        provider_stats={**provider.stats.__dict__},
-        final_train_metrics=_last_log(out / LOG_FILE),
-    )
-    _write_meta(out, meta)
+    _write_meta(out, {
+        **_meta(cfg, model, layer, sources, docs, held),
+        "status": "done", "scaling_factor": scale, "threshold_ema": ema,
+        "threshold_calibrated": calibrated, "train_seconds": round(time.time() - t0, 1),
+        "resumed_from": checkpoint.name if checkpoint is not None else None,
+        "provider_stats": {**provider.stats.__dict__}, "final_train_metrics": _last_log(out / LOG_FILE),
+    })
     return out
+
+
+def _start_or_resume(out: Path, cfg: SaeTrainConfig, resume: bool) -> Path | None:
+    """The checkpoint to resume from (checked against the recorded config), or None after
+    clearing old checkpoints and log when not resuming."""
+    if not resume:
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        (out / LOG_FILE).unlink(missing_ok=True)
+        return None
+    checkpoint = _latest_checkpoint(out)
+    if checkpoint is not None:
+        _check_resume_config(out, cfg)
+    return checkpoint
+
+
+def _calibrate(sae: BatchTopKTrainingSAE, provider: ActivationProvider, cfg: SaeTrainConfig) -> float:
+    n_batches = max(1, cfg.calibration_tokens // cfg.batch_size)
+    return calibrate_threshold(sae, [next(provider) for _ in range(n_batches)])
 
 
 @torch.no_grad()
@@ -336,10 +347,9 @@ def _cache_file(cfg: SaeTrainConfig, model, layer: int, docs: Sequence[Document]
     if cfg.activation_cache is None:
         return None
     h = hashlib.sha1()
-    with torch.no_grad():  # a weights fingerprint: a finetuned model of the same name differs
-        weights = sum(float(p.detach().double().abs().sum()) for p in model.parameters())
+    # every weight (adapters included): a finetuned model of the same name differs
     settings = (model.cfg.model_name, model.cfg.d_model, layer, cfg.skip_first,
-                cfg.max_norm_ratio, cfg.dtype, cfg.context_size, f"{weights:.6e}")
+                cfg.max_norm_ratio, cfg.dtype, cfg.context_size, model_fingerprint(model))
     h.update(repr(settings).encode())
     for d in docs:
         h.update(b"|" + ",".join(map(str, d.ids)).encode())
@@ -381,15 +391,13 @@ def _meta(cfg, model, layer, sources, docs, held) -> dict:
 
 
 def _write_meta(out: Path, meta: dict) -> None:
-    tmp = out / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=str))
-    tmp.replace(out / META_FILE)
+    write_json_atomic(out / META_FILE, meta)
 
 
 def read_meta(sae_dir: str | Path) -> dict:
     """The pvlens record of a trained SAE folder (empty if the SAE was made elsewhere)."""
     path = Path(sae_dir) / META_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json_checked(path) if path.exists() else {}
 
 
 def _check_resume_config(out: Path, cfg: SaeTrainConfig) -> None:
@@ -406,12 +414,6 @@ def _check_resume_config(out: Path, cfg: SaeTrainConfig) -> None:
 
 
 def _last_log(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1]) if lines else None
+    rows = AppendLog(path).read()
+    return rows[-1] if rows else None
 
-
-def steps_for(cfg: SaeTrainConfig) -> int:
-    """Optimiser steps a config runs."""
-    return math.floor(cfg.training_tokens / cfg.batch_size)

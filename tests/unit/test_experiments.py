@@ -16,6 +16,7 @@ from pvlens.finetune.experiments import (
     run_shift,
     summarise_shift,
 )
+from pvlens.io.runs import StaleRunError
 
 QUESTIONS = ["How do I make friends?", "What should I do with a lost wallet?"]
 
@@ -49,7 +50,10 @@ def _cfg(**kw) -> MitigationConfig:
 
 
 def test_arms_cover_the_paper_mitigations():
-    arms = mitigation_arms(MitigationConfig())
+    arms = mitigation_arms(MitigationConfig().resolved(30))
+    assert [a.layers for a in arms if a.kind == "prevent"][-1] == [12, 15, 18]
+    with pytest.raises(ValueError, match="resolved"):
+        mitigation_arms(MitigationConfig())
     kinds = [a.kind for a in arms]
     assert kinds[:2] == ["base", "none"] and kinds[2] == "posthoc"  # post-hoc reuses `none`
     assert {"prevent", "caft", "l2"} <= set(kinds)
@@ -90,9 +94,25 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
     run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                    progress=False, log=calls.append)
     assert sum("done earlier" not in c for c in calls) == 1
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(StaleRunError, match="config.posthoc_alphas"):
         run_mitigation(tiny, data, vecs, out, _cfg(posthoc_alphas=[1.0]), judge=LengthJudge(),
                        questions=QUESTIONS, progress=False, log=lambda s: None)
+    # so are another data file, other vectors and other questions
+    other = _data(tmp_path / "d2.jsonl", word="kind")
+    with pytest.raises(StaleRunError, match="data"):
+        run_mitigation(tiny, other, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
+    with pytest.raises(StaleRunError, match="vectors"):
+        run_mitigation(tiny, data, vecs * 2, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
+    with pytest.raises(StaleRunError, match="questions"):
+        run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS[:1],
+                       progress=False, log=lambda s: None)
+    # a cut metadata file is an error naming it, never trusted
+    (out / "arms" / "none.json").write_text('{"arm": "no')
+    with pytest.raises(ValueError, match="none.json"):
+        run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
+                       progress=False, log=lambda s: None)
 
 
 def test_shift_experiment_records_and_correlations(tiny, tmp_path):
@@ -137,3 +157,46 @@ def test_cli_registers_the_experiments():
         res = runner.invoke(app, ["experiment", cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "--preset" in res.output
+
+
+def test_cli_checks_options_and_files_before_loading_a_model(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import pvlens
+    from pvlens.cli import app
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(pvlens, "load_model", no_model)
+    data = _data(tmp_path / "d.jsonl")
+    runner = CliRunner()
+    cases = [
+        (["experiment", "mitigation", "--data", str(tmp_path / "missing.jsonl"), "--vectors", str(data),
+          "--out", str(tmp_path / "o")], "missing.jsonl"),
+        (["experiment", "mitigation", "--data", str(data), "--vectors", str(data), "--out", str(tmp_path / "o"),
+          "--posthoc", "4,nan"], "--posthoc"),
+        (["experiment", "mitigation", "--data", str(data), "--vectors", str(data), "--out", str(tmp_path / "o"),
+          "--multi-layers", "12,x"], "--multi-layers"),
+        (["experiment", "shift", "--datasets", str(tmp_path), "--out", str(tmp_path / "o"),
+          "--vectors", "evil"], "TRAIT=FILE"),
+        (["finetune", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--prevent", str(data)],
+         "--layers is required"),
+        (["finetune", "run", "--data", str(data), "--out", str(tmp_path / "o"), "--layers", "1,2",
+          "--prevent", str(data), "--alpha", "1,2,3"], "3 alphas for 2 layers"),
+    ]
+    for args, message in cases:
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()), (args, res.output)
+
+
+def test_finetune_cli_options_default_to_the_config():
+    from pvlens.cli.finetune import _training_config
+    from pvlens.finetune.train import FinetuneConfig
+
+    none = dict(lr=None, epochs=None, max_steps=None, batch_size=None, micro_batch_size=None, rank=None,
+                lora_alpha=None, rslora=None, eval_fraction=None, save_every=None, seed=None)
+    assert _training_config(**none) == FinetuneConfig()
+    cfg = _training_config(**{**none, "lr": 1e-3, "rank": 4})
+    assert cfg.lr == 1e-3 and cfg.lora.r == 4 and cfg.lora.alpha == FinetuneConfig().lora.alpha

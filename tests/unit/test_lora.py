@@ -13,6 +13,7 @@ import pvlens
 from pvlens import tl_speedups
 from pvlens.core.chat import encode_conversation
 from pvlens.core.model import _hooked_from_local, ensure_default_model_dir, tiny_model
+from pvlens.finetune import checkpoint
 from pvlens.finetune.data import collate, read_jsonl
 from pvlens.finetune.lora import (
     LoraConfig,
@@ -25,6 +26,7 @@ from pvlens.finetune.lora import (
 )
 from pvlens.finetune.penalty import ProjectionPenalty
 from pvlens.finetune.train import FinetuneConfig, batch_loss_terms, finetune, lr_factor
+from pvlens.io.runs import StaleRunError
 
 torch.set_num_threads(1)
 PEFT_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -299,9 +301,66 @@ def test_resume_after_interrupt_matches_uninterrupted_run(tmp_path):
     assert resumed.train_losses == pytest.approx(full.train_losses, abs=1e-6)
     log = [json.loads(x) for x in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(StaleRunError, match="config.lr"):
         finetune(tiny_model(), CONVS, cfg.model_copy(update={"lr": 1e-3}), tmp_path / "cut",
                  progress=False)
+
+
+class _Payload:
+    """Unpickling this writes a marker file: proof that a checkpoint ran code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_planted_pickle_checkpoint_is_refused_not_executed(tmp_path):
+    cfg = _tiny_cfg(max_steps=2)
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    marker = tmp_path / "marker.txt"
+    torch.save({"step": 1, "x": _Payload(str(marker))}, out / "checkpoint" / "trainer_state.pt")
+    model = tiny_model()
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match="pickle"):
+        finetune(model, CONVS, cfg, out, progress=False)
+    assert not marker.exists()
+    assert get_handle(model) is None
+    # starting over discards the planted folder without reading it
+    res = finetune(model, CONVS, cfg, out, resume=False, progress=False)
+    assert res.steps == 2 and not marker.exists()
+    assert not (out / "checkpoint" / "trainer_state.pt").exists()
+
+
+def test_checkpoint_round_trips_optimizer_and_rng_without_pickle(tmp_path):
+    import random
+
+    import numpy as np
+
+    p = torch.nn.Parameter(torch.randn(3, 2))
+    opt = torch.optim.AdamW([p], lr=1e-3, betas=(0.8, 0.9))
+    p.grad = torch.randn(3, 2)
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5)
+    state = {"step": 3, "losses": [1.5, 1.25], "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "rng": checkpoint.rng_state()}
+    checkpoint.save(tmp_path / "ck", {"a": torch.ones(2)}, state)
+    assert not list((tmp_path / "ck").glob("*.pt"))
+    found = checkpoint.find(tmp_path / "ck")
+    adapter, back = checkpoint.load(found)
+    assert torch.equal(adapter["a"], torch.ones(2))
+    assert back["step"] == 3 and back["losses"] == [1.5, 1.25]
+    assert back["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
+    for k, v in state["optimizer"]["state"][0].items():
+        assert torch.equal(back["optimizer"]["state"][0][k], v), k
+    assert back["scheduler"] == state["scheduler"]
+    expected = (torch.rand(2), random.random(), np.random.rand())
+    checkpoint.set_rng_state(back["rng"])
+    assert (torch.rand(2), random.random(), np.random.rand())[1:] == expected[1:]
+    checkpoint.set_rng_state(back["rng"])
+    assert torch.equal(torch.rand(2), expected[0])
 
 
 def test_training_lowers_loss_and_writes_files(tmp_path):
@@ -313,7 +372,7 @@ def test_training_lowers_loss_and_writes_files(tmp_path):
     assert res.train_losses[-1] < res.train_losses[0]
     assert res.eval_loss is not None and res.tokens_per_s > 0
     for name in ("adapter/adapter.safetensors", "adapter/adapter_config.json", "summary.json",
-                 "log.jsonl", "run.json", "checkpoint/trainer_state.pt"):
+                 "log.jsonl", "run.json", "inputs.json", "checkpoint/trainer_state.json"):
         assert (tmp_path / "run" / name).exists(), name
     other = tiny_model()
     load_adapter(other, tmp_path / "run" / "adapter")

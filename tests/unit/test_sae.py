@@ -372,8 +372,13 @@ def test_feature_steering_with_injected_judge(tiny, trained):
     v = torch.randn(tiny.cfg.d_model)
 
     class LengthJudge:
+        """Trait = answer length; coherence never scored."""
+
         def score_many(self, pairs):
             return [float(len(a)) for _, a in pairs]
+
+        def coherence_many(self, pairs):
+            return [None for _ in pairs]
 
     rows = dec.feature_steering(tiny, loaded, v, [1, 2], ["Hi?", "How are you?"], LengthJudge(),
                                 alpha=2.0, n_random=1, max_new_tokens=4)
@@ -381,7 +386,7 @@ def test_feature_steering_with_injected_judge(tiny, trained):
     assert kinds == ["baseline", "persona_vector", "feature", "feature", "random_feature"]
     assert all(r["trait_score"] is not None for r in rows)
     assert rows[-1]["feature"] not in (1, 2)
-    assert all(r["coherence"] is None and r["n"] == 2 for r in rows)  # judge has no coherence
+    assert all(r["coherence"] is None and r["n"] == 2 for r in rows)  # judge gave no coherence
 
     class LengthCoherenceJudge(LengthJudge):
         def coherence_many(self, pairs):
