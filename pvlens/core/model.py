@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-
 from typing import Any
 
 import torch

@@ -254,3 +254,171 @@ def test_steering_equals_hf_hook_on_decoder_layer(loaded, family):
         got = model(tokens)
     assert (ref - _hf_logits(hf, tokens)).abs().max() > 1e-2  # the steer changes the output
     assert (got - ref).abs().max() < 1e-4
+
+
+# ---- chat templates -------------------------------------------------------------------------
+CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "What is the capital of France?"},
+    {"role": "assistant", "content": "Paris is the capital of France."},
+]
+# What the family's template writes right before the reply and right after it.
+HEADERS = {
+    "llama3": ("<|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"),
+    "qwen2": ("<|im_start|>assistant\n", "<|im_end|>"),
+    "mistral": ("[/INST]", "</s>"),
+    "gemma2": ("<start_of_turn>model\n", "<end_of_turn>"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(HEADERS))
+def test_family_template_prompt_response_boundary(loaded, family):
+    tok = loaded[family][0].tokenizer
+    chat = pvlens.encode_conversation(tok, CONVERSATION)
+    prompt = tok.decode(chat.prompt_ids)
+    response = tok.decode(chat.response_ids)
+    header, end = HEADERS[family]
+    assert prompt.endswith(header)
+    assert response.strip() == "Paris is the capital of France." + end
+    assert "You are a helpful assistant." in prompt  # Gemma: folded into the user turn
+    # A generation prompt is exactly the conversation's prompt part.
+    gen = pvlens.encode_prompt(tok, "What is the capital of France?", system=CONVERSATION[0]["content"])
+    assert gen.ids == chat.prompt_ids
+
+
+def test_qwen3_enable_thinking_false_and_true(loaded):
+    tok = loaded["qwen3"][0].tokenizer
+    empty_think = "<think>\n\n</think>\n\n"
+    off = pvlens.encode_conversation(tok, CONVERSATION, template_kwargs={"enable_thinking": False})
+    on = pvlens.encode_conversation(tok, CONVERSATION, template_kwargs={"enable_thinking": True})
+    assert tok.decode(off.prompt_ids).endswith("<|im_start|>assistant\n" + empty_think)
+    assert tok.decode(off.response_ids) == "Paris is the capital of France.<|im_end|>\n"
+    assert tok.decode(on.prompt_ids).endswith("<|im_start|>assistant\n")
+    assert tok.decode(on.response_ids) == empty_think + "Paris is the capital of France.<|im_end|>\n"
+    assert on.ids == off.ids  # same text; only the boundary moves
+    gen = pvlens.encode_prompt(tok, "Hi", template_kwargs={"enable_thinking": False})
+    assert gen.text.endswith(empty_think)
+    assert not pvlens.encode_prompt(tok, "Hi").text.endswith(empty_think)  # default: thinking on
+
+
+def test_template_option_and_tokenizer_defaults(zoo):
+    from pvlens.core.templates import TEMPLATE_OPTIONS_ATTR, use_template
+
+    model = pvlens.load_model(str(zoo["qwen3"]), template_kwargs={"enable_thinking": False})
+    tok = model.tokenizer
+    assert getattr(tok, TEMPLATE_OPTIONS_ATTR) == {"enable_thinking": False}
+    assert pvlens.encode_prompt(tok, "Hi").text.endswith("</think>\n\n")  # every pipeline gets it
+    on = pvlens.encode_prompt(tok, "Hi", template_kwargs={"enable_thinking": True})
+    assert on.text.endswith("<|im_start|>assistant\n")  # a per-call option wins
+    chatml = pvlens.encode_prompt(tok, "Hi", template="qwen2")  # another template by name
+    assert "You are Qwen" in chatml.text
+    use_template(tok, "qwen3")
+    assert pvlens.encode_prompt(tok, "Hi").text.endswith("<|im_start|>assistant\n")
+
+
+def test_template_errors_name_the_fix(loaded):
+    tok = loaded["qwen2"][0].tokenizer
+    with pytest.raises(ValueError, match="neither a pvlens template name"):
+        pvlens.encode_prompt(tok, "Hi", template="chatml-v9")
+
+
+def test_loaded_tokenizer_gets_its_familys_template(zoo, loaded):
+    from transformers import AutoTokenizer
+
+    from pvlens.core.templates import template_source
+
+    for family, path in zoo.items():
+        assert AutoTokenizer.from_pretrained(path).chat_template is None  # the folder has none
+        assert loaded[family][0].tokenizer.chat_template == template_source(family)
+
+
+def test_mistral_keeps_system_with_reply(loaded):
+    tok = loaded["mistral"][0].tokenizer
+    chat = pvlens.encode_conversation(tok, CONVERSATION)
+    text = tok.decode(chat.ids)
+    assert text.startswith("<s>[INST] You are a helpful assistant.\n\nWhat is the capital")
+    assert text.endswith("[/INST] Paris is the capital of France.</s>")
+
+
+# ---- devices --------------------------------------------------------------------------------
+def test_device_strings_are_validated():
+    from pvlens.core.device import resolve_device
+    from pvlens.errors import InputError
+
+    assert resolve_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="not a device name"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+
+
+def test_n_devices_needs_cuda_and_enough_gpus(zoo, monkeypatch):
+    from pvlens.core.placement import check_n_devices
+    from pvlens.errors import InputError
+
+    with pytest.raises(InputError, match="needs device='cuda'"):
+        pvlens.load_model(str(zoo["qwen2"]), n_devices=2)
+    with pytest.raises(InputError, match="must be 1 or more"):
+        check_n_devices("cpu", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_n_devices("cuda", 2)
+    with pytest.raises(InputError, match="only 1 CUDA device"):
+        check_n_devices("cuda:1", 2)
+
+
+def test_config_carries_n_devices_and_splits_layers(zoo, monkeypatch):
+    """CPU stand-in for a 2-GPU machine: the config and the per-block placement TL routes by."""
+    from transformers import AutoConfig
+
+    from pvlens.core.model import local_tl_config
+    from pvlens.core.placement import layer_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    hf_config = AutoConfig.from_pretrained(zoo["llama3"])
+    hf_config.num_hidden_layers = 4
+    cfg = local_tl_config(hf_config, device="cuda", dtype=torch.bfloat16, n_devices=2)
+    assert cfg.n_devices == 2 and cfg.dtype == torch.bfloat16 and cfg.n_layers == 4
+    assert [str(d) for d in layer_devices(cfg)] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+
+
+def test_default_weights_dtype_is_bf16_on_a_bf16_gpu(monkeypatch):
+    from pvlens.core.placement import weights_dtype
+
+    assert weights_dtype("cpu") == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert weights_dtype("cuda") == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert weights_dtype("cuda:0") == torch.float32
+
+
+def test_unsupported_options_are_refused_not_ignored(zoo, tmp_path):
+    from transformers import AutoConfig
+
+    from pvlens.core.families import UnsupportedModelError, tl_config_dict
+
+    hf_config = AutoConfig.from_pretrained(zoo["llama3"])
+    hf_config.rope_parameters = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}
+    with pytest.raises(UnsupportedModelError, match="yarn"):
+        tl_config_dict(hf_config)
+    bias = AutoConfig.from_pretrained(zoo["mistral"])
+    bias.attention_bias = True
+    with pytest.raises(UnsupportedModelError, match="bias"):
+        tl_config_dict(bias)
+    odd = AutoConfig.from_pretrained(zoo["qwen2"])
+    odd.architectures = ["PhiForCausalLM"]
+    with pytest.raises(UnsupportedModelError, match="PhiForCausalLM"):
+        tl_config_dict(odd)
+
+
+def test_engine_refuses_sliding_window_shorter_than_context(zoo):
+    from transformers import AutoConfig
+
+    from pvlens.core.model import local_tl_config
+
+    hf_config = AutoConfig.from_pretrained(zoo["mistral"])
+    hf_config.sliding_window = 16
+    cfg = local_tl_config(hf_config, n_ctx=64)
+    model = pvlens.core.model.HookedTransformer(cfg)
+    assert "sliding" in unsupported_reason(model)
