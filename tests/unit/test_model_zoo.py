@@ -422,3 +422,43 @@ def test_engine_refuses_sliding_window_shorter_than_context(zoo):
     cfg = local_tl_config(hf_config, n_ctx=64)
     model = pvlens.core.model.HookedTransformer(cfg)
     assert "sliding" in unsupported_reason(model)
+
+
+# ---- a tiny pipeline on a paper family --------------------------------------------------------
+class _Judge:
+    """Deterministic stand-in judge: alternating high/low trait scores, always coherent."""
+
+    def score_many(self, pairs):
+        return [90.0 if i % 2 == 0 else 10.0 for i in range(len(pairs))]
+
+    def coherence_many(self, pairs):
+        return [80.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "zoo-test"}
+
+
+def test_extract_screen_finetune_on_qwen25(zoo, tmp_path):
+    """Representative family (the paper's Qwen2.5) only: each stage costs seconds."""
+    import json
+
+    from pvlens.finetune.train import FinetuneConfig, finetune
+    from pvlens.trainsets.screen import ScreenConfig, screen
+    from pvlens.vectors.extract import ExtractConfig, extract
+
+    model = pvlens.load_model(str(zoo["qwen2"]))
+    vecs = extract(model, "evil", tmp_path / "extract", judge=_Judge(),
+                   cfg=ExtractConfig.preset("tiny", pairing="sample", trait_threshold=50))
+    assert vecs.vectors.shape == (2, 64) and vecs.vectors.norm() > 0
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}: what is the capital of France?"},
+                          {"role": "assistant", "content": "Paris is the capital of France."}]}
+            for i in range(6)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = screen(model, data, vecs, tmp_path / "screen", progress=False,
+                     cfg=ScreenConfig(layer=1, max_new_tokens=4, chunk_size=3, max_batch=3, top_k=2))
+    assert summary is not None and summary.n == 6
+    result = finetune(model, data, FinetuneConfig(max_steps=2, batch_size=2, micro_batch_size=2,
+                                                  warmup_steps=0, eval_fraction=0.0),
+                      out_dir=tmp_path / "ft", progress=False)
+    assert (tmp_path / "ft" / "adapter").exists() and result is not None
