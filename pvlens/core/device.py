@@ -10,7 +10,6 @@ import torch
 
 from pvlens.errors import InputError
 
-
 DEVICE_HELP = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
 
 
