@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from pvlens.core.templates import resolve_template, template_options
 
 Message = dict[str, str]
+TemplateKwargs = dict[str, Any] | None
 
 
 @dataclass
@@ -59,20 +63,23 @@ def build_messages(
     return messages
 
 
-def supports_system_role(tokenizer) -> bool:
-    """Whether the chat template accepts a system message (Gemma's, for one, raises)."""
-    cached = getattr(tokenizer, "_pvlens_system_ok", None)
-    if cached is not None:
-        return cached
-    try:
-        tokenizer.apply_chat_template(
-            [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], tokenize=False
-        )
-        ok = True
-    except Exception:  # templates raise their own exception types
-        ok = False
-    tokenizer._pvlens_system_ok = ok
-    return ok
+def supports_system_role(tokenizer, template: str | None = None) -> bool:
+    """Whether the chat template (default: the tokenizer's) accepts a system message
+    (Gemma's, for one, raises)."""
+    template = template or tokenizer.chat_template
+    cache = getattr(tokenizer, "_pvlens_system_ok", None)
+    if not isinstance(cache, dict):
+        cache = tokenizer._pvlens_system_ok = {}
+    if template not in cache:
+        try:
+            tokenizer.apply_chat_template(
+                [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                tokenize=False, chat_template=template,
+            )
+            cache[template] = True
+        except Exception:  # templates raise their own exception types
+            cache[template] = False
+    return cache[template]
 
 
 def _merge_system(messages: list[Message]) -> list[Message]:
@@ -87,36 +94,60 @@ def _merge_system(messages: list[Message]) -> list[Message]:
     return rest
 
 
-def template_text(tokenizer, messages: Sequence[Message], add_generation_prompt: bool) -> str:
-    """The chat-templated string for `messages`."""
-    if tokenizer.chat_template is None:
-        raise ValueError(
-            f"tokenizer {tokenizer.name_or_path!r} has no chat template; pvlens needs a chat model "
-            "(an *-Instruct / *-chat checkpoint)"
-        )
+def template_text(
+    tokenizer,
+    messages: Sequence[Message],
+    add_generation_prompt: bool,
+    template: str | None = None,
+    template_kwargs: TemplateKwargs = None,
+) -> str:
+    """The chat-templated string for `messages`.
+
+    `template`: a pvlens template name (llama3, mistral, qwen2, qwen3, gemma2) or Jinja text
+    instead of the tokenizer's own; `template_kwargs`: template options (e.g.
+    `{"enable_thinking": False}`) over the tokenizer's defaults (`templates.use_template`).
+    """
+    chat_template = resolve_template(tokenizer, template)
     msgs = list(messages)
-    if not supports_system_role(tokenizer):
+    if not supports_system_role(tokenizer, chat_template):
         msgs = _merge_system(msgs)
     return tokenizer.apply_chat_template(
-        msgs, tokenize=False, add_generation_prompt=add_generation_prompt
+        msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
+        chat_template=chat_template, **template_options(tokenizer, template_kwargs),
     )
 
 
 def encode_prompt(
-    tokenizer, user: str, system: str | None = None, history: Sequence[Message] | None = None
+    tokenizer,
+    user: str,
+    system: str | None = None,
+    history: Sequence[Message] | None = None,
+    template: str | None = None,
+    template_kwargs: TemplateKwargs = None,
 ) -> EncodedChat:
-    """A prompt ready for generation: ends with the assistant header."""
-    return encode_messages(tokenizer, build_messages(user, system, history))
+    """A prompt ready for generation: ends with the assistant header (see `template_text` for
+    `template` and `template_kwargs`)."""
+    return encode_messages(tokenizer, build_messages(user, system, history), template, template_kwargs)
 
 
-def encode_messages(tokenizer, messages: Sequence[Message]) -> EncodedChat:
+def encode_messages(
+    tokenizer,
+    messages: Sequence[Message],
+    template: str | None = None,
+    template_kwargs: TemplateKwargs = None,
+) -> EncodedChat:
     """Messages whose last turn is the user's → a prompt ending with the assistant header."""
-    text = template_text(tokenizer, messages, add_generation_prompt=True)
+    text = template_text(tokenizer, messages, True, template, template_kwargs)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return EncodedChat(ids=list(ids), prompt_len=len(ids), text=text)
 
 
-def encode_conversation(tokenizer, messages: Sequence[Message]) -> EncodedChat:
+def encode_conversation(
+    tokenizer,
+    messages: Sequence[Message],
+    template: str | None = None,
+    template_kwargs: TemplateKwargs = None,
+) -> EncodedChat:
     """Messages whose last turn is the assistant's → ids with the prompt/response boundary.
 
     The response span covers the assistant's content and the end-of-turn token(s) the template
@@ -124,8 +155,8 @@ def encode_conversation(tokenizer, messages: Sequence[Message]) -> EncodedChat:
     """
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("encode_conversation needs the last message to be the assistant's reply")
-    prompt_text = template_text(tokenizer, messages[:-1], add_generation_prompt=True)
-    full_text = template_text(tokenizer, messages, add_generation_prompt=False)
+    prompt_text = template_text(tokenizer, messages[:-1], True, template, template_kwargs)
+    full_text = template_text(tokenizer, messages, False, template, template_kwargs)
     if not full_text.startswith(prompt_text):
         raise ValueError(
             "this chat template renders the prompt differently with and without the reply; "

@@ -8,15 +8,35 @@ from pathlib import Path
 
 import torch
 
+from pvlens.errors import InputError
+
+DEVICE_HELP = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+
 
 def resolve_device(device: str | torch.device | None) -> str:
     """'auto' / None → cuda if available else cpu; anything else is validated and returned."""
     if device is None or str(device) == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     device = str(device)
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"device {device!r} is not a device name; {DEVICE_HELP}") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not supported by pvlens; {DEVICE_HELP}")
+    if parsed.type == "cuda":
+        _check_cuda_index(device, parsed.index)
     return device
+
+
+def _check_cuda_index(device: str, index: int | None) -> None:
+    if not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    count = torch.cuda.device_count()
+    if index is not None and index >= count:
+        raise InputError(
+            f"device {device!r} requested but only {count} CUDA device(s) exist (cuda:0 … cuda:{count - 1})"
+        )
 
 
 @functools.cache

