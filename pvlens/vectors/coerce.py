@@ -22,6 +22,14 @@ VectorsLike = PersonaVectors | Tensor | str | Path | Mapping[int, Tensor]
 """Anything pvlens accepts where persona vectors are expected."""
 
 
+def _load_path_or_shipped(source: str | Path, reduction: str | None) -> PersonaVectors:
+    """A file or run folder; a bare name that is no path (e.g. "evil") is a shipped trait."""
+    path = Path(source)
+    if not path.exists() and isinstance(source, str) and "/" not in source and not path.suffix:
+        return PersonaVectors.builtin(source, reduction=reduction)
+    return PersonaVectors.load(path, reduction=reduction)
+
+
 def as_persona_vectors(
     vectors: VectorsLike, reduction: str | None = None, n_layers: int | None = None
 ) -> PersonaVectors:
@@ -29,7 +37,7 @@ def as_persona_vectors(
     if isinstance(vectors, PersonaVectors):
         pv = vectors.use(reduction) if reduction else vectors
     elif isinstance(vectors, str | Path):
-        pv = PersonaVectors.load(vectors, reduction=reduction)
+        pv = _load_path_or_shipped(vectors, reduction)
     elif isinstance(vectors, Tensor):
         table = vectors.detach().float()
         if table.dim() == 1:

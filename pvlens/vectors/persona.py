@@ -19,6 +19,8 @@ from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from pvlens.errors import InputError
+
 LAYER_CONVENTION = "row l = TransformerLens blocks.{l}.hook_resid_post (paper layer l+1)"
 DEFAULT_REDUCTION = "response_avg"
 DEFAULT_MODEL_KEY = "smollm2-135m-instruct"  # folder of the shipped vectors under pvlens/data/vectors
@@ -150,11 +152,21 @@ class PersonaVectors:
             raise FileNotFoundError(f"{path} does not exist; create vectors with `pvlens extract TRAIT --out DIR`")
         if path.suffix == ".pt":
             return cls.from_paper_pt(path)
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("pvlens", "{}")
-        return cls(load_file(str(path)), json.loads(raw), reduction)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                raw = (f.metadata() or {}).get("pvlens", "{}")
+            tensors = load_file(str(path))
+            metadata = json.loads(raw)
+        except (SafetensorError, json.JSONDecodeError, OSError) as e:
+            raise InputError(
+                f"{path} is not a readable pvlens vectors file ({e}); pass a file written by "
+                "`pvlens extract` / PersonaVectors.save, or convert it with `pvlens vectors import`"
+            ) from None
+        if not tensors:
+            raise InputError(f"{path} holds no tensors; it is not a persona-vectors file")
+        return cls(tensors, metadata, reduction)
 
     @classmethod
     def builtin(cls, trait: str, model: str = DEFAULT_MODEL_KEY, reduction: str | None = None) -> PersonaVectors:
