@@ -57,23 +57,24 @@ def serve_cmd(
     import uvicorn
 
     import pvlens
+    from pvlens.core.model import DEFAULT_MODEL
     from pvlens.serve import ServeSettings, Session, create_app
-    from pvlens.traits import builtin_traits
 
     m = pvlens.load_model(model, device=device)
-    named = {t: pvlens.PersonaVectors.builtin(t) for t in shipped_traits(builtin_traits())} if model is None and builtin else {}
+    named = {t: pvlens.PersonaVectors.builtin(t) for t in shipped_traits()} if model is None and builtin else {}
     named.update({k: pvlens.PersonaVectors.load(p) for k, p in extra.items()})
     settings = ServeSettings(max_push=max_push, max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens)
-    session = Session(m, named, settings, model_name=model or "SmolLM2-135M-Instruct")
+    session = Session(m, named, settings, model_name=model or DEFAULT_MODEL)
     typer.echo(f"pvlens playground on http://{host}:{port}  (Ctrl+C stops)")
     uvicorn.run(create_app(session), host=host, port=port, log_level="warning")
 
 
-def shipped_traits(traits: list[str]) -> list[str]:
-    """The traits among `traits` with vectors shipped for the default model."""
+def shipped_traits() -> list[str]:
+    """The built-in traits with vectors shipped for the default model (evil, sycophantic, hallucinating)."""
     from importlib import resources
 
+    from pvlens.traits import builtin_traits
     from pvlens.vectors import DEFAULT_MODEL_KEY
 
     folder = Path(str(resources.files("pvlens"))) / "data" / "vectors" / DEFAULT_MODEL_KEY
-    return [t for t in traits if (folder / f"{t}.safetensors").exists()]
+    return [t for t in builtin_traits() if (folder / f"{t}.safetensors").exists()]

@@ -130,7 +130,7 @@ def test_bad_input_is_a_clear_message(client, body, status, words):
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_alpha_is_refused(client, number):
-    raw = '{"prompt": "hi", "layer": 1, "traits": [{"name": "rand", "alpha": %s}]}' % number
+    raw = '{"prompt": "hi", "layer": 1, "traits": [{"name": "rand", "alpha": ALPHA}]}'.replace("ALPHA", number)
     r = client.post("/api/generate", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "finite" in r.json()["error"]
 
