@@ -222,24 +222,26 @@ class Session:
         return reply + new, out.finished[0] or len(reply) + len(new) >= plan.max_new_tokens
 
     def decode(self, ids: list[int]) -> str:
-        return self.model.tokenizer.decode(ids, skip_special_tokens=True)
+        return str(self.model.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def reply_projections(self, plan: Plan, reply: list[int]) -> tuple[list[str], list[float]]:
+        """Each reply token and its projection on the colour trait's unit vector at the layer,
+        read by the unsteered model; an empty reply gives the last prompt token's value only."""
+        vector = self.tables[plan.colour_trait][plan.layer]
+        tp = token_projections(self.model, plan.chat.with_response(reply), vector, plan.layer)
+        start = tp.prompt_len if reply else tp.prompt_len - 1
+        return tp.tokens[tp.prompt_len :], tp.values[start:]
 
     def colour_view(self, plan: Plan, replies: dict[str, list[int]]) -> dict[str, Any]:
-        """Per-token projections of both replies on the colour trait's unit vector at the layer,
-        read by the unsteered model, centred on the unsteered reply's mean."""
-        vector = self.tables[plan.colour_trait][plan.layer]
-        views = {}
-        for side, reply in replies.items():
-            tp = token_projections(self.model, plan.chat.with_response(reply), vector, plan.layer)
-            start = tp.prompt_len if reply else tp.prompt_len - 1  # an empty reply: last prompt token
-            views[side] = (tp.tokens[tp.prompt_len:], tp.values[start:])
-        base_vals = views["unsteered"][1]
-        baseline = sum(base_vals) / len(base_vals)
+        """Both replies' projections centred on the unsteered reply's mean, on one scale."""
+        views = {side: self.reply_projections(plan, reply) for side, reply in replies.items()}
+        base_values = views["unsteered"][1]
+        baseline = sum(base_values) / len(base_values)
         out: dict[str, Any] = {"type": "projections", "trait": plan.colour_trait, "layer": plan.layer,
                                "baseline": baseline}
         scale = 0.0
         for side, (tokens, values) in views.items():
-            centred = [v - baseline for v in values[-len(tokens):]] if tokens else []
+            centred = [v - baseline for v in values] if tokens else []
             scale = max([scale, *map(abs, centred)])
             out[side] = [[t, c] for t, c in zip(tokens, centred, strict=True)]
         out["scale"] = scale if scale > 0 and math.isfinite(scale) else 1.0

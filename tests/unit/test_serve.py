@@ -233,3 +233,13 @@ def test_cli_checks_arguments_before_loading_a_model(tmp_path):
     assert r.exit_code == 2 and "no vectors" in r.output
     r = runner.invoke(app, ["serve", "--max-push", "nan"])
     assert r.exit_code == 2 and "finite" in r.output
+
+
+def test_colour_view_of_an_empty_reply_uses_the_last_prompt_token(session):
+    from pvlens.serve import SteerRequest
+
+    plan = session.plan(SteerRequest(prompt=PROMPT, traits=[{"name": "rand", "alpha": 1.0}], layer=1))
+    view = session.colour_view(plan, {"unsteered": [], "steered": [100, 200]})
+    last_prompt = session.reply_projections(plan, [])[1]
+    assert view["unsteered"] == [] and view["baseline"] == pytest.approx(last_prompt[0])
+    assert len(view["steered"]) == 2 and view["scale"] > 0
