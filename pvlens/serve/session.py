@@ -195,9 +195,10 @@ class Session:
         return chat
 
     def _new_tokens(self, asked: int | None) -> int:
-        n = self.settings.default_new_tokens if asked is None else asked
-        if not 1 <= n <= self.settings.max_new_tokens:
-            raise InputError(f"max_new_tokens must be between 1 and {self.settings.max_new_tokens}, got {n}")
+        s = self.settings
+        n = min(s.default_new_tokens, s.max_new_tokens) if asked is None else asked
+        if not 1 <= n <= s.max_new_tokens:
+            raise InputError(f"max_new_tokens must be between 1 and {s.max_new_tokens}, got {n}")
         return n
 
     # --- model work (worker thread only) -----------------------------------------------------
