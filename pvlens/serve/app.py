@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -17,7 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from pvlens.errors import InputError
+from pvlens.errors import InputError, PvlensError
 from pvlens.serve.session import Plan, RequestQueue, Session, SteerRequest
 
 log = logging.getLogger("pvlens.serve")
@@ -88,3 +92,35 @@ def create_app(session: Session) -> FastAPI:
                                  media_type="application/x-ndjson")
 
     return app
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_background(
+    session: Session, host: str = "127.0.0.1", port: int | None = None, timeout: float = 30.0
+) -> Iterator[str]:
+    """Run the playground with uvicorn in a thread (e.g. from a notebook or a test); yields its URL
+    and stops the server on exit."""
+    import uvicorn
+
+    port = port or free_port(host)
+    server = uvicorn.Server(uvicorn.Config(create_app(session), host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name="pvlens-serve-http")
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise PvlensError(f"the playground did not start on {host}:{port} (is the port taken?)")
+        time.sleep(0.05)
+    try:
+        yield f"http://{host}:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
