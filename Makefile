@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration lint docs notebooks bench clean
+.PHONY: install browser demo test unit integration lint docs notebooks bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --no-deps repeng==0.4.0 steering-vectors==0.12.2  # the interop extra, without its numpy<2 / transformers<5 caps
 	touch $(STAMP)
 
-install: $(STAMP)
+# The playground's browser test drives Debian's chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq chromium; \
+	else \
+	  echo "chromium is missing (needed by tests/unit/test_serve_browser.py): sudo apt-get install chromium" >&2; \
+	fi
+
+install: $(STAMP) browser
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/pvlens demo --out runs/demo

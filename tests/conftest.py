@@ -20,3 +20,71 @@ def tiny():
     import pvlens
 
     return pvlens.tiny_model()
+
+
+class Playground:
+    """The `pvlens serve` page in headless Debian chromium, driven by Playwright (no browser
+    download: the system chromium is launched; `make install` installs it)."""
+
+    def __init__(self, page):
+        self.page = page
+
+    @staticmethod
+    def chromium() -> str:
+        import shutil
+
+        found = (os.environ.get("PVLENS_CHROMIUM") or shutil.which("chromium")
+                 or shutil.which("chromium-browser"))
+        if not found:
+            pytest.fail("chromium is not installed: run `make install` as root, or `sudo apt-get install chromium`")
+        return found
+
+    def submit(self, prompt: str, timeout_ms: int = 120_000) -> tuple[str, str]:
+        """Type a prompt, press Generate, wait for both replies: (unsteered, steered) as shown."""
+        self.page.fill("#prompt", prompt)
+        self.page.click("#go")
+        self.page.wait_for_selector("body[data-state=done]", timeout=timeout_ms)
+        return self.page.inner_text("#reply-unsteered"), self.page.inner_text("#reply-steered")
+
+    def alpha(self, trait: str) -> float:
+        """The α the page shows (and sends) for `trait`."""
+        return float(self.page.inner_text(f"#alpha-{trait}-out"))
+
+    def slide_alpha(self, trait: str, target: float) -> float:
+        """Move the trait's α slider with the keyboard to the first step at or past `target`."""
+        self.page.focus(f"#alpha-{trait}")
+        up = target >= self.alpha(trait)
+        for _ in range(1000):
+            value = self.alpha(trait)
+            if (up and value >= target - 1e-9) or (not up and value <= target + 1e-9):
+                return value
+            self.page.keyboard.press("ArrowRight" if up else "ArrowLeft")
+        raise AssertionError(f"the {trait} slider did not reach {target}")
+
+    def set_layer(self, layer: int) -> None:
+        self.page.focus("#layer")
+        self.page.keyboard.press("Home")
+        for _ in range(layer):
+            self.page.keyboard.press("ArrowRight")
+        assert self.page.input_value("#layer") == str(layer)
+
+
+@pytest.fixture
+def playground():
+    """open(url) → a Playground on the loaded page; the browser closes after the test."""
+    from contextlib import ExitStack
+
+    from playwright.sync_api import sync_playwright
+
+    with ExitStack() as stack:
+        p = stack.enter_context(sync_playwright())
+
+        def open_page(url: str, width: int = 1280, height: int = 900) -> Playground:
+            browser = p.chromium.launch(executable_path=Playground.chromium(), headless=True)
+            stack.callback(browser.close)
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(url)
+            page.wait_for_selector("body[data-state=ready]", timeout=30_000)
+            return Playground(page)
+
+        yield open_page

@@ -72,6 +72,10 @@ def _register() -> None:
 
     app.add_typer(sae.app, name="sae")
 
+    from pvlens.cli import serve
+
+    app.command("serve")(serve.serve_cmd)
+
 
 _register()
 
