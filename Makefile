@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test unit integration lint docs notebooks bench clean
+.PHONY: install browser demo test unit integration lint typecheck docs notebooks bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,7 @@ browser:
 	  echo "chromium is missing (needed by tests/unit/test_serve_browser.py): sudo apt-get install chromium" >&2; \
 	fi
 
-install: $(STAMP) browser
+install: $(STAMP)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/pvlens demo --out runs/demo
@@ -35,7 +35,10 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 
-unit: install
+typecheck: install
+	$(BIN)/mypy
+
+unit: install browser
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/unit
 
 integration: install
@@ -44,8 +47,9 @@ integration: install
 docs: install
 	$(BIN)/mkdocs build --strict -q -d .site
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict -q -d .site
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
 
