@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -28,10 +28,12 @@ app = typer.Typer(help="Finetuning experiments: mitigations of trait acquisition
 PresetOpt = Annotated[str, typer.Option(help="quick (minutes, for tests) or full (the documented run).")]
 
 
-def _check_preset(preset: str) -> str:
-    if preset not in ("quick", "full"):
-        raise typer.BadParameter(f"--preset takes quick or full, got {preset!r}")
-    return preset
+def _check_preset(preset: str) -> Literal["quick", "full"]:
+    if preset == "quick":
+        return "quick"
+    if preset == "full":
+        return "full"
+    raise typer.BadParameter(f"--preset takes quick or full, got {preset!r}")
 
 
 def _mitigation_config(preset: str, trait: str, layer: int | None, posthoc: str | None, prevent: str | None,

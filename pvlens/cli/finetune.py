@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -21,6 +21,9 @@ from pvlens.cli.options import (
 )
 from pvlens.finetune.lora import LoraConfig
 from pvlens.finetune.train import FinetuneConfig
+
+if TYPE_CHECKING:
+    from pvlens.core.steering import Intervention
 
 app = typer.Typer(help="LoRA finetuning, preventative steering, capability and shift.",
                   no_args_is_help=True)
@@ -56,7 +59,7 @@ def _interventions(m, prevent: Path | None, caft: Path | None, l2: Path | None, 
     from pvlens.finetune import ProjectionPenalty
     from pvlens.finetune.vectors import load_vectors
 
-    steer = []
+    steer: list[Intervention] = []
     if prevent is not None:
         steer += pvlens.multi_layer(load_vectors(prevent, m.cfg.n_layers), blocks, _alphas(alpha, len(blocks)))
     if caft is not None:
@@ -163,7 +166,7 @@ def capability_cmd(
         layer = default_layer(m) if layer is None else layer
         steering = pvlens.Steering(direction(steer, layer), layer, alpha)
     questions = load_mmlu(mmlu, subject, limit=limit) if mmlu else builtin_mc()[:limit]
-    res = mc_accuracy(m, questions, normalize=normalize, steer=steering)
+    res = mc_accuracy(m, questions, normalize=cast(Any, normalize), steer=steering)
     ppl = perplexity(m, steer=steering)
     if as_json:
         typer.echo(json.dumps({"accuracy": res.accuracy, "chance": res.chance, "n": res.n,

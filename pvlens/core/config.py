@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
 
 
 class Config(BaseModel):
@@ -16,7 +17,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
-    def changed(self, **updates: Any) -> Config:
+    def changed(self, **updates: Any) -> Self:
         """A validated copy with `updates` applied (unknown names raise, unlike `model_copy`)."""
         return type(self).model_validate({**self.model_dump(), **updates})
 

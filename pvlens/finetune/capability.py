@@ -189,8 +189,11 @@ def response_logprobs(
         store: dict[str, Tensor] = {}
         with position_context(PositionContext(positions, prompt_lens)):
             if engine is not None:
-                engine.forward(tokens, positions, logits=None,
-                               on_resid=lambda i, x, store=store: store.update(x=x) if i == last else None)
+                def keep_last(i: int, x: Tensor, store: dict[str, Tensor] = store) -> None:
+                    if i == last:
+                        store["x"] = x
+
+                engine.forward(tokens, positions, logits=None, on_resid=keep_last)
             else:
                 store["x"] = model(tokens, attention_mask=(positions >= 0).long(),
                                    padding_side="left", stop_at_layer=model.cfg.n_layers)
@@ -272,7 +275,8 @@ def mc_accuracy(
     questions = list(questions) if questions is not None else builtin_mc()
     if not questions:
         raise ValueError("no questions to score")
-    chats, spans = [], []
+    chats: list = []
+    spans: list = []
     for q in questions:
         cs = _option_chats(model.tokenizer, q, system)
         spans.append((len(chats), len(chats) + len(cs)))

@@ -150,7 +150,9 @@ def micro_batches(
 ) -> list[list[int]]:
     """Split one optimizer step's rows into micro-batches of similar length (little padding)."""
     order = sorted(rows, key=lambda r: (len(chats[r].ids), r))
-    out, cur, width = [], [], 0
+    out: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
     for r in order:
         w = max(width, len(chats[r].ids))
         too_many = len(cur) >= micro_batch_size or (max_tokens is not None and w * (len(cur) + 1) > max_tokens)

@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -157,6 +157,11 @@ class _Site:
     """The module's parameter names in their order before the adapter (restored on removal,
     so a removed adapter leaves the model exactly as it was, fingerprint included)."""
 
+    @property
+    def original(self) -> Tensor:
+        """The stored (unadapted) weight under the parametrization."""
+        return cast(Any, self.module).parametrizations[self.param_name].original
+
 
 def _param_name(model: HookedTransformer, layer: int, target: str) -> tuple[nn.Module, str, str]:
     block = model.blocks[layer]
@@ -273,7 +278,7 @@ class LoraHandle:
         for s in self.sites:
             by_layer.setdefault(s.layer, {})[s.target] = s.lora
         for layer, loras in by_layer.items():
-            block = self.model.blocks[layer]
+            block: Any = self.model.blocks[layer]  # TL block: attn/mlp hook points by name
             stash: dict[str, Tensor] = {}
             reg = self._hooks.append
             attn, mlp = block.attn, block.mlp
@@ -315,7 +320,7 @@ class LoraHandle:
         with torch.no_grad():
             for s in self.sites:
                 if not s.lora.merged:
-                    orig = s.module.parametrizations[s.param_name].original
+                    orig = s.original
                     orig.add_(s.lora.delta().to(orig.dtype))
                     s.lora.merged = True
 
@@ -324,7 +329,7 @@ class LoraHandle:
         with torch.no_grad():
             for s in self.sites:
                 if s.lora.merged:
-                    orig = s.module.parametrizations[s.param_name].original
+                    orig = s.original
                     orig.sub_(s.lora.delta().to(orig.dtype))
                     s.lora.merged = False
 
@@ -406,7 +411,7 @@ def add_lora(model: HookedTransformer, config: LoraConfig | None = None) -> Lora
             _kaiming_uniform(lora.lora_A, gen)
             lora.to(weight.device)
             parametrize.register_parametrization(module, name, lora, unsafe=True)
-            module.parametrizations[name].original.requires_grad_(False)
+            cast(Any, module).parametrizations[name].original.requires_grad_(False)
             handle.sites.append(_Site(layer, target, module, name, lora, order))
     model.__dict__["_pvlens_lora"] = handle
     return handle
@@ -481,7 +486,8 @@ def export_peft(handle: LoraHandle, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     peft.LoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, use_rslora=cfg.rslora, lora_dropout=cfg.dropout,
+        r=cfg.r, lora_alpha=cfg.alpha,  # type: ignore[arg-type]  # peft annotates int; floats work
+        use_rslora=cfg.rslora, lora_dropout=cfg.dropout,
         target_modules=sorted({HF_NAMES[t].split(".")[1] for t in cfg.targets}),
         layers_to_transform=list(cfg.layers) if cfg.layers is not None else None,
         task_type="CAUSAL_LM", bias="none",
@@ -500,7 +506,7 @@ def lora_from_peft_modules(handle: LoraHandle, hf_peft_model, adapter: str = "de
     layers = _hf_layers(hf_peft_model)
     with torch.no_grad():
         for s in handle.sites:
-            mod = layers[s.layer].get_submodule(HF_NAMES[s.target])
+            mod: Any = layers[s.layer].get_submodule(HF_NAMES[s.target])
             s.lora.lora_A.copy_(mod.lora_A[adapter].weight)
             s.lora.lora_B.copy_(mod.lora_B[adapter].weight)
 

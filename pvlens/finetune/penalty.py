@@ -9,7 +9,7 @@ The paper finds the optimiser routes around it; it is here to reproduce that com
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -72,7 +72,7 @@ class ProjectionPenalty:
             torch.save({"layers": self.layers, "reduction": self.reduction, "units": key,
                         "base": self.base}, cache)
 
-    def hooks(self) -> list[tuple[str, object]]:
+    def hooks(self) -> list[tuple[str, Callable[..., None]]]:
         """Capture hooks (they read, never modify, the residual stream)."""
         self._captured.clear()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -82,7 +83,7 @@ def shift_between(
 
 
 def base_mean_of(
-    model: HookedTransformer, base: HookedTransformer | LoraHandle | None, **mean_kw: object,
+    model: HookedTransformer, base: HookedTransformer | LoraHandle | None, **mean_kw: Any,
 ) -> Float[Tensor, "n_layers d_model"]:
     """The base model's mean: a separate model, or `model` with its pvlens adapter switched off."""
     if isinstance(base, HookedTransformer):
@@ -121,7 +122,7 @@ def finetuning_shift(
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [int(x) % n_layers for x in layers]
     units = unit_table(vectors, n_layers, model.cfg.d_model)[layers]
-    kw = dict(prompts=prompts, layers=layers, system=system, batch_size=batch_size, dtype=dtype,
-              progress=progress)
+    kw: dict[str, Any] = dict(prompts=prompts, layers=layers, system=system, batch_size=batch_size,
+                              dtype=dtype, progress=progress)
     finetuned = mean_last_prompt(model, **kw)
     return shift_between(finetuned, base_mean_of(model, base, **kw), units, layers)

@@ -139,7 +139,7 @@ def render_contexts(
             ids = docs[d].ids[lo:hi]
             contexts.append(Context(
                 activation=value, source=docs[d].source,
-                tokens=[tok.decode([i]) for i in ids],
+                tokens=[str(tok.decode([i])) for i in ids],
                 values=[float(x) for x in per_doc[d][lo:hi, row]],
                 focus=p - lo,
             ))

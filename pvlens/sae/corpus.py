@@ -141,7 +141,7 @@ def _trait_specs(names: Sequence[str] | None) -> list:
 
 
 def _done_keys(path: Path) -> set[str]:
-    keys = set()
+    keys: set[str] = set()
     if not path.exists():
         return keys
     for line in path.read_text().splitlines():

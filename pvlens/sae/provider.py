@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -204,7 +205,7 @@ class ActivationProvider:
             )
         self.model, self.docs, self.layer = model, list(docs), check_layer(model, layer)
         self.batch_size, self.buffer_tokens, self.loop = batch_size, buffer_tokens, loop
-        self.kwargs = dict(dtype=dtype, forward_tokens=forward_tokens, max_batch=max_batch,
+        self.kwargs: dict[str, Any] = dict(dtype=dtype, forward_tokens=forward_tokens, max_batch=max_batch,
                            skip_first=skip_first, max_norm_ratio=max_norm_ratio)
         self.d_in = model.cfg.d_model
         fits = sum(len(d) for d in self.docs) * self.d_in * 2 <= cache_max_bytes

@@ -34,10 +34,11 @@ def encoder_scores(sae: SAE, v: Float[Tensor, " d_in"]) -> Float[Tensor, " d_sae
 
 def promoted_tokens(model: HookedTransformer, direction: Tensor, n: int = 10) -> list[tuple[str, float]]:
     """Tokens whose logits a direction raises most (final-norm weight and W_U; no norm scale)."""
-    w = model.ln_final.w.detach().float().cpu() if hasattr(model.ln_final, "w") else 1.0
+    ln_w = getattr(model.ln_final, "w", None)
+    w = ln_w.detach().float().cpu() if isinstance(ln_w, Tensor) else 1.0
     logits = (direction.detach().float().cpu() * w) @ model.W_U.detach().float().cpu()
     top = logits.topk(n)
-    return [(model.tokenizer.decode([int(i)]), float(val)) for val, i in zip(top.values, top.indices, strict=True)]
+    return [(str(model.tokenizer.decode([int(i)])), float(val)) for val, i in zip(top.values, top.indices, strict=True)]
 
 
 # --- k-sparse reconstruction -----------------------------------------------------------------
