@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
 from pvlens.errors import PvlensError
 
@@ -92,7 +93,21 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("PVLENS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="pvlens")
+        app(args=args, prog_name="pvlens", standalone_mode=False)
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except NoArgsIsHelpError as e:  # `pvlens screen` alone: show that group's help
+        typer.echo(e.ctx.get_help() if e.ctx is not None else str(e), err=True)
+        raise SystemExit(2) from None
+    except ClickException as e:  # usage errors (bad option values): one line, typer's wording
+        if debug:
+            raise
+        command = e.ctx.command_path if getattr(e, "ctx", None) is not None else "pvlens"
+        typer.echo(f"error: {e.format_message()}  (see `{command} --help`)", err=True)
+        raise SystemExit(e.exit_code) from None
     except EXPECTED_ERRORS as e:
         if debug:
             raise
