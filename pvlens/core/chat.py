@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from transformers import PreTrainedTokenizerBase
+
 Message = dict[str, str]
 
 
@@ -59,7 +61,7 @@ def build_messages(
     return messages
 
 
-def supports_system_role(tokenizer) -> bool:
+def supports_system_role(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether the chat template accepts a system message (Gemma's, for one, raises)."""
     cached = getattr(tokenizer, "_pvlens_system_ok", None)
     if cached is not None:
@@ -87,7 +89,9 @@ def _merge_system(messages: list[Message]) -> list[Message]:
     return rest
 
 
-def template_text(tokenizer, messages: Sequence[Message], add_generation_prompt: bool) -> str:
+def template_text(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message], add_generation_prompt: bool
+) -> str:
     """The chat-templated string for `messages`."""
     if tokenizer.chat_template is None:
         raise ValueError(
@@ -103,20 +107,25 @@ def template_text(tokenizer, messages: Sequence[Message], add_generation_prompt:
 
 
 def encode_prompt(
-    tokenizer, user: str, system: str | None = None, history: Sequence[Message] | None = None
+    tokenizer: PreTrainedTokenizerBase,
+    user: str,
+    system: str | None = None,
+    history: Sequence[Message] | None = None,
 ) -> EncodedChat:
     """A prompt ready for generation: ends with the assistant header."""
     return encode_messages(tokenizer, build_messages(user, system, history))
 
 
-def encode_messages(tokenizer, messages: Sequence[Message]) -> EncodedChat:
+def encode_messages(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]) -> EncodedChat:
     """Messages whose last turn is the user's → a prompt ending with the assistant header."""
     text = template_text(tokenizer, messages, add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return EncodedChat(ids=list(ids), prompt_len=len(ids), text=text)
 
 
-def encode_conversation(tokenizer, messages: Sequence[Message]) -> EncodedChat:
+def encode_conversation(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[Message]
+) -> EncodedChat:
     """Messages whose last turn is the assistant's → ids with the prompt/response boundary.
 
     The response span covers the assistant's content and the end-of-turn token(s) the template
@@ -139,7 +148,7 @@ def encode_conversation(tokenizer, messages: Sequence[Message]) -> EncodedChat:
     return EncodedChat(ids=list(enc["input_ids"]), prompt_len=prompt_len, text=prompt_text)
 
 
-def strip_end_of_turn(tokenizer, ids: Sequence[int]) -> list[int]:
+def strip_end_of_turn(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[int]:
     """Response ids without the trailing end-of-turn / eos tokens."""
     stops = stop_token_ids(tokenizer)
     out = list(ids)
@@ -148,7 +157,7 @@ def strip_end_of_turn(tokenizer, ids: Sequence[int]) -> list[int]:
     return out
 
 
-def stop_token_ids(tokenizer) -> set[int]:
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """Tokens that end an assistant turn: eos plus the template's end-of-turn markers."""
     cached = getattr(tokenizer, "_pvlens_stops", None)
     if cached is not None:

