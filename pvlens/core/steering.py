@@ -193,9 +193,52 @@ def multi_layer(
     alphas: float | Sequence[float],
     positions: Positions = "all",
 ) -> list[Steering]:
-    """One Steering per layer (the paper's incremental multi-layer steering)."""
+    """One Steering per listed layer, each adding its layer's **full** vector: `alpha_i * v_i`
+    at block `layers[i]`.
+
+    The pushes add up along the stack (steering at 12 and 16 pushes the top by α₁₂·v₁₂ +
+    α₁₆·v₁₆). This is *not* the paper's multi-layer scheme, which steers every layer with
+    incremental vectors so the total push is α·v_L: use `incremental` for that.
+    """
     if isinstance(alphas, int | float):
         alphas = [float(alphas)] * len(layers)
     if len(alphas) != len(layers):
         raise ValueError(f"{len(layers)} layers but {len(alphas)} alphas")
     return [Steering(vectors[layer], layer, a, positions) for layer, a in zip(layers, alphas, strict=True)]
+
+
+def incremental(
+    vectors: Float[Tensor, "n_layers d_model"],
+    alpha: float,
+    positions: Positions = "response",
+    layers: Sequence[int] | None = None,
+) -> list[Steering]:
+    """The paper's all-layer incremental steering: at block ℓ add α·(v_ℓ − v_{ℓ−1}).
+
+    The pushes telescope, so the accumulated push at the top block is α·v_L and no layer's
+    share is counted twice (`multi_layer` instead adds each listed layer's full vector).
+
+    Args:
+        vectors: one vector per block, [n_layers, d_model] (for PersonaVectors: `vecs.vectors`).
+        alpha: strength, in units of the raw vectors.
+        positions: which tokens (see the module docstring; "response" as in the paper).
+        layers: None steers every block (v_{−1} = 0: block 0 gets its full v_0), or a contiguous
+            ascending range of blocks, whose first block gets its full vector.
+    Returns: one Steering per block; the differences are kept in float64 so their sum is v_L.
+    """
+    n = vectors.shape[0]
+    blocks = list(range(n)) if layers is None else [int(x) % n for x in layers]
+    if not blocks:
+        raise ValueError("incremental steering needs at least one layer")
+    if blocks != list(range(blocks[0], blocks[0] + len(blocks))):
+        raise ValueError(
+            f"incremental steering needs a contiguous ascending range of layers, got {list(layers)}; "
+            "use multi_layer for scattered layers"
+        )
+    table = torch.as_tensor(vectors).double()
+    previous = torch.zeros_like(table[0])
+    out = []
+    for layer in blocks:
+        out.append(Steering(table[layer] - previous, layer, alpha, positions))
+        previous = table[layer]
+    return out
