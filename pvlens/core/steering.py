@@ -81,8 +81,9 @@ def position_mask(
 class Steering:
     """Add `alpha * vector` at `blocks.{layer}.hook_resid_post` on the chosen positions."""
 
-    vector: Float[Tensor, " d_model"]
-    """Direction to add (raw, not normalised: the paper's alpha is in units of the raw vector)."""
+    vector: Tensor | Sequence[float]
+    """Direction to add, [d_model] (raw, not normalised: the paper's alpha is in units of the
+    raw vector); a list is converted, any other shape refused with a message."""
     layer: int
     """TransformerLens block index; the vector is added to that block's output."""
     alpha: float = 1.0
