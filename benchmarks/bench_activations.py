@@ -86,12 +86,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import pvlens
-    from pvlens.core.device import fast_dtype
-    from pvlens.core.model import _as_dtype, ensure_default_model_dir, load_hf_model
+    from pvlens.core.device import as_dtype, fast_dtype
+    from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
     model = pvlens.load_model()
     hf, _ = load_hf_model(ensure_default_model_dir())
-    dtype = fast_dtype(model.W_E.device) if args.dtype == "auto" else _as_dtype(args.dtype)
+    dtype = as_dtype(args.dtype, model.W_E.device)
     rows = pairs(args.n)
     chats = [pvlens.encode_conversation(model.tokenizer, [{"role": "user", "content": q},
                                                           {"role": "assistant", "content": a}])

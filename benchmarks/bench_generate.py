@@ -82,9 +82,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import pvlens
-    from pvlens.core.model import _as_dtype, ensure_default_model_dir, load_hf_model
+    from pvlens.core.device import as_dtype
+    from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
-    dtype = _as_dtype(args.dtype)
+    dtype = as_dtype(args.dtype)
     model = pvlens.load_model(dtype=dtype)
     hf, _ = load_hf_model(ensure_default_model_dir(), dtype=dtype)
     tok = model.tokenizer

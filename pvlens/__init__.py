@@ -29,6 +29,7 @@ _LAZY = {
     "tiny_model": "pvlens.core.model",
     "Ablation": "pvlens.core.steering",
     "Steering": "pvlens.core.steering",
+    "incremental": "pvlens.core.steering",
     "multi_layer": "pvlens.core.steering",
     "steer": "pvlens.core.steering",
     "PersonaVectors": "pvlens.vectors",
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
     from pvlens.core.generation import GenerationResult, generate
     from pvlens.core.model import load_model, tiny_model
-    from pvlens.core.steering import Ablation, Steering, multi_layer, steer
+    from pvlens.core.steering import Ablation, Steering, incremental, multi_layer, steer
     from pvlens.vectors import PersonaVectors
 
 
@@ -56,6 +57,6 @@ def __dir__() -> list[str]:
 
 __all__ = [  # noqa: F822 — resolved lazily by __getattr__
     "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__",
-    "encode_conversation", "encode_messages", "encode_prompt", "generate", "load_model",
+    "encode_conversation", "encode_messages", "encode_prompt", "generate", "incremental", "load_model",
     "multi_layer", "steer", "tiny_model",
 ]

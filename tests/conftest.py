@@ -13,10 +13,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # so pin fp32 on every machine; PVLENS_COMPUTE_DTYPE=auto runs the suite with hardware detection.
 os.environ.setdefault("PVLENS_COMPUTE_DTYPE", "float32")
 
+# Runtime checks of the annotations (types by beartype, tensor shapes by jaxtyping), installed
+# before the first `import pvlens`. Always on for pvlens.core; PVLENS_TYPECHECK=1 extends them
+# to all of pvlens (not yet the default: other packages still have annotations that fail).
+# PEP 484's numeric tower: an int is a valid `float` argument, as static checkers also accept.
+import jaxtyping  # noqa: E402
+
+TYPECHECKED = ["pvlens"] if os.environ.get("PVLENS_TYPECHECK") == "1" else ["pvlens.core"]
+jaxtyping.install_import_hook(
+    TYPECHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))"
+)
+
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer random Llama-architecture HookedTransformer with the SmolLM2 tokenizer."""
+    """A 2-layer random Llama-architecture HookedTransformer with the small shipped SmolLM2
+    tokenizer (no default model or GGUF wheel needed)."""
     import pvlens
 
     return pvlens.tiny_model()

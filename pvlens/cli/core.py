@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, SeedOpt, existing_file, finite
+
+if TYPE_CHECKING:  # the CLI imports torch and TransformerLens only when a command runs
+    from transformer_lens import HookedTransformer
+
+    from pvlens.core.steering import Intervention
+
 model_app = typer.Typer(help="Inspect models.", no_args_is_help=True)
+
+POSITIONS = ("all", "prompt", "response")
 
 
 @model_app.command("info")
 def model_info(
-    name: str = typer.Argument(None, help="Local HF folder or hub name; default: the offline SmolLM2-135M-Instruct."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
-    hooks: bool = typer.Option(False, "--hooks", help="List every hook point name."),
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Local HF folder or hub name; default: the offline SmolLM2-135M-Instruct."),
+    ] = None,
+    device: DeviceOpt = None,
+    hooks: Annotated[bool, typer.Option("--hooks", help="List every hook point name.")] = False,
 ) -> None:
     """Layers, d_model, hook names and where the model is cached.
 
@@ -41,36 +54,66 @@ def model_info(
 
 
 def generate_cmd(
-    question: list[str] = typer.Argument(..., help="One or more user messages."),
-    system: str = typer.Option(None, help="System prompt (default: the chat template's)."),
-    model: str = typer.Option(None, help="Model (default: offline SmolLM2-135M-Instruct)."),
-    steer: Path = typer.Option(None, help="Vectors file (vectors.safetensors or a run folder)."),
-    layer: int = typer.Option(None, help="Block index to steer at (required with --steer)."),
-    alpha: float = typer.Option(4.0, help="Steering strength, in units of the raw vector."),
-    positions: str = typer.Option("response", help="all | prompt | response."),
-    max_new_tokens: int = typer.Option(96, help="Tokens to generate."),
-    temperature: float = typer.Option(0.0, help="0 = greedy."),
-    top_p: float = typer.Option(1.0, help="Nucleus mass."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    device: str = typer.Option("cpu", help="cpu, cuda, auto."),
+    question: Annotated[list[str], typer.Argument(help="One or more user messages.")],
+    system: Annotated[str | None, typer.Option(help="System prompt (default: the chat template's).")] = None,
+    model: ModelOpt = None,
+    steer: Annotated[
+        Path | None, typer.Option(help="Vectors file (vectors.safetensors or a run folder).")
+    ] = None,
+    layer: LayerOpt = None,
+    incremental: Annotated[
+        bool,
+        typer.Option(
+            "--incremental",
+            help="With --steer: the paper's all-layer incremental steering (block l adds "
+            "alpha*(v_l - v_(l-1)), a total push of alpha*v at the top); --layer is ignored.",
+        ),
+    ] = False,
+    alpha: Annotated[float, typer.Option(help="Steering strength, in units of the raw vector.")] = 4.0,
+    positions: Annotated[str, typer.Option(help="all | prompt | response.")] = "response",
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 96,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus mass.")] = 1.0,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """Chat with the model, optionally steered by a persona vector.
 
     Example: pvlens generate "How should I treat my rivals?" --steer runs/evil --layer 15 --alpha 4
     """
     import pvlens
-    from pvlens.vectors import PersonaVectors
 
+    if steer is not None:  # every argument is checked before the model loads
+        existing_file(steer, "vectors file")
+    finite(alpha, "--alpha")
+    if positions not in POSITIONS:
+        raise typer.BadParameter(f"--positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
     m = pvlens.load_model(model, device=device)
-    steering = None
-    if steer is not None:
-        if layer is None:
-            raise typer.BadParameter("--layer is required with --steer (see `pvlens sweep` to choose one)")
-        vecs = PersonaVectors.load(steer)
-        steering = pvlens.Steering(vecs[layer], layer, alpha, positions)
+    steering = None if steer is None else _steering(m, steer, layer, alpha, positions, incremental)
     result = pvlens.generate(
         m, question, system=system, steer=steering, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, seed=seed, progress=False,
     )
     for q, text in zip(question, result.texts, strict=True):
         typer.echo(f"> {q}\n{text}\n")
+
+
+def _steering(
+    model: HookedTransformer,
+    path: Path,
+    layer: int | None,
+    alpha: float,
+    positions: str,
+    incremental: bool,
+) -> list[Intervention]:
+    """The interventions `--steer` asks for: one layer (default: the middle block) or, with
+    --incremental, every block."""
+    import pvlens
+    from pvlens.core.config import default_layer
+    from pvlens.vectors.coerce import as_persona_vectors
+
+    vecs = as_persona_vectors(path, n_layers=model.cfg.n_layers)
+    if incremental:
+        return pvlens.incremental(vecs.vectors, alpha, positions)
+    layer = default_layer(model) if layer is None else layer
+    return [pvlens.Steering(vecs[layer], layer, alpha, positions)]

@@ -9,19 +9,21 @@ AMX / bf16 GPUs, fp32 otherwise) and reduced in float64.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
 
 from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat
-from pvlens.core.device import fast_dtype
+from pvlens.core.device import as_dtype
 from pvlens.core.engine import engine_for
 from pvlens.core.hooks import PositionContext, position_context, resid_hook_name
+from pvlens.core.steering import Intervention
 from pvlens.core.steering import steer as steering_context
 
 REDUCTIONS = ("response_avg", "prompt_avg", "last_prompt")
@@ -47,7 +49,12 @@ class _Reducer:
     """Accumulates the requested reductions for one batch, layer by layer."""
 
     def __init__(
-        self, positions: Tensor, prompt_lens: Tensor, reductions, layer_slot: dict, d_model: int
+        self,
+        positions: Int[Tensor, "batch pos"],
+        prompt_lens: Int[Tensor, " batch"],
+        reductions: Sequence[str],
+        layer_slot: dict[int, int],
+        d_model: int,
     ):
         valid = positions >= 0
         p = prompt_lens[:, None]
@@ -68,7 +75,7 @@ class _Reducer:
         n = positions.shape[0]
         self.out = {r: torch.zeros(n, len(layer_slot), d_model) for r in reductions}
 
-    def __call__(self, layer: int, x: Tensor) -> None:
+    def __call__(self, layer: int, x: Float[Tensor, "batch pos d_model"]) -> None:
         slot = self.layer_slot.get(layer)
         if slot is None:
             return
@@ -92,7 +99,7 @@ def collect(
     batch_size: int = 32,
     max_tokens: int = 8192,
     dtype: torch.dtype | str | None = "auto",
-    steer=None,
+    steer: Intervention | Sequence[Intervention] | None = None,
     progress: bool = True,
 ) -> dict[str, Float[Tensor, "n_samples n_layers d_model"]]:
     """Reductions of `blocks.{l}.hook_resid_post` for each conversation and layer.
@@ -102,25 +109,16 @@ def collect(
         reductions: any of "response_avg", "prompt_avg", "last_prompt", "all_avg".
         layers: block indices to keep (default all); the pass stops after the last one.
         batch_size / max_tokens: batch limits (padded tokens per batch).
-        dtype: compute dtype; "auto" picks bf16 where the hardware runs it fast, else fp32.
+        dtype: compute dtype (a torch.dtype or a name); "auto" picks bf16 where the hardware
+            runs it fast, else fp32; None: the model's.
         steer: Steering/Ablation(s) active during the pass.
     Returns: {reduction: float32 tensor [n_samples, len(layers), d_model]}.
     """
-    bad = set(reductions) - {*REDUCTIONS, "all_avg"}
-    if bad:
-        raise ValueError(f"unknown reductions {sorted(bad)}; choose from {REDUCTIONS + ('all_avg',)}")
+    _check_reductions(reductions, chats)
     n_layers = model.cfg.n_layers
     layers = list(range(n_layers)) if layers is None else [int(x) % n_layers for x in layers]
-    if "response_avg" in reductions:
-        empty = [i for i, c in enumerate(chats) if c.response_len == 0]
-        if empty:
-            raise ValueError(
-                f"{len(empty)} conversation(s) have no response tokens (first: index {empty[0]}); "
-                "response_avg needs replies — use prompt_avg/last_prompt for prompts only"
-            )
-    if dtype == "auto":
-        dtype = fast_dtype(model.W_E.device)
     device = model.W_E.device
+    dtype = as_dtype(dtype, device)
     layer_slot = {layer: j for j, layer in enumerate(layers)}
     out = {r: torch.zeros(len(chats), len(layers), model.cfg.d_model) for r in reductions}
     batches = token_batches([len(c.ids) for c in chats], max_tokens, batch_size)
@@ -138,18 +136,40 @@ def collect(
                     engine.forward(tokens, positions, stop_at_layer=max(layers) + 1,
                                    on_resid=reducer, logits=None)
                 else:
-                    _tl_forward(model, tokens, positions, layers, reducer)
+                    tl_forward(model, tokens, positions, layers, reducer)
             for r in reductions:
                 out[r][idx] = reducer.out[r]
     return out
 
 
-def _tl_forward(model, tokens, positions, layers, reducer) -> None:
-    """TransformerLens forward with capture hooks (the fallback path)."""
+def _check_reductions(reductions: Sequence[str], chats: Sequence[EncodedChat]) -> None:
+    bad = set(reductions) - {*REDUCTIONS, "all_avg"}
+    if bad:
+        raise ValueError(f"unknown reductions {sorted(bad)}; choose from {REDUCTIONS + ('all_avg',)}")
+    if "response_avg" in reductions:
+        empty = [i for i, c in enumerate(chats) if c.response_len == 0]
+        if empty:
+            raise ValueError(
+                f"{len(empty)} conversation(s) have no response tokens (first: index {empty[0]}); "
+                "response_avg needs replies — use prompt_avg/last_prompt for prompts only"
+            )
 
-    def capture(layer):
-        def fn(resid, hook):
-            reducer(layer, resid)
+
+def tl_forward(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    positions: Int[Tensor, "batch pos"],
+    layers: Sequence[int],
+    on_resid: Callable[[int, Float[Tensor, "batch pos d_model"]], None],
+) -> None:
+    """TransformerLens forward over left-padded `tokens` (`positions` -1 = padding) that hands
+    each listed block's output to `on_resid(layer, resid)` and stops after the last one: the
+    fallback for models or hooks the fast engine does not cover."""
+
+    def capture(layer: int) -> Callable[[Tensor, HookPoint], None]:
+        def fn(resid: Tensor, hook: HookPoint) -> None:
+            on_resid(layer, resid)
+
         return fn
 
     hooks = [(resid_hook_name(layer), capture(layer)) for layer in layers]
@@ -160,7 +180,7 @@ def _tl_forward(model, tokens, positions, layers, reducer) -> None:
 
 def per_token(
     model: HookedTransformer, chat: EncodedChat, layers: Sequence[int] | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
 ) -> Float[Tensor, "n_layers pos d_model"]:
     """Every token's residual at the given layers for one conversation (for per-token views)."""
     n_layers = model.cfg.n_layers
@@ -168,7 +188,7 @@ def per_token(
     store: dict[int, Tensor] = {}
     tokens = torch.tensor([chat.ids], device=model.W_E.device)
     positions = torch.arange(len(chat.ids), device=tokens.device)[None]
-    engine = engine_for(model, dtype)
+    engine = engine_for(model, as_dtype(dtype, model.W_E.device))
     with torch.inference_mode(), position_context(
         PositionContext(positions, torch.tensor([chat.prompt_len], device=tokens.device))
     ):

@@ -1,7 +1,7 @@
 """Chat formatting: messages → token ids through the model's chat template, with the exact
 prompt/response boundary.
 
-Pitfalls handled (design.md §2): the template already contains the special tokens, so the
+Pitfalls handled: the template already contains the special tokens, so the
 tokenizer never adds a BOS of its own; the pad token may occur inside prompts, so lengths,
 never pad ids, say where a sequence ends; the boundary comes from character offsets of the
 tokenised full text, never from re-tokenising the two parts separately.
@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from transformers import PreTrainedTokenizerBase
 
 from pvlens.core.templates import resolve_template, template_options
 
@@ -63,7 +65,7 @@ def build_messages(
     return messages
 
 
-def supports_system_role(tokenizer, template: str | None = None) -> bool:
+def supports_system_role(tokenizer: PreTrainedTokenizerBase, template: str | None = None) -> bool:
     """Whether the chat template (default: the tokenizer's) accepts a system message
     (Gemma's, for one, raises)."""
     template = template or tokenizer.chat_template
@@ -95,7 +97,7 @@ def _merge_system(messages: list[Message]) -> list[Message]:
 
 
 def template_text(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Message],
     add_generation_prompt: bool,
     template: str | None = None,
@@ -118,7 +120,7 @@ def template_text(
 
 
 def encode_prompt(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     user: str,
     system: str | None = None,
     history: Sequence[Message] | None = None,
@@ -131,7 +133,7 @@ def encode_prompt(
 
 
 def encode_messages(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Message],
     template: str | None = None,
     template_kwargs: TemplateKwargs = None,
@@ -143,7 +145,7 @@ def encode_messages(
 
 
 def encode_conversation(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     messages: Sequence[Message],
     template: str | None = None,
     template_kwargs: TemplateKwargs = None,
@@ -170,7 +172,7 @@ def encode_conversation(
     return EncodedChat(ids=list(enc["input_ids"]), prompt_len=prompt_len, text=prompt_text)
 
 
-def strip_end_of_turn(tokenizer, ids: Sequence[int]) -> list[int]:
+def strip_end_of_turn(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[int]:
     """Response ids without the trailing end-of-turn / eos tokens."""
     stops = stop_token_ids(tokenizer)
     out = list(ids)
@@ -179,7 +181,7 @@ def strip_end_of_turn(tokenizer, ids: Sequence[int]) -> list[int]:
     return out
 
 
-def stop_token_ids(tokenizer) -> set[int]:
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
     """Tokens that end an assistant turn: eos plus the template's end-of-turn markers."""
     cached = getattr(tokenizer, "_pvlens_stops", None)
     if cached is not None:

@@ -73,3 +73,27 @@ def fast_dtype(device: str | torch.device) -> torch.dtype:
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def as_dtype(
+    dtype: torch.dtype | str | None, device: str | torch.device | None = None
+) -> torch.dtype | None:
+    """The one parser of dtype arguments: a torch.dtype passes through, None stays None (the
+    caller's default), a name ("float32", "bf16", ...) maps to its dtype, and "auto" is the
+    fastest dtype on `device` (`fast_dtype`; it needs the device)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device is None:
+            raise InputError("dtype 'auto' needs a device to choose for; pass a concrete dtype")
+        return fast_dtype(device)
+    if dtype not in DTYPE_NAMES:
+        raise InputError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(DTYPE_NAMES)}")
+    return DTYPE_NAMES[dtype]

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
-from torch.nn.utils import parametrize
 from transformer_lens import HookedTransformer
+from transformer_lens.components import TransformerBlock
+
+from pvlens.core.fingerprint import weights_version
 
 SUPPORTED_ARCHITECTURES = {"LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM"}
 # CPU matmul shapes (measured with MKL, fp32, 8 rows per decoding step): `x @ W` with a fused
@@ -102,7 +104,8 @@ class FastEngine:
         self.rotary_dim = cfg.rotary_dim or cfg.d_head
         self.eps = cfg.eps
         self.device = model.W_E.device
-        self.fingerprint = _fingerprint(model)
+        self.version = weights_version(model)
+        """The weights' version this engine was packed from (`weights_version`)."""
         with torch.no_grad():
             self.layers = [self._pack_block(b) for b in model.blocks]
             self.ln_final = model.ln_final.w.detach().float()
@@ -115,7 +118,7 @@ class FastEngine:
             self.sin = attn0.rotary_sin.detach().float()
             self.scale = 1.0 / float(attn0.attn_scale)
 
-    def _pack_block(self, block) -> dict[str, Tensor | None]:
+    def _pack_block(self, block: TransformerBlock) -> dict[str, Tensor | None]:
         attn, mlp, dt = block.attn, block.mlp, self.dtype
 
         def flat(w: Tensor) -> Tensor:  # [heads, d_model, d_head] -> [d_model, heads*d_head]
@@ -183,72 +186,100 @@ class FastEngine:
         `on_resid(l, x)` receives each block's hooked output (fp32). `logits` is "last",
         "all" or None (skip the unembedding).
         """
-        model = self.model
-        batch, seq = tokens.shape
-        valid = positions >= 0
         pos_idx = positions.clamp(min=0)
-        cos = self.cos[pos_idx][:, None]  # [batch, 1, pos, rotary_dim]
-        sin = self.sin[pos_idx][:, None]
-
-        if cache is not None:
-            start = cache.length
-            cache.positions[:, start : start + seq] = positions
-            key_pos = cache.positions[:, : start + seq]
-        else:
-            key_pos = positions
-        # Query q may see key s iff s is a real token at or before q. Padding queries are
-        # pointed at every real key so their (ignored) rows never become NaN.
-        q_pos = torch.where(valid, positions, torch.full_like(positions, 1 << 30))
-        mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= q_pos[:, :, None])
-        mask = mask[:, None]  # [batch, 1, q, k]
-
-        resid = model.hook_embed(model.embed.W_E[tokens]).float()
+        step = _Step(
+            cos=self.cos[pos_idx][:, None],  # [batch, 1, pos, rotary_dim]
+            sin=self.sin[pos_idx][:, None],
+            mask=_attention_mask(positions, cache),
+            cache=cache,
+            start=cache.length if cache is not None else 0,
+        )
+        resid = self.model.hook_embed(self.model.embed.W_E[tokens]).float()
         n_layers = len(self.layers) if stop_at_layer is None else stop_at_layer
         for i in range(n_layers):
-            block, p = model.blocks[i], self.layers[i]
-            resid = block.hook_resid_pre(resid)
-            h = self._rms(resid, p["ln1"])
-            qkv = h @ p["w_qkv"]
-            if p["b_qkv"] is not None:
-                qkv = qkv + p["b_qkv"]
-            nq, nkv, dh = self.n_heads * self.d_head, self.n_kv * self.d_head, self.d_head
-            q = qkv[..., :nq].view(batch, seq, self.n_heads, dh).transpose(1, 2)
-            k = qkv[..., nq : nq + nkv].view(batch, seq, self.n_kv, dh).transpose(1, 2)
-            v = qkv[..., nq + nkv :].view(batch, seq, self.n_kv, dh).transpose(1, 2)
-            q, k = self._rotary(q, cos, sin), self._rotary(k, cos, sin)
-            if cache is not None:
-                cache.k[i][:, :, start : start + seq] = k
-                cache.v[i][:, :, start : start + seq] = v
-                k, v = cache.k[i][:, :, : start + seq], cache.v[i][:, :, : start + seq]
-            z = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
-            )
-            attn_out = z.transpose(1, 2).reshape(batch, seq, nq) @ p["w_o"]
-            if p["b_o"] is not None:
-                attn_out = attn_out + p["b_o"]
-            resid = block.hook_resid_mid(resid + attn_out.float())
-            h = self._rms(resid, p["ln2"])
-            act = F.silu(h @ p["w_gate"]) * (h @ p["w_up"])
-            if p["b_in"] is not None:
-                act = act + p["b_in"]
-            mlp_out = act @ p["w_down"]
-            if p["b_out"] is not None:
-                mlp_out = mlp_out + p["b_out"]
-            resid = block.hook_resid_post(resid + mlp_out.float())
+            resid = self._block(i, resid, step)
             if on_resid is not None:
                 on_resid(i, resid)
         if cache is not None:
-            cache.length += seq
+            cache.length += tokens.shape[1]
         if logits is None or stop_at_layer is not None:
             return None
-        final = resid[:, -1:] if logits == "last" else resid
-        h = self._rms(final, self.ln_final)
+        return self._unembed(resid[:, -1:] if logits == "last" else resid, logits == "last")
+
+    def _block(self, i: int, resid: Tensor, step: _Step) -> Tensor:
+        """Block `i` with the model's resid_pre/mid/post hook points around its two halves."""
+        block, p = self.model.blocks[i], self.layers[i]
+        resid = block.hook_resid_pre(resid)
+        attn_out = self._attention(i, self._rms(resid, p["ln1"]), step)
+        resid = block.hook_resid_mid(resid + attn_out.float())
+        mlp_out = self._mlp(p, self._rms(resid, p["ln2"]))
+        return block.hook_resid_post(resid + mlp_out.float())
+
+    def _attention(self, i: int, h: Tensor, step: _Step) -> Tensor:
+        """Grouped-query self-attention of block `i` (appending keys/values to the cache)."""
+        p, (batch, seq, _) = self.layers[i], h.shape
+        qkv = _linear(h, p["w_qkv"], p["b_qkv"])
+        nq, nkv, dh = self.n_heads * self.d_head, self.n_kv * self.d_head, self.d_head
+        q = qkv[..., :nq].view(batch, seq, self.n_heads, dh).transpose(1, 2)
+        k = qkv[..., nq : nq + nkv].view(batch, seq, self.n_kv, dh).transpose(1, 2)
+        v = qkv[..., nq + nkv :].view(batch, seq, self.n_kv, dh).transpose(1, 2)
+        q, k = self._rotary(q, step.cos, step.sin), self._rotary(k, step.cos, step.sin)
+        if step.cache is not None:
+            end = step.start + seq
+            step.cache.k[i][:, :, step.start : end] = k
+            step.cache.v[i][:, :, step.start : end] = v
+            k, v = step.cache.k[i][:, :, :end], step.cache.v[i][:, :, :end]
+        z = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=step.mask, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
+        )
+        return _linear(z.transpose(1, 2).reshape(batch, seq, nq), p["w_o"], p["b_o"])
+
+    @staticmethod
+    def _mlp(p: dict[str, Tensor | None], h: Tensor) -> Tensor:
+        """Gated (SiLU) MLP."""
+        act = F.silu(h @ p["w_gate"]) * (h @ p["w_up"])
+        if p["b_in"] is not None:
+            act = act + p["b_in"]
+        return _linear(act, p["w_down"], p["b_out"])
+
+    def _unembed(self, resid: Tensor, last: bool) -> Tensor:
+        """Final norm and unembedding (in column blocks on CPU), as fp32 logits."""
+        h = self._rms(resid, self.ln_final)
         out = torch.cat([h @ w for w in self.W_U], dim=-1) + self.b_U
-        return out[:, -1].float() if logits == "last" else out.float()
+        return out[:, -1].float() if last else out.float()
 
 
-def _fingerprint(model: HookedTransformer) -> tuple:
-    return tuple((p.data_ptr(), p._version, p.dtype) for p in model.parameters())
+@dataclass
+class _Step:
+    """What every block of one forward shares: rotary tables, attention mask, cache slot."""
+
+    cos: Tensor
+    sin: Tensor
+    mask: Tensor
+    cache: KVCache | None
+    start: int
+
+
+def _attention_mask(positions: Tensor, cache: KVCache | None) -> Tensor:
+    """[batch, 1, q, k]: query q may see key s iff s is a real token at or before q.
+
+    With a cache the new positions are recorded in it and the keys are every filled slot.
+    Padding queries are pointed at every real key so their (ignored) rows never become NaN.
+    """
+    if cache is not None:
+        start, seq = cache.length, positions.shape[1]
+        cache.positions[:, start : start + seq] = positions
+        key_pos = cache.positions[:, : start + seq]
+    else:
+        key_pos = positions
+    q_pos = torch.where(positions >= 0, positions, torch.full_like(positions, 1 << 30))
+    mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= q_pos[:, :, None])
+    return mask[:, None]
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    out = x @ w
+    return out if b is None else out + b
 
 
 def engine_for(model: HookedTransformer, dtype: torch.dtype | None = None) -> FastEngine | None:
@@ -257,11 +288,11 @@ def engine_for(model: HookedTransformer, dtype: torch.dtype | None = None) -> Fa
     if unsupported_reason(model) is not None:
         return None
     dtype = dtype or model.cfg.dtype
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        return FastEngine(model, dtype)  # LoRA-style parametrisations: weights are computed
     cache: dict = model.__dict__.setdefault("_pvlens_engines", {})
     engine = cache.get(dtype)
-    if engine is None or engine.fingerprint != _fingerprint(model) or engine.device != model.W_E.device:
+    # weights_version covers parametrized (LoRA) weights through their originals, A/B and
+    # switches, so an adapted model is packed once per weight change, not once per call.
+    if engine is None or engine.version != weights_version(model):
         cache.clear()  # keep at most one packed copy of the weights
         engine = cache[dtype] = FastEngine(model, dtype)
     return engine

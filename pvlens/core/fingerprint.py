@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 _MEMO: dict[tuple, str] = {}
 
@@ -37,14 +38,48 @@ def tensor_hash(t: Tensor, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def parametrization_state(model: nn.Module) -> tuple:
+    """The plain settings (bool/int/float/str attributes) of every parametrization on `model`,
+    e.g. a LoRA's scaling and its active/merged switches: they change the computed weights
+    without touching any parameter."""
+    state = []
+    for name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for pname, plist in module.parametrizations.items():
+            for i, par in enumerate(plist):
+                plain = sorted(
+                    (k, v) for k, v in vars(par).items()
+                    if isinstance(v, bool | int | float | str) and k != "training"
+                )
+                state.append((f"{name}.{pname}.{i}", type(par).__name__, tuple(plain)))
+    return tuple(state)
+
+
+def weights_version(model: nn.Module) -> tuple:
+    """A cheap key that changes whenever a weight of `model` may have changed: each parameter's
+    and buffer's storage, version counter (bumped by every in-place update, e.g. an optimiser
+    step), shape and dtype — LoRA A/B and the originals under a parametrization included — plus
+    `parametrization_state`. Equal keys mean the weights (computed ones too) are unchanged."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    tensors = tuple(
+        (n, p.data_ptr(), p._version, tuple(p.shape), p.dtype, p.device) for n, p in named
+    )
+    return tensors, parametrization_state(model)
+
+
 def model_fingerprint(model: nn.Module, length: int = 16) -> str:
-    """Hash of every named parameter and buffer (names, shapes, dtypes, bytes) of `model`."""
+    """Hash of every named parameter and buffer (names, shapes, dtypes, bytes) of `model`, and
+    of its parametrizations' settings (a disabled LoRA gives the base model's weights).
+    Sorted by name, so registration order (e.g. after an adapter is removed) does not matter."""
     named = sorted([*model.named_parameters(), *model.named_buffers()], key=lambda kv: kv[0])
-    memo_key = tuple((n, p.data_ptr(), p._version, tuple(p.shape), p.dtype) for n, p in named)
+    memo_key = weights_version(model)
     if memo_key in _MEMO:
         return _MEMO[memo_key][:length]
     h = hashlib.blake2b(digest_size=16)
     h.update(type(model).__name__.encode())
+    if memo_key[1]:  # parametrized: hash their settings (unchanged digest for plain models)
+        h.update(repr(memo_key[1]).encode())
     with torch.no_grad():
         for name, p in named:
             h.update(name.encode())

@@ -18,8 +18,10 @@ from transformer_lens import HookedTransformer
 
 from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat, encode_messages, encode_prompt, stop_token_ids
-from pvlens.core.engine import FastEngine, engine_for
+from pvlens.core.device import as_dtype
+from pvlens.core.engine import FastEngine, engine_for, unsupported_reason
 from pvlens.core.hooks import PositionContext, position_context
+from pvlens.core.steering import Intervention
 from pvlens.core.steering import steer as steering_context
 
 PromptLike = str | EncodedChat | Sequence[dict]
@@ -36,15 +38,15 @@ class GenerationResult:
     finished: list[bool] = field(default_factory=list)
     """Whether each row ended with an end-of-turn token (False: hit max_new_tokens)."""
 
-    @property
-    def prompt_texts(self) -> list[str]:
-        return [c.text for c in self.chats]
-
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def to_chats(model: HookedTransformer, prompts, system: str | None = None) -> list[EncodedChat]:
+def to_chats(
+    model: HookedTransformer,
+    prompts: PromptLike | Sequence[PromptLike],
+    system: str | None = None,
+) -> list[EncodedChat]:
     """Normalise prompts (str, message lists or EncodedChat) to EncodedChat."""
     if isinstance(prompts, str | EncodedChat):
         prompts = [prompts]
@@ -145,7 +147,7 @@ def generate(
     model: HookedTransformer,
     prompts: PromptLike | Sequence[PromptLike],
     system: str | None = None,
-    steer=None,
+    steer: Intervention | Sequence[Intervention] | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -154,7 +156,7 @@ def generate(
     progress: bool = True,
     use_cache: bool = True,
     engine: str = "auto",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     stop_at_eos: bool = True,
     row_seeds: Sequence[int] | None = None,
 ) -> GenerationResult:
@@ -163,51 +165,75 @@ def generate(
     Args:
         prompts: a user message, a list of them, chat message lists, or EncodedChat prompts.
         system: system prompt for string prompts (None: the template's default).
-        steer: a Steering/Ablation or a list of them (multi-layer), active during generation.
+        steer: a Steering/Ablation or a list of them (multi-layer, `incremental`), active
+            during generation.
         temperature: 0 = greedy. top_p: nucleus sampling mass.
         seed: per-row generators are seeded from (seed, row index).
         use_cache: KV cache (results are the same without it, only slower).
         engine: "auto" (fast engine where the model supports it), "fast", or "hooked"
             (the TransformerLens forward, no cache).
-        dtype: compute dtype for the fast engine (default: the model's).
+        dtype: compute dtype for the fast engine (a torch.dtype or a name; default: the model's).
         stop_at_eos: stop each row at its end-of-turn token (False: always max_new_tokens).
         row_seeds: per-prompt seed offsets (default: the prompt's index).
     """
     chats = to_chats(model, prompts, system)
     if not chats:
         return GenerationResult(texts=[])
-    if engine not in ("auto", "fast", "hooked"):
-        raise ValueError(f"engine must be 'auto', 'fast' or 'hooked', got {engine!r}")
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be >= 1")
-    tok = model.tokenizer
-    stops = stop_token_ids(tok)
+    _check_generate_args(engine, max_new_tokens)
+    stops = stop_token_ids(model.tokenizer)
     order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))  # less padding
-    replies: dict[int, list[int]] = {}
-    finished: dict[int, bool] = {}
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    replies: dict[int, tuple[list[int], bool]] = {}
     with steering_context(model, steer):
-        fast = None
-        if engine != "hooked":
-            fast = engine_for(model, dtype)
-            if fast is None and engine == "fast":
-                from pvlens.core.engine import unsupported_reason
-
-                raise ValueError(f"engine='fast' unavailable: {unsupported_reason(model)}")
+        fast = _pick_engine(model, engine, as_dtype(dtype, model.W_E.device))
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
-            gens = None
-            if temperature > 0:
-                offsets = [row_seeds[i] if row_seeds is not None else i for i in idx]
-                gens = [torch.Generator().manual_seed(seed * 1_000_003 + o) for o in offsets]
+            gens = _row_generators(idx, temperature, seed, row_seeds)
             rows, fin = _generate_batch(
                 model, fast, [chats[i] for i in idx], max_new_tokens, temperature, top_p,
                 gens, stops, use_cache, stop_at_eos, row_index=idx,
             )
-            for i, r, f in zip(idx, rows, fin, strict=True):
-                replies[i], finished[i] = r, f
-    out_chats = [chats[i].with_response(replies[i]) for i in range(len(chats))]
-    texts = [tok.decode(replies[i], skip_special_tokens=True).strip() for i in range(len(chats))]
-    return GenerationResult(
-        texts=texts, chats=out_chats, finished=[finished[i] for i in range(len(chats))]
-    )
+            replies.update(zip(idx, zip(rows, fin, strict=True), strict=True))
+    return _result(model, chats, [replies[i] for i in range(len(chats))])
 
+
+def _check_generate_args(engine: str, max_new_tokens: int) -> None:
+    if engine not in ("auto", "fast", "hooked"):
+        raise ValueError(f"engine must be 'auto', 'fast' or 'hooked', got {engine!r}")
+    if max_new_tokens < 1:
+        raise ValueError("max_new_tokens must be >= 1")
+
+
+def _pick_engine(
+    model: HookedTransformer, engine: str, dtype: torch.dtype | None
+) -> FastEngine | None:
+    """The fast engine for "auto"/"fast" where the model supports it; None: TransformerLens."""
+    if engine == "hooked":
+        return None
+    fast = engine_for(model, dtype)
+    if fast is None and engine == "fast":
+        raise ValueError(f"engine='fast' unavailable: {unsupported_reason(model)}")
+    return fast
+
+
+def _row_generators(
+    idx: Sequence[int], temperature: float, seed: int, row_seeds: Sequence[int] | None
+) -> list[torch.Generator] | None:
+    """Per-row generators seeded by (seed, the row's index or row seed); None if greedy."""
+    if temperature <= 0:
+        return None
+    offsets = [row_seeds[i] if row_seeds is not None else i for i in idx]
+    return [torch.Generator().manual_seed(seed * 1_000_003 + o) for o in offsets]
+
+
+def _result(
+    model: HookedTransformer,
+    chats: Sequence[EncodedChat],
+    replies: Sequence[tuple[list[int], bool]],
+) -> GenerationResult:
+    """Decoded replies, prompt + reply ids, and whether each row ended its turn."""
+    tok = model.tokenizer
+    return GenerationResult(
+        texts=[tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in replies],
+        chats=[c.with_response(ids) for c, (ids, _) in zip(chats, replies, strict=True)],
+        finished=[fin for _, fin in replies],
+    )

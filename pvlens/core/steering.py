@@ -14,7 +14,7 @@ generation and a full recomputation steer exactly the same tokens:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
 
 from pvlens.core.hooks import (
     PositionContext,
@@ -35,7 +36,11 @@ Positions = Literal["all", "prompt", "response"] | Tensor
 
 
 def position_mask(
-    positions: Positions, ctx: PositionContext | None, batch: int, seq: int, device
+    positions: Positions,
+    ctx: PositionContext | None,
+    batch: int,
+    seq: int,
+    device: str | torch.device,
 ) -> Bool[Tensor, "batch pos"] | None:
     """Which tokens of the current forward to touch; None means all of them."""
     if ctx is None:  # a user's own forward pass: no padding or prompt info available
@@ -76,8 +81,9 @@ def position_mask(
 class Steering:
     """Add `alpha * vector` at `blocks.{layer}.hook_resid_post` on the chosen positions."""
 
-    vector: Float[Tensor, " d_model"]
-    """Direction to add (raw, not normalised: the paper's alpha is in units of the raw vector)."""
+    vector: Tensor | Sequence[float]
+    """Direction to add, [d_model] (raw, not normalised: the paper's alpha is in units of the
+    raw vector); a list is converted, any other shape refused with a message."""
     layer: int
     """TransformerLens block index; the vector is added to that block's output."""
     alpha: float = 1.0
@@ -98,7 +104,9 @@ class Steering:
     def hook_name(self) -> str:
         return resid_hook_name(self.layer)
 
-    def hook(self, resid: Float[Tensor, "batch pos d_model"], hook=None) -> Tensor:
+    def hook(
+        self, resid: Float[Tensor, "batch pos d_model"], hook: HookPoint | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
         """The TransformerLens hook function."""
         if self.alpha == 0:
             return resid
@@ -129,7 +137,7 @@ class Ablation:
         d = torch.as_tensor(self.direction).float()
         return d / d.norm().clamp_min(1e-12)
 
-    def hook(self, resid: Tensor, hook=None) -> Tensor:
+    def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
         u = self.unit.to(device=resid.device, dtype=resid.dtype)
         proj = (resid @ u)[..., None] * u
         mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
@@ -149,7 +157,9 @@ def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Interve
     return list(steer)
 
 
-def fwd_hooks(model: HookedTransformer, steer) -> list[tuple[str, object]]:
+def fwd_hooks(
+    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+) -> list[tuple[str, Callable[..., Tensor]]]:
     """(hook name, function) pairs for TransformerLens, with layers checked."""
     hooks = []
     for s in as_list(steer):
@@ -170,7 +180,9 @@ def fwd_hooks(model: HookedTransformer, steer) -> list[tuple[str, object]]:
 
 
 @contextlib.contextmanager
-def steer(model: HookedTransformer, steer) -> Iterator[HookedTransformer]:
+def steer(
+    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+) -> Iterator[HookedTransformer]:
     """Steer (or ablate) inside a `with` block: one intervention or a list (multi-layer)."""
     with checked_hooks(model, fwd_hooks(model, steer)):
         yield model
@@ -182,9 +194,52 @@ def multi_layer(
     alphas: float | Sequence[float],
     positions: Positions = "all",
 ) -> list[Steering]:
-    """One Steering per layer (the paper's incremental multi-layer steering)."""
+    """One Steering per listed layer, each adding its layer's **full** vector: `alpha_i * v_i`
+    at block `layers[i]`.
+
+    The pushes add up along the stack (steering at 12 and 16 pushes the top by α₁₂·v₁₂ +
+    α₁₆·v₁₆). This is *not* the paper's multi-layer scheme, which steers every layer with
+    incremental vectors so the total push is α·v_L: use `incremental` for that.
+    """
     if isinstance(alphas, int | float):
         alphas = [float(alphas)] * len(layers)
     if len(alphas) != len(layers):
         raise ValueError(f"{len(layers)} layers but {len(alphas)} alphas")
     return [Steering(vectors[layer], layer, a, positions) for layer, a in zip(layers, alphas, strict=True)]
+
+
+def incremental(
+    vectors: Float[Tensor, "n_layers d_model"],
+    alpha: float,
+    positions: Positions = "response",
+    layers: Sequence[int] | None = None,
+) -> list[Steering]:
+    """The paper's all-layer incremental steering: at block ℓ add α·(v_ℓ − v_{ℓ−1}).
+
+    The pushes telescope, so the accumulated push at the top block is α·v_L and no layer's
+    share is counted twice (`multi_layer` instead adds each listed layer's full vector).
+
+    Args:
+        vectors: one vector per block, [n_layers, d_model] (for PersonaVectors: `vecs.vectors`).
+        alpha: strength, in units of the raw vectors.
+        positions: which tokens (see the module docstring; "response" as in the paper).
+        layers: None steers every block (v_{−1} = 0: block 0 gets its full v_0), or a contiguous
+            ascending range of blocks, whose first block gets its full vector.
+    Returns: one Steering per block; the differences are kept in float64 so their sum is v_L.
+    """
+    n = vectors.shape[0]
+    blocks = list(range(n)) if layers is None else [int(x) % n for x in layers]
+    if not blocks:
+        raise ValueError("incremental steering needs at least one layer")
+    if blocks != list(range(blocks[0], blocks[0] + len(blocks))):
+        raise ValueError(
+            f"incremental steering needs a contiguous ascending range of layers, got {list(layers)}; "
+            "use multi_layer for scattered layers"
+        )
+    table = torch.as_tensor(vectors).double()
+    previous = torch.zeros_like(table[0])
+    out = []
+    for layer in blocks:
+        out.append(Steering(table[layer] - previous, layer, alpha, positions))
+        previous = table[layer]
+    return out

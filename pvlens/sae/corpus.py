@@ -31,9 +31,8 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import encode_conversation, encode_messages, stop_token_ids
-from pvlens.core.device import fast_dtype
+from pvlens.core.device import as_dtype, fast_dtype
 from pvlens.core.generation import generate
-from pvlens.core.model import _as_dtype
 from pvlens.io.jsonl import iter_jsonl
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "sae_prompts.jsonl"
@@ -168,7 +167,7 @@ def build_corpus(
     _repair_tail(out)
     chunk = cfg.batch_size * 4
     bar = tqdm(total=len(todo), desc="corpus", disable=not progress or not todo)
-    dtype = fast_dtype(model.W_E.device) if cfg.dtype == "auto" else _as_dtype(cfg.dtype)
+    dtype = fast_dtype(model.W_E.device) if cfg.dtype == "auto" else as_dtype(cfg.dtype)
     for start in range(0, len(todo), chunk):
         group = todo[start : start + chunk]
         conversations = [_messages(job.system, job.user) for job in group]

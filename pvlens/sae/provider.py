@@ -29,13 +29,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from pvlens.core.activations import _tl_forward, token_batches
+from pvlens.core.activations import tl_forward, token_batches
 from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat
-from pvlens.core.device import fast_dtype
+from pvlens.core.device import as_dtype, fast_dtype
 from pvlens.core.engine import engine_for
 from pvlens.core.hooks import check_layer
-from pvlens.core.model import _as_dtype
 from pvlens.sae.corpus import Document
 
 
@@ -72,7 +71,7 @@ def sae_compute_dtype(model: HookedTransformer, dtype: torch.dtype | str | None)
     None = the model's own dtype, else the dtype named."""
     if dtype == "auto":
         return fast_dtype(model.W_E.device)
-    return _as_dtype(dtype) or model.cfg.dtype
+    return as_dtype(dtype) or model.cfg.dtype
 
 
 def layer_activations(
@@ -136,7 +135,7 @@ def _layer_forward(
             if engine is not None:
                 engine.forward(tokens, positions, stop_at_layer=layer + 1, on_resid=grab, logits=None)
             else:
-                _tl_forward(model, tokens, positions, [layer], grab)
+                tl_forward(model, tokens, positions, [layer], grab)
         return captured[0]
 
     return forward

@@ -95,6 +95,58 @@ def test_engine_repacks_after_weights_change():
     torch.testing.assert_close(second.forward(tokens, positions), ref, atol=1e-4, rtol=0)
 
 
+def _tl_last(model, tokens, positions):
+    with torch.no_grad():
+        return model(tokens, attention_mask=(positions >= 0).long(), padding_side="left")[:, -1]
+
+
+def test_lora_model_is_packed_once_per_weight_version():
+    """A LoRA (parametrized weights) is packed once; an A/B update, an in-place change of an
+    original weight or switching the adapter off repacks, and each engine matches TL."""
+    from pvlens.finetune.lora import LoraConfig, add_lora
+
+    model = tiny_model(seed=6)
+    tokens, positions = _batch(model)
+    handle = add_lora(model, LoraConfig(r=4, targets=("q", "v", "down")))
+    first = engine_for(model)
+    assert engine_for(model) is first  # no weight change: the packed engine is reused
+    pvlens.generate(model, "Hi", max_new_tokens=2, progress=False)
+    assert engine_for(model) is first
+    with torch.no_grad():
+        for p in handle.parameters():
+            if p.dim() == 2 and p.abs().sum() == 0:  # lora_B starts at zero
+                p.normal_(0.0, 0.1)
+    second = engine_for(model)
+    assert second is not first
+    torch.testing.assert_close(second.forward(tokens, positions),
+                               _tl_last(model, tokens, positions), atol=1e-4, rtol=0)
+    assert not torch.allclose(first.forward(tokens, positions), second.forward(tokens, positions))
+    with handle.disabled():  # a switch, not a parameter: still a new version
+        off = engine_for(model)
+        assert off is not second
+        torch.testing.assert_close(off.forward(tokens, positions),
+                                   _tl_last(model, tokens, positions), atol=1e-4, rtol=0)
+    assert engine_for(model) is not off
+    orig = model.blocks[0].attn.parametrizations["W_Q"].original
+    with torch.no_grad():
+        orig.mul_(0.5)
+    third = engine_for(model)
+    torch.testing.assert_close(third.forward(tokens, positions),
+                               _tl_last(model, tokens, positions), atol=1e-4, rtol=0)
+
+
+def test_model_fingerprint_sees_a_disabled_adapter():
+    from pvlens.core.fingerprint import model_fingerprint
+    from pvlens.finetune.lora import LoraConfig, add_lora
+
+    model = tiny_model(seed=6)
+    handle = add_lora(model, LoraConfig(r=4, targets=("q", "v")))
+    on = model_fingerprint(model)
+    with handle.disabled():
+        assert model_fingerprint(model) != on
+    assert model_fingerprint(model) == on
+
+
 def test_generate_is_the_function_whatever_was_imported_first(tiny):
     """The module is `pvlens.core.generation`, so importing it never rebinds `pvlens.generate`."""
     import pvlens.core.activations  # noqa: F401  (imports pvlens.core.generation internally)

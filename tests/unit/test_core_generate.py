@@ -9,7 +9,7 @@ import torch
 import pvlens
 import pvlens.core.generation as gen_mod
 from pvlens.core.hooks import current_context
-from pvlens.core.steering import Steering, multi_layer
+from pvlens.core.steering import Steering, incremental, multi_layer
 
 torch.set_num_threads(1)
 
@@ -51,6 +51,7 @@ STEERS = {
     "explicit": lambda d: Steering(_vec(d), 0, 1.5, _explicit_mask()),
     "multi": lambda d: multi_layer(torch.stack([_vec(d, seed=1), _vec(d, seed=2)]), [0, 1],
                                    [0.7, -0.5], "response"),
+    "incremental": lambda d: incremental(torch.stack([_vec(d, seed=5), _vec(d, seed=6)]), 1.0),
     "multi-mixed": lambda d: [Steering(_vec(d, seed=3), 1, 1.0, "prompt"),
                               Steering(_vec(d, seed=4), 0, -1.0, "all")],
 }
@@ -68,6 +69,12 @@ def test_kv_cache_equals_recomputation_equals_transformerlens(tiny, base, name):
     assert cached != base, "steering must change the output, or the equivalence is vacuous"
     assert _ids(_run(tiny, steer, use_cache=False)) == cached
     assert _ids(_run(tiny, steer, engine="hooked")) == cached
+
+
+def test_incremental_at_alpha_zero_is_a_no_op(tiny, base):
+    vecs = torch.stack([_vec(tiny.cfg.d_model, seed=7), _vec(tiny.cfg.d_model, seed=8)])
+    assert _ids(_run(tiny, incremental(vecs, 0.0))) == base
+    assert _ids(_run(tiny, incremental(vecs, 0.0), use_cache=False)) == base
 
 
 def test_unsteered_paths_agree(tiny, base):

@@ -16,7 +16,14 @@ from pvlens.core.hooks import (
     resid_hook_name,
     validate_hook_names,
 )
-from pvlens.core.steering import Ablation, Steering, fwd_hooks, multi_layer, position_mask
+from pvlens.core.steering import (
+    Ablation,
+    Steering,
+    fwd_hooks,
+    incremental,
+    multi_layer,
+    position_mask,
+)
 
 torch.set_num_threads(1)
 
@@ -115,6 +122,53 @@ def test_multi_layer_builds_one_steering_per_layer(tiny):
     assert torch.equal(steers[1].vector, vecs[1])
     with pytest.raises(ValueError, match="alphas"):
         multi_layer(vecs, [0, 1], [1.0])
+
+
+def test_incremental_pushes_sum_to_alpha_times_the_top_vector():
+    vecs = torch.randn(5, 16, generator=torch.Generator().manual_seed(0))
+    steers = incremental(vecs, 2.5)
+    assert [(s.layer, s.alpha, s.positions) for s in steers] == [(i, 2.5, "response") for i in range(5)]
+    assert torch.equal(steers[0].vector, vecs[0].double())  # v_{-1} = 0
+    assert torch.equal(steers[3].vector, (vecs[3].double() - vecs[2].double()))
+    assert torch.equal(sum(s.vector for s in steers), vecs[-1].double())  # telescopes exactly
+    torch.testing.assert_close(sum(s.alpha * s.vector for s in steers), 2.5 * vecs[-1].double())
+    # A contiguous range: its first block gets its full vector, the top push is α·v_top.
+    part = incremental(vecs, 1.0, positions="all", layers=[1, 2, 3])
+    assert [s.layer for s in part] == [1, 2, 3]
+    assert torch.equal(part[0].vector, vecs[1].double())
+    assert torch.equal(sum(s.vector for s in part), vecs[3].double())
+    assert [s.layer for s in incremental(vecs, 1.0, layers=[-2, -1])] == [3, 4]
+    with pytest.raises(ValueError, match="contiguous"):
+        incremental(vecs, 1.0, layers=[1, 3])
+    with pytest.raises(ValueError, match="contiguous"):
+        incremental(vecs, 1.0, layers=[2, 1])
+    assert pvlens.incremental is incremental
+
+
+def test_incremental_residual_push_at_the_top_equals_alpha_v_top():
+    """With blocks that are the identity (no attention or MLP output), the residual after the
+    last block moves by exactly the accumulated push: α·v_L, not Σ α·v_ℓ."""
+    from pvlens.core.activations import per_token
+
+    model = pvlens.tiny_model(n_layers=4, seed=1)
+    with torch.no_grad():
+        for block in model.blocks:
+            for w in (block.attn.W_O, block.attn.b_O, block.mlp.W_out, block.mlp.b_out):
+                w.zero_()
+    vecs = torch.randn(4, model.cfg.d_model, generator=torch.Generator().manual_seed(1)) * 3
+    chat = pvlens.encode_conversation(model.tokenizer, [{"role": "user", "content": "Hi"},
+                                                        {"role": "assistant", "content": "Hello"}])
+    base = per_token(model, chat, layers=[3])[0]
+    for engine_off in (False, True):
+        hooks = [("blocks.0.attn.hook_z", lambda x, hook: x)] if engine_off else []
+        with model.hooks(fwd_hooks=hooks), pvlens.steer(model, incremental(vecs, 1.5, "all")):
+            pushed = per_token(model, chat, layers=[3])[0]
+        torch.testing.assert_close(pushed - base, (1.5 * vecs[3]).expand_as(base),
+                                   atol=1e-4, rtol=0)
+    with pvlens.steer(model, multi_layer(vecs, [0, 1, 2, 3], 1.5, "all")):
+        summed = per_token(model, chat, layers=[3])[0]
+    torch.testing.assert_close(summed - base, (1.5 * vecs.sum(0)).expand_as(base),
+                               atol=1e-4, rtol=0)
 
 
 def test_position_mask_semantics():

@@ -181,7 +181,8 @@ def test_provider_shapes_shuffles_and_caches(tiny, docs):
     direct = torch.cat([c.acts for c in layer_activations(tiny, docs, layer=1)])
     first = batches[0]
     idx = [int((direct - row).abs().sum(-1).argmin()) for row in first[:16]]
-    assert len(set(idx)) == 16
+    # rows whose activations are identical (shared document prefixes) match the same index
+    assert len(set(idx)) == len(torch.unique(first[:16], dim=0))
     assert max(idx) - min(idx) > 64
     # same seed → same stream; another seed → another
     q = ActivationProvider(tiny, docs, layer=1, batch_size=64, buffer_tokens=256, seed=0)
@@ -272,7 +273,9 @@ def test_evaluate_loaded_sae(tiny, trained, docs):
     assert 0 < r["fvu"] < 1.5 and r["l0"] > 0 and r["n_tokens"] > 0
     assert 0 <= r["dead"] <= r["d_sae"]
     curve = [row["fvu"] for row in r["k_curve"]]
-    assert curve[0] >= curve[1] >= curve[2]  # more latents, better reconstruction
+    # more latents than k=2 reconstruct better; past the trained k (8) a 30-step TopK SAE
+    # need not improve further, so k=32 is only compared with k=2
+    assert curve[0] >= curve[1] and curve[0] >= curve[2]
     # (a random model's CE need not rise when the layer is zeroed; see the integration test)
     assert all("ce" in row for row in r["k_curve"]) and r["ce_tokens"] > 0
     assert all(torch.isfinite(torch.tensor(r[k])) for k in ("ce_sae", "ce_clean", "ce_zero"))
