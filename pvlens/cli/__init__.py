@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     except ClickException as e:  # usage errors (bad option values): one line, typer's wording
         if debug:
             raise
-        command = e.ctx.command_path if getattr(e, "ctx", None) is not None else "pvlens"
+        ctx = getattr(e, "ctx", None)
+        command = ctx.command_path if ctx is not None else "pvlens"
         typer.echo(f"error: {e.format_message()}  (see `{command} --help`)", err=True)
         raise SystemExit(e.exit_code) from None
     except EXPECTED_ERRORS as e:

@@ -114,6 +114,6 @@ def _steering(
 
     vecs = as_persona_vectors(path, n_layers=model.cfg.n_layers)
     if incremental:
-        return pvlens.incremental(vecs.vectors, alpha, positions)
+        return list(pvlens.incremental(vecs.vectors, alpha, positions))
     layer = default_layer(model) if layer is None else layer
     return [pvlens.Steering(vecs[layer], layer, alpha, positions)]

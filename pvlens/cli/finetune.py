@@ -21,6 +21,8 @@ from pvlens.cli.options import (
 )
 from pvlens.finetune.lora import LoraConfig
 from pvlens.finetune.train import FinetuneConfig
+from pvlens.io.conversations import read_conversations
+from pvlens.vectors.coerce import as_persona_vectors
 
 if TYPE_CHECKING:
     from pvlens.core.steering import Intervention
@@ -101,7 +103,7 @@ def run_cmd(
     import pvlens
     from pvlens.finetune import finetune
 
-    existing_file(data, "training data file")
+    read_conversations(data)  # every line checked now: a bad row costs no model load
     for flag, path in (("--prevent", prevent), ("--caft", caft), ("--l2", l2)):
         if path is not None:
             existing_file(path, f"{flag} vectors")
@@ -110,6 +112,9 @@ def run_cmd(
         raise typer.BadParameter("--layers is required with --prevent / --caft / --l2")
     _alphas(alpha, max(1, len(blocks)))
     finite(l2_weight, "--l2-weight")
+    for path in (prevent, caft, l2):
+        if path is not None:
+            as_persona_vectors(path)  # unreadable vectors: one line, before the model loads
     cfg = _training_config(lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
                            micro_batch_size=micro_batch_size, rank=rank, lora_alpha=lora_alpha,
                            rslora=rslora, eval_fraction=eval_fraction, save_every=save_every, seed=seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -196,10 +196,9 @@ vectors_app = typer.Typer(
 )
 
 
-def _fail(message: str) -> None:
-    """One line on stderr and exit code 1: bad input is not a stack trace."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    """Bad input: the CLI's error boundary prints it as one line (exit 2)."""
+    raise InputError(message)
 
 
 def _load_source(source: str, reduction: str | None):

@@ -32,7 +32,9 @@ REDUCTIONS = ("response_avg", "prompt_avg", "last_prompt")
 def token_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
     """Indices grouped by similar length so each padded batch holds ≤ max_tokens tokens."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches, cur, width = [], [], 0
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
     for i in order:
         w = max(width, lengths[i])
         if cur and (w * (len(cur) + 1) > max_tokens or len(cur) >= max_batch):
@@ -172,7 +174,7 @@ def tl_forward(
 
         return fn
 
-    hooks = [(resid_hook_name(layer), capture(layer)) for layer in layers]
+    hooks: list[tuple[str | Callable, Callable]] = [(resid_hook_name(layer), capture(layer)) for layer in layers]
     mask = (positions >= 0).long()
     with model.hooks(fwd_hooks=hooks):
         model(tokens, attention_mask=mask, padding_side="left", stop_at_layer=max(layers) + 1)

@@ -113,10 +113,10 @@ def template_text(
     msgs = list(messages)
     if not supports_system_role(tokenizer, chat_template):
         msgs = _merge_system(msgs)
-    return tokenizer.apply_chat_template(
+    return str(tokenizer.apply_chat_template(
         msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
         chat_template=chat_template, **template_options(tokenizer, template_kwargs),
-    )
+    ))
 
 
 def encode_prompt(

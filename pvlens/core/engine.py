@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -108,18 +109,21 @@ class FastEngine:
         """The weights' version this engine was packed from (`weights_version`)."""
         with torch.no_grad():
             self.layers = [self._pack_block(b) for b in model.blocks]
-            self.ln_final = model.ln_final.w.detach().float()
+            ln_final: Any = model.ln_final
+            self.ln_final = ln_final.w.detach().float()
             W_U = model.unembed.W_U.detach().to(dtype)
             step = UNEMBED_CHUNK if self.device.type == "cpu" else W_U.shape[1]
             self.W_U = [W_U[:, i : i + step].contiguous() for i in range(0, W_U.shape[1], step)]
             self.b_U = model.unembed.b_U.detach().to(dtype)
-            attn0 = model.blocks[0].attn
+            attn0: Any = model.blocks[0].attn
             self.cos = attn0.rotary_cos.detach().float()
             self.sin = attn0.rotary_sin.detach().float()
             self.scale = 1.0 / float(attn0.attn_scale)
 
     def _pack_block(self, block: TransformerBlock) -> dict[str, Tensor | None]:
-        attn, mlp, dt = block.attn, block.mlp, self.dtype
+        attn: Any = block.attn  # TL attention/MLP: weights by attribute name
+        mlp: Any = block.mlp
+        dt = self.dtype
 
         def flat(w: Tensor) -> Tensor:  # [heads, d_model, d_head] -> [d_model, heads*d_head]
             return w.detach().permute(1, 0, 2).reshape(w.shape[1], -1)
@@ -131,8 +135,8 @@ class FastEngine:
         w_qkv = torch.cat([flat(attn.W_Q), flat(w_k), flat(w_v)], dim=1)
         b_qkv = torch.cat([attn.b_Q.detach().reshape(-1), b_k.detach().reshape(-1), b_v.detach().reshape(-1)])
         return {
-            "ln1": block.ln1.w.detach().float(),
-            "ln2": block.ln2.w.detach().float(),
+            "ln1": cast(Tensor, cast(Any, block.ln1).w).detach().float(),
+            "ln2": cast(Tensor, cast(Any, block.ln2).w).detach().float(),
             "w_qkv": w_qkv.to(dt).contiguous(),
             "b_qkv": b_qkv.to(dt) if b_qkv.abs().max() > 0 else None,
             "w_o": attn.W_O.detach().reshape(-1, attn.W_O.shape[-1]).to(dt).contiguous(),

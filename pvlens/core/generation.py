@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -48,12 +49,15 @@ def to_chats(
     system: str | None = None,
 ) -> list[EncodedChat]:
     """Normalise prompts (str, message lists or EncodedChat) to EncodedChat."""
+    items: Sequence[Any]
     if isinstance(prompts, str | EncodedChat):
-        prompts = [prompts]
+        items = [prompts]
     elif prompts and isinstance(prompts[0], dict):
-        prompts = [prompts]  # a single message list
+        items = [prompts]  # a single message list
+    else:
+        items = prompts
     out = []
-    for p in prompts:
+    for p in items:
         if isinstance(p, EncodedChat):
             out.append(p)
         elif isinstance(p, str):
@@ -233,7 +237,7 @@ def _result(
     """Decoded replies, prompt + reply ids, and whether each row ended its turn."""
     tok = model.tokenizer
     return GenerationResult(
-        texts=[tok.decode(ids, skip_special_tokens=True).strip() for ids, _ in replies],
+        texts=[str(tok.decode(ids, skip_special_tokens=True)).strip() for ids, _ in replies],
         chats=[c.with_response(ids) for c, (ids, _) in zip(chats, replies, strict=True)],
         finished=[fin for _, fin in replies],
     )

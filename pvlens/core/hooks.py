@@ -62,7 +62,7 @@ def checked_hooks(
 ) -> Iterator[HookedTransformer]:
     """`model.hooks(...)` with names validated; hooks are removed even on an exception."""
     validate_hook_names(model, [name for name, _ in fwd_hooks])
-    with model.hooks(fwd_hooks=fwd_hooks):
+    with model.hooks(fwd_hooks=list(fwd_hooks)):  # type: ignore[arg-type]  # TL: names or filters
         yield model
 
 

@@ -74,9 +74,9 @@ def ensure_default_model_dir() -> Path:
     hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
-    hf.hf_quantizer = None
+    hf.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf, "is_quantized"):
-        hf.is_quantized = False
+        hf.is_quantized = False  # type: ignore[assignment]
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     hf.save_pretrained(tmp)
@@ -92,7 +92,8 @@ def load_hf_model(path: str | Path, dtype: torch.dtype = torch.float32, device: 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(path)
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    hf = hf.to(device).eval()  # type: ignore[arg-type]
     return hf, tok
 
 

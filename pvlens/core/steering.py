@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from jaxtyping import Bool, Float
@@ -32,7 +32,8 @@ from pvlens.core.hooks import (
     resid_hook_name,
 )
 
-Positions = Literal["all", "prompt", "response"] | Tensor
+Positions = Literal["all", "prompt", "response"] | str | Tensor
+"""'all', 'prompt', 'response' or a boolean mask; other strings are refused when used."""
 
 
 def position_mask(
@@ -104,14 +105,20 @@ class Steering:
     def hook_name(self) -> str:
         return resid_hook_name(self.layer)
 
+    @property
+    def tensor(self) -> Float[Tensor, " d_model"]:
+        """The vector as a tensor (`__post_init__` converted any list)."""
+        return cast(Tensor, self.vector)
+
     def hook(
         self, resid: Float[Tensor, "batch pos d_model"], hook: HookPoint | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
         """The TransformerLens hook function."""
         if self.alpha == 0:
             return resid
-        add = (self.alpha * self.vector).to(device=resid.device, dtype=resid.dtype)
-        mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
+        add = (self.alpha * self.tensor).to(device=resid.device, dtype=resid.dtype)
+        batch, seq = resid.shape[0], resid.shape[1]
+        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
         if mask is None:
             return resid + add
         return resid + mask[..., None].to(resid.dtype) * add
@@ -140,7 +147,8 @@ class Ablation:
     def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
         u = self.unit.to(device=resid.device, dtype=resid.dtype)
         proj = (resid @ u)[..., None] * u
-        mask = position_mask(self.positions, current_context(), *resid.shape[:2], resid.device)
+        batch, seq = resid.shape[0], resid.shape[1]
+        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
         if mask is not None:
             proj = proj * mask[..., None].to(resid.dtype)
         return resid - proj
@@ -165,9 +173,9 @@ def fwd_hooks(
     for s in as_list(steer):
         if isinstance(s, Steering):
             check_layer(model, s.layer)
-            if s.vector.shape[-1] != model.cfg.d_model:
+            if s.tensor.shape[-1] != model.cfg.d_model:
                 raise ValueError(
-                    f"steering vector has d_model {s.vector.shape[-1]}, model has {model.cfg.d_model}"
+                    f"steering vector has d_model {s.tensor.shape[-1]}, model has {model.cfg.d_model}"
                 )
             hooks.append((resid_hook_name(s.layer % model.cfg.n_layers), s.hook))
         elif isinstance(s, Ablation):

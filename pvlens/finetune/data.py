@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Bool, Int
@@ -19,36 +19,20 @@ from torch import Tensor
 
 from pvlens.core.chat import EncodedChat, Message, encode_conversation
 from pvlens.core.hooks import PositionContext
-from pvlens.io.jsonl import iter_jsonl
+from pvlens.io import conversations
+from pvlens.io.conversations import read_conversations
 
 Conversation = Sequence[Message]
 
 
 def read_jsonl(path: str | Path) -> list[list[Message]]:
     """Conversations from a `{"messages": [...]}` JSONL file, validated line by line."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"training data {path} does not exist")
-    out = [
-        check_messages(row.get("messages") if isinstance(row, dict) else None, where=f"{path}:{i}")
-        for i, row in iter_jsonl(path)
-    ]
-    if not out:
-        raise ValueError(f"{path} holds no conversations")
-    return out
+    return read_conversations(path)
 
 
-def check_messages(messages, where: str = "") -> list[Message]:
+def check_messages(messages: Any, where: str = "") -> list[Message]:
     """Validate one conversation: a list of {role, content}, ending with the assistant."""
-    hint = 'expected {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}'
-    if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: no 'messages' list; {hint}")
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: every message needs 'role' and string 'content'; {hint}")
-    if messages[-1]["role"] != "assistant":
-        raise ValueError(f"{where}: the last message must be the assistant's reply (the loss is on it)")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return conversations.check_messages(messages, where or "conversation", need_user=False)
 
 
 def encode_all(tokenizer, conversations: Sequence[Conversation], max_length: int) -> list[EncodedChat]:

@@ -79,7 +79,8 @@ CASES = {
     "finetune run: data missing": (["finetune", "run", "--data", "{missing}", "--out", "{tmp}/ft"], "missing.jsonl"),
     "finetune run: data bad JSON": (["finetune", "run", "--data", "{bad_json}", "--out", "{tmp}/ft"], "bad.jsonl:2"),
     "finetune run: prevent vectors garbage": (
-        ["finetune", "run", "--data", "{good}", "--out", "{tmp}/ft", "--prevent", "{garbage_vectors}"],
+        ["finetune", "run", "--data", "{good}", "--out", "{tmp}/ft", "--prevent", "{garbage_vectors}",
+         "--layers", "1"],
         "garbage.safetensors"),
     "sweep: NaN alpha": (["sweep", "--vectors", "{good_vectors}", "--alphas", "0,nan"], "finite"),
     "sweep: vectors garbage": (["sweep", "--vectors", "{garbage_vectors}"], "garbage.safetensors"),

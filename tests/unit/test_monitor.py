@@ -92,12 +92,12 @@ def test_monitor_one_pass_equals_separate_calls(model):
     for name, vec, layer in (("a", a, 0), ("b", b, 2), ("c", c, 0)):
         single = TraitMonitor(model, {name: vec}, layer=layer).score_batch(convs)
         for j, s in zip(joint, single, strict=True):
-            assert j[name] == pytest.approx(s[name], abs=1e-4)
+            assert j[name] == pytest.approx(s[name], rel=1e-4, abs=1e-4)  # fp32: batch make-up changes rounding
     # and the score is the last-prompt-token projection
     chat = encode_messages(model.tokenizer, MSGS[:1])
     resid = per_token(model, chat, layers=[2])[0]
     assert joint[0]["b"] == pytest.approx(float(project(resid[-1], b[2])), abs=1e-3)
-    assert mon.score(MSGS[0]["content"]) == pytest.approx(joint[0], abs=1e-4)
+    assert mon.score(MSGS[0]["content"]) == pytest.approx(joint[0], rel=1e-4, abs=1e-4)
 
 
 def test_monitor_stops_at_deepest_needed_layer(model):

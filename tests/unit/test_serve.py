@@ -26,7 +26,7 @@ def vector() -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def session(tiny, vector) -> Session:
-    s = Session(tiny, {"rand": vector, "other": -vector}, ServeSettings(max_prompt_tokens=40, max_new_tokens=32))
+    s = Session(tiny, {"rand": vector, "other": -vector}, ServeSettings(max_prompt_tokens=80, max_new_tokens=32))
     yield s
     s.close()
 
@@ -106,7 +106,7 @@ def test_colour_trait_and_several_traits(client):
     ("body", "status", "words"),
     [
         ({"prompt": "   "}, 400, "prompt is empty"),
-        ({"prompt": "word " * 60}, 400, "the limit is 40"),
+        ({"prompt": "word " * 120}, 400, "the limit is 80"),
         ({"traits": [{"name": "nope", "alpha": 1}]}, 400, "unknown trait 'nope'"),
         ({"traits": [{"name": "rand", "alpha": 1e6}]}, 400, "out of range"),
         ({"traits": [{"name": "rand", "alpha": -1e6}]}, 400, "out of range"),

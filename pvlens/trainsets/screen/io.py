@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from pvlens.core.chat import Message
 from pvlens.core.fingerprint import file_hash, json_hash
 from pvlens.errors import InputError
-from pvlens.io.jsonl import iter_jsonl, read_jsonl_lenient
+from pvlens.io import conversations
+from pvlens.io.jsonl import read_jsonl_lenient
 
 Sample = tuple[int, list[Message]]
 """(index of the sample in the dataset, its messages)."""
@@ -24,39 +25,14 @@ class ScreenError(InputError):
     """Input that cannot be screened; the message names the sample and the fix."""
 
 
-def _first_bad_utf8_line(path: Path) -> int:
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return lineno
-    return 0
-
-
 def iter_rows(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed row) of a user's JSONL file; bad JSON or text that is not UTF-8
-    raises ScreenError naming the file and line."""
-    path = Path(path)
-    try:
-        yield from iter_jsonl(path, error=ScreenError)
-    except UnicodeDecodeError:
-        line = _first_bad_utf8_line(path)
-        raise ScreenError(f"{path}:{line}: not UTF-8 text; re-save the file as UTF-8") from None
+    """(line number, parsed row) of a user's JSONL file (errors name file:line)."""
+    return conversations.iter_rows(path, error=ScreenError)
 
 
 def check_messages(messages: Any, where: str) -> list[Message]:
     """A conversation to screen: messages with role and text, ending in the assistant's reply."""
-    if not isinstance(messages, list) or not messages:
-        raise ScreenError(f'{where} has no "messages" list; each line needs {{"messages": [...]}}')
-    for m in messages:
-        if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), str):
-            raise ScreenError(f'{where}: every message needs a "role" and a string "content", got {m!r:.120}')
-    if messages[-1]["role"] != "assistant":
-        raise ScreenError(f"{where}: the last message must be the assistant's reply (the response to screen)")
-    if not any(m["role"] == "user" for m in messages[:-1]):
-        raise ScreenError(f"{where}: no user message before the reply")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+    return conversations.check_messages(messages, where, need_user=True, error=ScreenError)
 
 
 def iter_samples(source: str | Path, split: str | None = None, batch: int = 1024) -> Iterator[Sample]:
