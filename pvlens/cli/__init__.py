@@ -72,6 +72,10 @@ def _register() -> None:
 
     app.add_typer(sae.app, name="sae")
 
+    from pvlens.cli import validate
+
+    app.command("validate")(validate.validate_cmd)
+
 
 _register()
 

@@ -85,3 +85,22 @@ def scatter(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def null_histograms(
+    panels: dict[str, tuple[Sequence[float], dict[str, float]]], path: str | Path, xlabel: str,
+    title: str = "",
+) -> Path:
+    """One histogram per panel (a null distribution) with each named real value as a vertical line."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, (null, marks)) in zip(axes[0], panels.items(), strict=True):
+        ax.hist(list(null), bins=30, color="0.75", label=f"random (n={len(null)})")
+        for i, (label, value) in enumerate(marks.items()):
+            ax.axvline(value, color=colors[(i + 1) % len(colors)], lw=2, label=f"{label} {value:.2f}")
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
