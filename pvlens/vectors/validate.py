@@ -110,6 +110,15 @@ class PairActivations:
     layers: list[int]
     trait: dict[str, Float[Tensor, "n n_layers d_model"]]
     clean: dict[str, Float[Tensor, "n n_layers d_model"]]
+    trait_tokens: list[int]
+    """Answer length in tokens of each trait answer (for the length-only baseline)."""
+    clean_tokens: list[int]
+    """Answer length in tokens of each clean answer."""
+
+    def length_auroc(self) -> float:
+        """AUROC of answer length alone (trait vs clean): how much a length detector would score."""
+        return float(auroc(torch.tensor(self.trait_tokens, dtype=torch.float64),
+                           torch.tensor(self.clean_tokens, dtype=torch.float64)))
 
     def at(self, reduction: str, layer: int) -> tuple[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]]:
         """(trait, clean) activations of one reduction at one layer."""
@@ -122,13 +131,16 @@ def pair_activations(
     reductions: Sequence[str] = VALIDATION_REDUCTIONS, batch_size: int = 16,
 ) -> PairActivations:
     """One activation pass over a set's trait and clean answers, for all `layers` at once."""
-    acts = collect(model, encode_pairs(model, rows), reductions=list(reductions), layers=list(layers),
+    chats = encode_pairs(model, rows)
+    acts = collect(model, chats, reductions=list(reductions), layers=list(layers),
                    batch_size=batch_size, progress=False)
     n = len(rows)
     return PairActivations(
         layers=[int(x) for x in layers],
         trait={r: a[:n] for r, a in acts.items()},
         clean={r: a[n:] for r, a in acts.items()},
+        trait_tokens=[c.response_len for c in chats[:n]],
+        clean_tokens=[c.response_len for c in chats[n:]],
     )
 
 
@@ -199,6 +211,8 @@ class SetResult(BaseModel):
     null: NullSummary
     own_beats_others: bool
     own_beats_null_p95: bool
+    length_auroc: float | None = None
+    """AUROC of answer length in tokens alone (a baseline any length-sensitive score could reach)."""
 
 
 def null_summary(values: Float[Tensor, " k"]) -> NullSummary:

@@ -86,7 +86,8 @@ def measure_layer(
         out[reduction] = {}
         for name, pair in acts.items():
             trait, clean = pair.at(reduction, layer)
-            out[reduction][name] = measure_set(name, trait, clean, units, dirs, cfg.n_bootstrap, cfg.seed)
+            res = measure_set(name, trait, clean, units, dirs, cfg.n_bootstrap, cfg.seed)
+            out[reduction][name] = res.model_copy(update={"length_auroc": pair.length_auroc()})
     return out
 
 
