@@ -39,7 +39,7 @@ def validate_cmd(
     n_bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95 % intervals."),
     seed: SeedOpt = 0,
     vectors: Path = typer.Option(None, "--vectors", help="Folder with <trait>.safetensors or <trait>/ runs (default: the shipped vectors)."),
-    report: bool = typer.Option(False, "--report", help="Only regenerate the tables of --doc from the JSON in --out."),
+    report: bool = typer.Option(False, "--report", help="Only regenerate the tables of --doc and the PNGs from the JSON in --out."),
     doc: Path = typer.Option(DEFAULT_DOC, "--doc", help="Docs page whose generated tables --report rewrites."),
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -61,13 +61,15 @@ def validate_cmd(
 
 
 def _report(out: Path, doc: Path) -> None:
-    from pvlens.vectors.validation_report import load_results, update_doc
+    from pvlens.vectors.validation_report import load_results, plot_layer, update_doc
 
     results = load_results(out)
     if not results:
         raise typer.BadParameter(f"{out} holds no <layer>.json results; run `pvlens validate` first")
     update_doc(doc, results)
-    typer.echo(f"rewrote the tables of {doc} from {len(results)} result file(s) in {out}")
+    for r in results:
+        plot_layer(r, out / f"{r.layer}.png")
+    typer.echo(f"rewrote the tables of {doc} and the PNGs from {len(results)} result file(s) in {out}")
 
 
 def _run(

@@ -96,6 +96,7 @@ def null_histograms(
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (name, (null, marks)) in zip(axes[0], panels.items(), strict=True):
         ax.hist(list(null), bins=30, color="0.75", label=f"random (n={len(null)})")
+        ax.axvline(float(np.percentile(list(null), 95)), color="0.3", ls="--", lw=1, label="random p95")
         for i, (label, value) in enumerate(marks.items()):
             ax.axvline(value, color=colors[(i + 1) % len(colors)], lw=2, label=f"{label} {value:.2f}")
         ax.set_title(name)

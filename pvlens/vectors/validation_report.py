@@ -53,7 +53,8 @@ def render_layer(result: LayerValidation, reduction: str) -> str:
     """One markdown table: rows = eval sets, columns = vectors, then the null and the verdicts."""
     sets = result.results[reduction]
     vectors = list(next(iter(sets.values())).cells)
-    head = ["set", "n", *[f"{v} vector" for v in vectors], "null mean / p95", "length only", "own > others", "own > null p95"]
+    head = ["set", "n", *[f"{v} vector" for v in vectors], "own paired win", "null mean / p95", "length only", "own > others",
+            "own > null p95"]
     lines = [
         f"**Layer {result.layer}, {REDUCTION_LABEL.get(reduction, reduction)}** "
         f"(AUROC [95 % bootstrap interval] · percentile among {result.n_null} random directions)",
@@ -64,7 +65,9 @@ def render_layer(result: LayerValidation, reduction: str) -> str:
     for name, res in sets.items():
         cells = [_fmt_cell(c.auroc, c.ci95, c.null_percentile) for c in res.cells.values()]
         length = "–" if res.length_auroc is None else f"{res.length_auroc:.3f}"
-        row = [name, str(res.n), *cells, f"{res.null.mean:.3f} / {res.null.p95:.3f}", length,
+        own = res.cells.get(name)
+        win = "–" if own is None else f"{own.paired_win_rate:.3f}"
+        row = [name, str(res.n), *cells, win, f"{res.null.mean:.3f} / {res.null.p95:.3f}", length,
                "yes" if res.own_beats_others else "**no**", "yes" if res.own_beats_null_p95 else "**no**"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

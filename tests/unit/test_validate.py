@@ -171,3 +171,24 @@ def test_run_report_roundtrip_and_doc_tables(tmp_path: Path) -> None:
     text = doc.read_text(encoding="utf-8")
     assert doc_tables(text) == render_tables([res]) and text.startswith("intro") and text.endswith("outtro\n")
     assert "| evil | 12 |" in text
+
+
+def test_cli_refuses_bad_inputs_before_loading_a_model(tmp_path: Path) -> None:
+    from click.testing import Result
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    runner = CliRunner()
+
+    def text(result: Result) -> str:  # rich wraps the message in a box: join its lines
+        return " ".join(result.output.replace("│", " ").split())
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["validate", "--report", "--out", str(empty), "--doc", str(tmp_path / "d.md")])
+    assert result.exit_code == 2 and "holds no <layer>.json" in text(result)
+    result = runner.invoke(app, ["validate", "--vectors", str(empty)])
+    assert result.exit_code == 2 and "no evil.safetensors" in text(result)
+    result = runner.invoke(app, ["validate", "--layers", "12,x"])
+    assert result.exit_code == 2 and "--layers" in text(result)
