@@ -69,6 +69,7 @@ def _report(out: Path, doc: Path) -> None:
     update_doc(doc, results)
     for r in results:
         plot_layer(r, out / f"{r.layer}.png")
+        plot_layer(r, doc.parent / "img" / "validation" / f"{r.layer}.png")
     typer.echo(f"rewrote the tables of {doc} and the PNGs from {len(results)} result file(s) in {out}")
 
 
