@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from pvlens.cli.options import DeviceOpt, ModelOpt, OverwriteOpt, SeedOpt, int_list
+from pvlens.cli.options import DeviceOpt, JudgeOpt, ModelOpt, OverwriteOpt, SeedOpt, int_list
 
 if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
     from pvlens.vectors.validation_run import LayerValidation
 
 DEFAULT_OUT = Path("results/validation")
@@ -41,6 +43,8 @@ def validate_cmd(
     vectors: Path = typer.Option(None, "--vectors", help="Folder with <trait>.safetensors or <trait>/ runs (default: the shipped vectors)."),
     report: bool = typer.Option(False, "--report", help="Only regenerate the tables of --doc and the PNGs from the JSON in --out."),
     doc: Path = typer.Option(DEFAULT_DOC, "--doc", help="Docs page whose generated tables --report rewrites."),
+    elicit: bool = typer.Option(False, "--elicit", help="Also build and measure prompt-elicited sets (trait system prompts, no steering, judged)."),
+    judge: JudgeOpt = "offline",
     model: ModelOpt = None,
     device: DeviceOpt = None,
     overwrite: OverwriteOpt = False,
@@ -57,7 +61,7 @@ def validate_cmd(
         return
     layer_list = int_list(layers, "--layers")
     named = _vectors_from(vectors) if vectors is not None else None
-    _run(layer_list, out, n_null, n_bootstrap, seed, named, model, device, overwrite)
+    _run(layer_list, out, n_null, n_bootstrap, seed, named, model, device, overwrite, judge if elicit else None)
 
 
 def _report(out: Path, doc: Path) -> None:
@@ -76,6 +80,7 @@ def _report(out: Path, doc: Path) -> None:
 def _run(
     layers: list[int] | None, out: Path, n_null: int, n_bootstrap: int, seed: int,
     vectors: dict[str, Path] | None, model: str | None, device: str | None, overwrite: bool,
+    judge: str | None,
 ) -> None:
     import pvlens
     from pvlens.core.config import default_layer
@@ -90,14 +95,34 @@ def _run(
     layers = layers or [default_layer(m)]
     inputs = {"model": model_fingerprint(m), "config": cfg.model_dump(),
               "data": {t: file_hash(eval_set_path(t)) for t in EVAL_TRAITS},
-              "vectors": {k: str(v) for k, v in (vectors or {}).items()}}
+              "vectors": {k: str(v) for k, v in (vectors or {}).items()}, "elicit_judge": judge}
     with run_lock(out):
         check_inputs(out, inputs, overwrite=overwrite)
-        results = run_validation(m, layers, cfg, vectors=vectors, model_name=model or "default")
+        elicited, setup = _elicited(m, out, judge, overwrite) if judge else (None, None)
+        results = run_validation(m, layers, cfg, vectors=vectors, model_name=model or "default",
+                                 elicited=elicited, elicited_setup=setup)
         for r in results:
             json_path, png_path = save_layer(r, out)
             typer.echo(f"layer {r.layer}: wrote {json_path} and {png_path}")
             _echo_summary(r)
+
+
+def _elicited(m: HookedTransformer, out: Path, judge_kind: str, overwrite: bool) -> tuple[dict, dict]:
+    """Prompt-elicited sets of every eval trait, cached in out/elicited/<trait>/."""
+    from pvlens.judges import load_judge
+    from pvlens.traits import load_trait
+    from pvlens.vectors.elicited import ElicitConfig, load_or_elicit
+    from pvlens.vectors.validate import EVAL_TRAITS
+
+    cfg = ElicitConfig()
+    sets, judges = {}, {}
+    for trait in EVAL_TRAITS:
+        spec = load_trait(trait)
+        judge = load_judge(judge_kind, trait=spec)
+        sets[trait] = load_or_elicit(m, spec, judge, out / "elicited" / trait, cfg, overwrite)
+        judges[trait] = judge.describe()
+        typer.echo(f"elicited {trait}: pass rate pos {sets[trait].pass_rate_pos:.2f}, neg {sets[trait].pass_rate_neg:.2f}")
+    return sets, {"config": cfg.model_dump(), "judges": judges}
 
 
 def _echo_summary(r: LayerValidation) -> None:

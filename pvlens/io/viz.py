@@ -89,12 +89,17 @@ def scatter(
 
 def null_histograms(
     panels: dict[str, tuple[Sequence[float], dict[str, float]]], path: str | Path, xlabel: str,
-    title: str = "",
+    title: str = "", ncols: int = 3,
 ) -> Path:
-    """One histogram per panel (a null distribution) with each named real value as a vertical line."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    """One histogram per panel (a null distribution) with each named real value as a vertical
+    line, `ncols` panels a row."""
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, (name, (null, marks)) in zip(axes[0], panels.items(), strict=True):
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, (null, marks)) in zip(axes.flat, panels.items(), strict=False):
         ax.hist(list(null), bins=30, color="0.75", label=f"random (n={len(null)})")
         ax.axvline(float(np.percentile(list(null), 95)), color="0.3", ls="--", lw=1, label="random p95")
         for i, (label, value) in enumerate(marks.items()):

@@ -144,6 +144,22 @@ def pair_activations(
     )
 
 
+@dataclass
+class GroupedActivations:
+    """Unpaired pos/neg activations, each sample tagged with its question (for the bootstrap)."""
+
+    layers: list[int]
+    pos: Float[Tensor, "n_pos n_layers d_model"]
+    neg: Float[Tensor, "n_neg n_layers d_model"]
+    pos_groups: list[int]
+    neg_groups: list[int]
+
+    def at(self, layer: int) -> tuple[Float[Tensor, "n_pos d_model"], Float[Tensor, "n_neg d_model"]]:
+        """(pos, neg) activations at one layer."""
+        j = self.layers.index(layer)
+        return self.pos[:, j], self.neg[:, j]
+
+
 def auroc(pos: Float[Tensor, "*k n_pos"], neg: Float[Tensor, "*k n_neg"]) -> Float[Tensor, "*k"]:
     """P(score of a positive > score of a negative) + ½·P(tie), over the last axis (batched)."""
     diff = pos.double().unsqueeze(-1) - neg.double().unsqueeze(-2)
@@ -151,14 +167,30 @@ def auroc(pos: Float[Tensor, "*k n_pos"], neg: Float[Tensor, "*k n_neg"]) -> Flo
 
 
 def bootstrap_auroc(
-    pos: Float[Tensor, " n"], neg: Float[Tensor, " n"], n_boot: int = 1000, seed: int = 0
+    pos: Float[Tensor, " n_pos"], neg: Float[Tensor, " n_neg"], n_boot: int = 1000, seed: int = 0,
+    pos_groups: Sequence[int] | None = None, neg_groups: Sequence[int] | None = None,
 ) -> tuple[float, float]:
-    """95 % percentile interval of the AUROC over questions resampled with replacement
-    (pos[i] and neg[i] answer the same question and are drawn together)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, pos.shape[0], (n_boot, pos.shape[0]), generator=g)
-    values = auroc(pos[idx], neg[idx])
-    lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=values.dtype)).tolist()
+    """95 % percentile interval of the AUROC over questions resampled with replacement.
+
+    Every sample belongs to a question (`*_groups`; default: pos[i] and neg[i] answer question
+    i); a drawn question brings all its samples, as often as it is drawn.
+    """
+    if pos_groups is None or neg_groups is None:
+        if pos.shape[0] != neg.shape[0]:
+            raise ValueError("unpaired scores need pos_groups and neg_groups")
+        pos_groups = neg_groups = list(range(pos.shape[0]))
+    ids = sorted(set(pos_groups) | set(neg_groups))
+    where = {g: k for k, g in enumerate(ids)}
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, len(ids), (n_boot, len(ids)), generator=gen)
+    counts = torch.zeros(n_boot, len(ids), dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(n_boot, len(ids), dtype=torch.float64))
+    w_pos = counts[:, [where[g] for g in pos_groups]]
+    w_neg = counts[:, [where[g] for g in neg_groups]]
+    diff = pos.double()[:, None] - neg.double()[None, :]
+    wins = (diff > 0).double() + 0.5 * (diff == 0).double()
+    values = torch.einsum("bi,ij,bj->b", w_pos, wins, w_neg) / (w_pos.sum(1) * w_neg.sum(1))
+    lo, hi = torch.nanquantile(values, torch.tensor([0.025, 0.975], dtype=values.dtype)).tolist()
     return float(lo), float(hi)
 
 
@@ -199,7 +231,8 @@ class Cell(BaseModel):
 
     auroc: float
     ci95: tuple[float, float]
-    paired_win_rate: float
+    paired_win_rate: float | None
+    """Share of questions whose trait answer scores above its clean answer (paired sets only)."""
     null_percentile: float
 
 
@@ -207,6 +240,9 @@ class SetResult(BaseModel):
     """Every vector on one trait's set, and the verdicts for that trait's own vector."""
 
     n: int
+    """Questions (paired sets: one trait and one clean answer each)."""
+    n_pos: int
+    n_neg: int
     cells: dict[str, Cell]
     null: NullSummary
     own_beats_others: bool
@@ -223,30 +259,38 @@ def null_summary(values: Float[Tensor, " k"]) -> NullSummary:
                        aurocs=[round(float(x), 4) for x in v])
 
 
+Groups = tuple[list[int], list[int]]
+"""(question of each pos sample, question of each neg sample); None = paired by index."""
+
+
 def measure_cell(
-    trait: Tensor, clean: Tensor, unit: Tensor, null: Tensor, n_boot: int, seed: int
+    pos: Tensor, neg: Tensor, unit: Tensor, null: Tensor, n_boot: int, seed: int, groups: Groups | None = None
 ) -> Cell:
     """AUROC of one unit direction on one set, with interval, paired win rate and null percentile."""
     u = unit.double()
-    pos, neg = trait.double() @ u, clean.double() @ u
-    value = float(auroc(pos, neg))
+    p, q = pos.double() @ u, neg.double() @ u
+    value = float(auroc(p, q))
+    pg, ng = groups if groups is not None else (None, None)
     return Cell(
-        auroc=value, ci95=bootstrap_auroc(pos, neg, n_boot, seed),
-        paired_win_rate=float((pos > neg).double().mean()), null_percentile=percentile_in(value, null),
+        auroc=value, ci95=bootstrap_auroc(p, q, n_boot, seed, pg, ng),
+        paired_win_rate=float((p > q).double().mean()) if groups is None else None,
+        null_percentile=percentile_in(value, null),
     )
 
 
 def measure_set(
-    own: str, trait: Tensor, clean: Tensor, units: dict[str, Tensor], dirs: Tensor, n_boot: int, seed: int
+    own: str, pos: Tensor, neg: Tensor, units: dict[str, Tensor], dirs: Tensor, n_boot: int, seed: int,
+    groups: Groups | None = None,
 ) -> SetResult:
     """Every named unit direction and the random null on one set; verdicts for the `own` vector."""
-    null = projection_aurocs(trait, clean, dirs)
-    cells = {name: measure_cell(trait, clean, u, null, n_boot, seed) for name, u in units.items()}
+    null = projection_aurocs(pos, neg, dirs)
+    cells = {name: measure_cell(pos, neg, u, null, n_boot, seed, groups) for name, u in units.items()}
     summary = null_summary(null)
     others = [c.auroc for name, c in cells.items() if name != own]
     own_cell = cells.get(own)
+    n = int(pos.shape[0]) if groups is None else len(set(groups[0]) | set(groups[1]))
     return SetResult(
-        n=int(trait.shape[0]), cells=cells, null=summary,
+        n=n, n_pos=int(pos.shape[0]), n_neg=int(neg.shape[0]), cells=cells, null=summary,
         own_beats_others=own_cell is not None and all(own_cell.auroc > a for a in others),
         own_beats_null_p95=own_cell is not None and own_cell.auroc > summary.p95,
     )

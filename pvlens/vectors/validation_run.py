@@ -16,10 +16,12 @@ from transformer_lens import HookedTransformer
 from pvlens.core.config import Config
 from pvlens.core.fingerprint import file_hash, model_fingerprint, tensor_hash
 from pvlens.vectors.coerce import VectorsLike, unit_direction, vector_table
+from pvlens.vectors.elicited import ElicitedSet, elicited_groups
 from pvlens.vectors.persona import PersonaVectors
 from pvlens.vectors.validate import (
     EVAL_TRAITS,
     VALIDATION_REDUCTIONS,
+    GroupedActivations,
     PairActivations,
     SetResult,
     eval_set_path,
@@ -67,6 +69,13 @@ class LayerValidation(BaseModel):
     seconds_activations: float
     seconds_measure: float
     results: dict[str, dict[str, SetResult]]
+    """{reduction: {hand-written set: result}}."""
+    elicited: dict[str, dict[str, SetResult]] = Field(default_factory=dict)
+    """{"answers" | "prompts": {trait: result}} on the prompt-elicited sets (empty: not run)."""
+    elicited_pass_rates: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """{trait: {"pos": rate, "neg": rate}} of the judge filter on the prompt-elicited sets."""
+    elicited_setup: dict[str, object] = Field(default_factory=dict)
+    """How the prompt-elicited sets were made (config, judge)."""
 
 
 def builtin_vectors(traits: Sequence[str] = EVAL_TRAITS) -> dict[str, PersonaVectors]:
@@ -91,10 +100,29 @@ def measure_layer(
     return out
 
 
+def measure_elicited_layer(
+    groups: Mapping[str, Mapping[str, GroupedActivations]], vectors: Mapping[str, VectorsLike], layer: int,
+    cfg: ValidationConfig, d_model: int,
+) -> dict[str, dict[str, SetResult]]:
+    """{"answers" | "prompts": {trait: SetResult}} at one layer (question-grouped bootstrap)."""
+    units = {name: unit_direction(v, layer) for name, v in vectors.items()}
+    dirs = random_directions(cfg.n_null, d_model, seed=cfg.seed + layer)
+    out: dict[str, dict[str, SetResult]] = {}
+    for trait, kinds in groups.items():
+        for kind, g in kinds.items():
+            pos, neg = g.at(layer)
+            if pos.shape[0] == 0 or neg.shape[0] == 0:
+                continue
+            out.setdefault(kind, {})[trait] = measure_set(
+                trait, pos, neg, units, dirs, cfg.n_bootstrap, cfg.seed, (g.pos_groups, g.neg_groups))
+    return out
+
+
 def run_validation(
     model: HookedTransformer, layers: Sequence[int], cfg: ValidationConfig | None = None,
     vectors: Mapping[str, VectorsLike] | None = None, sets: Mapping[str, str | Path] | None = None,
-    model_name: str = "default",
+    model_name: str = "default", elicited: Mapping[str, ElicitedSet] | None = None,
+    elicited_setup: Mapping[str, object] | None = None,
 ) -> list[LayerValidation]:
     """Validate `vectors` (default: the shipped ones) on `sets` ({name: JSONL path}; default: the
     hand-written sets) at each layer. A vector named like a set is that set's own vector."""
@@ -104,18 +132,22 @@ def run_validation(
     start = time.perf_counter()
     acts = {name: pair_activations(model, load_eval_set(Path(path)), layers, cfg.reductions, cfg.batch_size)
             for name, path in sets.items()}
+    groups = {t: elicited_groups(model, e, layers, cfg.batch_size) for t, e in (elicited or {}).items()}
     t_acts = time.perf_counter() - start
     common = dict(
         model=model_name, model_fingerprint=model_fingerprint(model), seed=cfg.seed,
         n_bootstrap=cfg.n_bootstrap, n_null=cfg.n_null,
         data_hashes={name: file_hash(path) for name, path in sets.items()},
         vectors={name: tensor_hash(vector_table(v)) for name, v in vectors.items()}, seconds_activations=round(t_acts, 2),
+        elicited_pass_rates={t: {"pos": e.pass_rate_pos, "neg": e.pass_rate_neg} for t, e in (elicited or {}).items()},
+        elicited_setup=dict(elicited_setup or {}),
     )
     out = []
     for layer in layers:
         t0 = time.perf_counter()
         results = measure_layer(acts, vectors, layer, cfg, model.cfg.d_model)
-        out.append(LayerValidation(layer=layer, results=results,
+        from_prompts = measure_elicited_layer(groups, vectors, layer, cfg, model.cfg.d_model)
+        out.append(LayerValidation(layer=layer, results=results, elicited=from_prompts,
                                    seconds_measure=round(time.perf_counter() - t0, 2), **common))
     return out
 

@@ -170,7 +170,7 @@ def test_run_report_roundtrip_and_doc_tables(tmp_path: Path) -> None:
     update_doc(doc, [back])
     text = doc.read_text(encoding="utf-8")
     assert doc_tables(text) == render_tables([res]) and text.startswith("intro") and text.endswith("outtro\n")
-    assert "| evil | 12 |" in text
+    assert "| evil | 12 (12 / 12) |" in text
 
 
 def test_cli_refuses_bad_inputs_before_loading_a_model(tmp_path: Path) -> None:
@@ -192,3 +192,62 @@ def test_cli_refuses_bad_inputs_before_loading_a_model(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no evil.safetensors" in text(result)
     result = runner.invoke(app, ["validate", "--layers", "12,x"])
     assert result.exit_code == 2 and "--layers" in text(result)
+
+
+class AlternatingJudge:
+    """Trait 80 for answers generated under the pos prompt's position in the plan, 20 otherwise:
+    deterministic, so pass rates are known; coherence fixed."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score_many(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        self.calls += 1
+        return [80.0 if k % 2 == 0 else (60.0 if k % 4 == 1 else 20.0) for k in range(len(pairs))]
+
+    def coherence_many(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        return [70.0] * len(pairs)
+
+    def describe(self) -> dict[str, str]:
+        return {"kind": "alternating-test"}
+
+
+def test_elicited_set_filters_caches_and_measures(tmp_path: Path) -> None:
+    from pvlens.core.config import SamplingConfig
+    from pvlens.traits import load_trait
+    from pvlens.vectors.elicited import ElicitConfig, load_or_elicit
+
+    model = pvlens.tiny_model()
+    spec = load_trait("evil")
+    spec = spec.model_copy(update={"evaluation_questions": spec.evaluation_questions[:4]})
+    cfg = ElicitConfig(instructions=1, sampling=SamplingConfig(max_new_tokens=6, batch_size=8))
+    judge = AlternatingJudge()
+    e = load_or_elicit(model, spec, judge, tmp_path / "e", cfg)  # type: ignore[arg-type]
+    assert len(e.answers) == 8 and {a.polarity for a in e.answers} == {"pos", "neg"}
+    # plan order is (pos, neg) per question: pos rows get 80 (pass), neg rows alternate 60/20
+    assert e.pass_rate_pos == 1.0 and e.pass_rate_neg == 0.5
+    assert all("assistant" in a.system for a in e.answers)
+    again = load_or_elicit(model, spec, judge, tmp_path / "e", cfg)  # type: ignore[arg-type]
+    assert again == e and judge.calls == 1  # served from the cache
+    with pytest.raises(Exception, match="config"):
+        load_or_elicit(model, spec, judge, tmp_path / "e", cfg.changed(instructions=2))  # type: ignore[arg-type]
+    vectors = {"evil": torch.randn(2, model.cfg.d_model)}
+    cfgv = ValidationConfig(n_null=20, n_bootstrap=50)
+    [res] = run_validation(model, [1], cfgv, vectors=vectors, sets={"evil": toy_set(tmp_path / "t.jsonl")},
+                           elicited={"evil": e})
+    prompts = res.elicited["prompts"]["evil"]
+    assert (prompts.n, prompts.n_pos, prompts.n_neg) == (4, 4, 4)
+    answers = res.elicited["answers"]["evil"]
+    assert (answers.n_pos, answers.n_neg) == (4, 2) and answers.cells["evil"].paired_win_rate is None
+    assert res.elicited_pass_rates == {"evil": {"pos": 1.0, "neg": 0.5}}
+
+
+def test_grouped_bootstrap_matches_index_resampling_for_pairs() -> None:
+    trait, clean, u = planted(n=30, shift=0.7)
+    pos, neg = trait @ u, clean @ u
+    ids = list(range(30))
+    assert bootstrap_auroc(pos, neg, 500, 3) == bootstrap_auroc(pos, neg, 500, 3, ids, ids)
+    lo, hi = bootstrap_auroc(pos, neg[:20], 500, 3, ids, ids[:20])
+    assert lo < float(auroc(pos, neg[:20])) < hi
+    with pytest.raises(ValueError, match="unpaired"):
+        bootstrap_auroc(pos, neg[:20])
