@@ -13,6 +13,7 @@ from pvlens.cli.options import DeviceOpt, JudgeOpt, ModelOpt, OverwriteOpt, Seed
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
+    from pvlens.vectors.elicited import ElicitedSet
     from pvlens.vectors.validation_run import LayerValidation
 
 DEFAULT_OUT = Path("results/validation")
@@ -107,7 +108,9 @@ def _run(
             _echo_summary(r)
 
 
-def _elicited(m: HookedTransformer, out: Path, judge_kind: str, overwrite: bool) -> tuple[dict, dict]:
+def _elicited(
+    m: HookedTransformer, out: Path, judge_kind: str, overwrite: bool
+) -> tuple[dict[str, ElicitedSet], dict[str, object]]:
     """Prompt-elicited sets of every eval trait, cached in out/elicited/<trait>/."""
     from pvlens.judges import load_judge
     from pvlens.traits import load_trait
@@ -115,7 +118,8 @@ def _elicited(m: HookedTransformer, out: Path, judge_kind: str, overwrite: bool)
     from pvlens.vectors.validate import EVAL_TRAITS
 
     cfg = ElicitConfig()
-    sets, judges = {}, {}
+    sets: dict[str, ElicitedSet] = {}
+    judges: dict[str, object] = {}
     for trait in EVAL_TRAITS:
         spec = load_trait(trait)
         judge = load_judge(judge_kind, trait=spec)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -88,7 +88,7 @@ def scatter(
 
 
 def null_histograms(
-    panels: dict[str, tuple[Sequence[float], dict[str, float]]], path: str | Path, xlabel: str,
+    panels: Mapping[str, tuple[Sequence[float], Mapping[str, float]]], path: str | Path, xlabel: str,
     title: str = "", ncols: int = 3,
 ) -> Path:
     """One histogram per panel (a null distribution) with each named real value as a vertical

@@ -251,3 +251,11 @@ def test_grouped_bootstrap_matches_index_resampling_for_pairs() -> None:
     assert lo < float(auroc(pos, neg[:20])) < hi
     with pytest.raises(ValueError, match="unpaired"):
         bootstrap_auroc(pos, neg[:20])
+
+
+def test_auroc_agrees_with_the_screening_auroc() -> None:
+    from pvlens.trainsets.screen import auroc as screen_auroc
+
+    g = torch.Generator().manual_seed(5)
+    pos, neg = torch.randn(40, generator=g).round(decimals=1), torch.randn(30, generator=g).round(decimals=1)
+    assert float(auroc(pos, neg)) == pytest.approx(screen_auroc(pos.tolist(), neg.tolist()), abs=1e-12)
