@@ -77,6 +77,10 @@ def _register() -> None:
 
     app.command("serve")(serve.serve_cmd)
 
+    from pvlens.cli import validate
+
+    app.command("validate")(validate.validate_cmd)
+
 
 _register()
 

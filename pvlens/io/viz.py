@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -86,4 +86,29 @@ def scatter(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def null_histograms(
+    panels: Mapping[str, tuple[Sequence[float], Mapping[str, float]]], path: str | Path, xlabel: str,
+    title: str = "", ncols: int = 3,
+) -> Path:
+    """One histogram per panel (a null distribution) with each named real value as a vertical
+    line, `ncols` panels a row."""
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (name, (null, marks)) in zip(axes.flat, panels.items(), strict=False):
+        ax.hist(list(null), bins=30, color="0.75", label=f"random (n={len(null)})")
+        ax.axvline(float(np.percentile(list(null), 95)), color="0.3", ls="--", lw=1, label="random p95")
+        for i, (label, value) in enumerate(marks.items()):
+            ax.axvline(value, color=colors[(i + 1) % len(colors)], lw=2, label=f"{label} {value:.2f}")
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
     return save_figure(fig, path)
