@@ -150,3 +150,17 @@ def test_single_process_path_does_not_import_ray():
     code = ("import sys, pvlens.trainsets.screen, pvlens.cli.screen; "
             "assert 'ray' not in sys.modules, 'ray imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_ray_address_is_optional_and_shard_is_refused(data, tmp_path):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+    from pvlens.cli.screen import ray_address_optional
+
+    assert ray_address_optional(["run", "d.jsonl", "--ray"]) == ["run", "d.jsonl", "--ray", "local"]
+    assert ray_address_optional(["--ray", "--workers", "2"]) == ["--ray", "local", "--workers", "2"]
+    assert ray_address_optional(["--ray", str(data)]) == ["--ray", "local", str(data)]
+    assert ray_address_optional(["--ray", "auto"]) == ["--ray", "auto"]
+    res = CliRunner().invoke(app, ["screen", str(data), "-v", str(data), "--ray", "--shard", "0/2"])
+    assert res.exit_code != 0
