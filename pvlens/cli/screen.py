@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, OutOpt, OverwriteOpt, existing_file
 
 if TYPE_CHECKING:
-    from pvlens.trainsets.screen import ScreenSummary
+    from pvlens.trainsets.screen import RayOptions, ScreenConfig, ScreenSummary
 
 
 class _DefaultToRun(TyperGroup):
@@ -80,7 +80,7 @@ def run_cmd(
       pvlens screen big.jsonl -v runs/evil --ray auto --workers 8 --worker-gpus 1
     """
     import pvlens
-    from pvlens.trainsets.screen import ScreenConfig, parse_shard, screen
+    from pvlens.trainsets.screen import RayOptions, ScreenConfig, parse_shard, screen
 
     sh = parse_shard(shard)
     cfg = ScreenConfig(layer=layer, top_k=top_k, chunk_size=chunk_size, max_new_tokens=max_new_tokens,
@@ -91,12 +91,8 @@ def run_cmd(
     if ray is not None:
         if shard:
             raise typer.BadParameter("--shard and --ray do not mix: Ray splits the work itself")
-        from pvlens.trainsets.screen import ModelLoader, RayOptions, screen_on_ray
-
         opts = RayOptions(address=ray, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus)
-        loader = ModelLoader(model, device or ("cuda" if worker_gpus > 0 else "cpu"))
-        _report(screen_on_ray(loader, data, vectors, out, cfg, opts, cache_dir=cache, split=split,
-                              overwrite=overwrite), out)
+        _report(_run_on_ray(model, device, data, vectors, out, cfg, opts, cache, split, overwrite), out)
         return
     m = pvlens.load_model(model, device=device)
     s = screen(m, data, vectors, out, cfg, cache_dir=cache, shard=sh, split=split, overwrite=overwrite)
@@ -105,6 +101,16 @@ def run_cmd(
                    f"join all shards with: pvlens screen merge {out}")
         return
     _report(s, out)
+
+
+def _run_on_ray(model: str | None, device: str | None, data: Path, vectors: Path, out: Path,
+                cfg: ScreenConfig, opts: RayOptions, cache: Path | None, split: str | None,
+                overwrite: bool) -> ScreenSummary:
+    """`--ray`: the pool's workers load the model (on the GPU when they reserve one)."""
+    from pvlens.trainsets.screen import ModelLoader, screen_on_ray
+
+    loader = ModelLoader(model, device or ("cuda" if opts.worker_gpus > 0 else "cpu"))
+    return screen_on_ray(loader, data, vectors, out, cfg, opts, cache_dir=cache, split=split, overwrite=overwrite)
 
 
 def _validate_inputs(data: Path, vectors: Path, layer: int | None, split: str | None) -> int:

@@ -20,6 +20,7 @@ Ray is optional (`pip install pvlens[ray]`): it is imported only when a Ray run 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class BlockResult:
     """Base replies generated for this block, by cache key."""
     fingerprint: str
     """The worker model's fingerprint (the driver checks every block came from the same model)."""
+    cpu_seconds: float = 0.0
+    """CPU time the worker process spent on the block (for cost models)."""
 
 
 class ScreenWorker:
@@ -124,10 +127,11 @@ class ScreenWorker:
     def screen_block(self, block: list[Sample], known: dict[str, str], u: Tensor, layer: int,
                      cfg: ScreenConfig) -> BlockResult:
         """Screen one block; `known` holds the block's cached base replies by key."""
+        t0 = time.process_time()
         store = MemoryReplies(known)
         base = BaseReplies(self.model, "", cfg.max_new_tokens, cfg.gen_batch_size, store=store)
         records = screen_chunk(self.model, block, base, u, layer, cfg)
-        return BlockResult(records, store.added, model_fingerprint(self.model))
+        return BlockResult(records, store.added, model_fingerprint(self.model), time.process_time() - t0)
 
 
 def connect(opts: RayOptions) -> bool:
@@ -221,6 +225,8 @@ class RayRun:
     done: dict[int, dict]
     on_block: Callable[[WorkerPool], None] | None = None
     pending: dict[Any, Job] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+    """Worker CPU time of the blocks written."""
 
     def known(self, block: list[Sample]) -> dict[str, str]:
         """The block's base replies already in the cache, by key."""
@@ -246,6 +252,7 @@ class RayRun:
         recs = [r for r in res.records if r["index"] not in self.done]
         self.log.append(recs)
         self.done.update((r["index"], r) for r in recs)
+        self.cpu_seconds += res.cpu_seconds
 
     def collect_one(self) -> int:
         """Wait for one block; write it, or resubmit it when its actor died. Returns samples written."""
