@@ -58,7 +58,8 @@ def rates(samples: list, warm: list, args: argparse.Namespace) -> tuple[float, f
     from pvlens.trainsets.screen.run import direction_for
 
     cfg = ScreenConfig(layer=15, chunk_size=args.block, max_new_tokens=args.max_new_tokens)
-    pool = WorkerPool(ModelLoader(None, "cpu"), RayOptions(workers=2, worker_cpus=1))
+    loader = ModelLoader(None, "cuda" if args.worker_gpus > 0 else "cpu")
+    pool = WorkerPool(loader, RayOptions(workers=2, worker_cpus=1, worker_gpus=args.worker_gpus))
     try:
         facts = pool.facts(cfg)  # every model loaded
         layer, u = direction_for(facts.n_layers, facts.d_model, str(VECTORS), cfg.layer)
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (1 worker, then 2)")
     ap.add_argument("--block", type=int, default=4, help="samples per block (ScreenConfig.chunk_size)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="base reply length")
+    ap.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs per worker (GPU rate on a GPU node)")
     args = ap.parse_args()
     import ray
 
@@ -95,8 +97,8 @@ def main() -> None:
     warm, samples = rows[-2:], rows[: args.n]
     print(f"data: {DATA.name}, {len(samples)} samples, block {args.block}, max_new_tokens {args.max_new_tokens}; "
           f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=2, num_gpus=None if args.worker_gpus > 0 else 0,
+             include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         one, two = rates(samples, warm, args)
     finally:
