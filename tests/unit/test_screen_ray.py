@@ -111,18 +111,27 @@ def test_ray_equals_single_process(data, vectors, single, tmp_path):
     assert (tmp_path / "inputs.json").read_text() == (out / "inputs.json").read_text()
 
 
-def test_killed_worker_loses_and_duplicates_nothing(data, vectors, single, tmp_path):
+@pytest.mark.parametrize("ray_restarts", [True, False], ids=["ray-restarts-actor", "driver-replaces-actor"])
+def test_killed_worker_loses_and_duplicates_nothing(data, vectors, single, tmp_path, ray_restarts):
+    """A worker SIGKILLed mid-run: Ray restarts it and reruns its blocks, or (restarts off) the
+    driver replaces it and resubmits them; either way every index is written once, unchanged."""
     res = single[0]
+    opts = OPTS if ray_restarts else OPTS.changed(max_restarts=0, max_task_retries=0)
     killed: list[int] = []
+    later: list[int] = []
 
     def kill_once(pool: WorkerPool) -> None:
         if not killed:  # after the first block: both actors still hold queued blocks
             pid = pool.pids()[1]
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
+        elif ray_restarts:
+            later.append(pool.pids()[1])
 
-    screen_on_ray(FACTORY, data, vectors, tmp_path, _cfg(), OPTS, progress=False, on_block=kill_once)
+    screen_on_ray(FACTORY, data, vectors, tmp_path, _cfg(), opts, progress=False, on_block=kill_once)
     assert killed
+    if ray_restarts:
+        assert later and killed[0] not in later  # the actor died and came back as a new process
     assert _indices(tmp_path) == list(range(len(QUESTIONS)))  # each index exactly once
     assert _results(tmp_path) == res
 
@@ -134,10 +143,12 @@ def test_rerun_resumes_without_recomputing(data, vectors, single, tmp_path):
     # a driver killed after 3 blocks: keep those lines only, then rerun
     kept = [ln for ln in lines if json.loads(ln)["index"] < 6]
     (tmp_path / "results.jsonl").write_text("\n".join(kept) + "\n")
+    cache = (tmp_path / "base_cache" / "base_replies.jsonl").read_text()
     blocks: list[int] = []
     screen_on_ray(FACTORY, data, vectors, tmp_path, _cfg(), OPTS, progress=False,
                   on_block=lambda pool: blocks.append(1))
     assert len(blocks) == (len(QUESTIONS) - 6) // 2  # only the missing blocks were screened
+    assert (tmp_path / "base_cache" / "base_replies.jsonl").read_text() == cache  # no reply generated twice
     assert _indices(tmp_path) == list(range(len(QUESTIONS)))
     assert _results(tmp_path) == res
     blocks.clear()
