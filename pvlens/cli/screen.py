@@ -11,7 +11,7 @@ from typer.core import TyperGroup
 from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, OutOpt, OverwriteOpt, existing_file
 
 if TYPE_CHECKING:
-    from pvlens.trainsets.screen import ScreenSummary
+    from pvlens.trainsets.screen import RayOptions, ScreenConfig, ScreenSummary
 
 
 class _DefaultToRun(TyperGroup):
@@ -20,7 +20,19 @@ class _DefaultToRun(TyperGroup):
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]  # typer's vendored click Context
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
-        return super().parse_args(ctx, args)
+        return super().parse_args(ctx, ray_address_optional(args))
+
+
+def ray_address_optional(args: list[str]) -> list[str]:
+    """`--ray` without an address (last, before another option, or before the data file) means
+    `--ray local`."""
+    out = []
+    for i, a in enumerate(args):
+        out.append(a)
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        if a == "--ray" and (nxt is None or nxt.startswith("-") or Path(nxt).exists()):
+            out.append("local")
+    return out
 
 
 app = typer.Typer(
@@ -48,6 +60,12 @@ def run_cmd(
     overwrite: OverwriteOpt = False,
     model: ModelOpt = None,
     device: DeviceOpt = None,
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Screen on a Ray cluster: an address (auto, ray://host:10001), or none / "
+                                 "'local' to start a local one. Needs `pip install pvlens[ray]`."),
+    workers: int = typer.Option(2, min=1, help="With --ray: actors in the pool (each loads the model once)."),
+    worker_cpus: float = typer.Option(1.0, min=0.01, help="With --ray: CPUs per actor (its torch threads)."),
+    worker_gpus: float = typer.Option(0.0, min=0.0, help="With --ray: GPUs per actor (fractions share a GPU)."),
 ) -> None:
     """Dataset- and sample-level ΔP = proj(dataset response) − proj(base model's reply).
 
@@ -58,9 +76,11 @@ def run_cmd(
       pvlens screen runs/datasets/evil/level_ii.jsonl -v runs/evil --layer 15
       pvlens screen big.jsonl -v runs/evil --shard 0/4 --out runs/screen/big   (one per machine)
       pvlens screen merge runs/screen/big
+      pvlens screen big.jsonl -v runs/evil --ray --workers 2            (local Ray cluster)
+      pvlens screen big.jsonl -v runs/evil --ray auto --workers 8 --worker-gpus 1
     """
     import pvlens
-    from pvlens.trainsets.screen import ScreenConfig, parse_shard, screen
+    from pvlens.trainsets.screen import RayOptions, ScreenConfig, parse_shard, screen
 
     sh = parse_shard(shard)
     cfg = ScreenConfig(layer=layer, top_k=top_k, chunk_size=chunk_size, max_new_tokens=max_new_tokens,
@@ -68,6 +88,12 @@ def run_cmd(
     n = _validate_inputs(data, vectors, layer, split)
     typer.echo(f"{data}: {n} samples")
     out = out or Path("runs/screen") / data.stem
+    if ray is not None:
+        if shard:
+            raise typer.BadParameter("--shard and --ray do not mix: Ray splits the work itself")
+        opts = RayOptions(address=ray, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus)
+        _report(_run_on_ray(model, device, data, vectors, out, cfg, opts, cache, split, overwrite), out)
+        return
     m = pvlens.load_model(model, device=device)
     s = screen(m, data, vectors, out, cfg, cache_dir=cache, shard=sh, split=split, overwrite=overwrite)
     if s is None:
@@ -75,6 +101,16 @@ def run_cmd(
                    f"join all shards with: pvlens screen merge {out}")
         return
     _report(s, out)
+
+
+def _run_on_ray(model: str | None, device: str | None, data: Path, vectors: Path, out: Path,
+                cfg: ScreenConfig, opts: RayOptions, cache: Path | None, split: str | None,
+                overwrite: bool) -> ScreenSummary:
+    """`--ray`: the pool's workers load the model (on the GPU when they reserve one)."""
+    from pvlens.trainsets.screen import ModelLoader, screen_on_ray
+
+    loader = ModelLoader(model, device or ("cuda" if opts.worker_gpus > 0 else "cpu"))
+    return screen_on_ray(loader, data, vectors, out, cfg, opts, cache_dir=cache, split=split, overwrite=overwrite)
 
 
 def _validate_inputs(data: Path, vectors: Path, layer: int | None, split: str | None) -> int:

@@ -10,7 +10,8 @@ the prompt itself (its last token, or its average), which the same forward pass 
 
 Modules: `io` (reading the dataset and results), `base_replies` (the base model's cached
 greedy replies), `kernel` (prompt once into a KV cache, both replies against it), `run` (the
-chunked, resumable run keyed by its inputs), `summary` (statistics, ranking, plots, merge).
+chunked, resumable run keyed by its inputs), `summary` (statistics, ranking, plots, merge),
+`ray_runner` (the same run on a pool of Ray actors; Ray is imported only when it starts).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pvlens.trainsets.screen.io import (
     read_results,
 )
 from pvlens.trainsets.screen.kernel import paired_activations
+from pvlens.trainsets.screen.ray_runner import ModelLoader, RayOptions, screen_on_ray
 from pvlens.trainsets.screen.run import CHARS_PER_TOKEN_BOUND, ScreenConfig, screen
 from pvlens.trainsets.screen.summary import (
     ScreenSummary,
@@ -40,6 +42,8 @@ from pvlens.trainsets.screen.summary import (
 __all__ = [
     "CHARS_PER_TOKEN_BOUND",
     "BaseReplies",
+    "ModelLoader",
+    "RayOptions",
     "Sample",
     "ScreenConfig",
     "ScreenError",
@@ -56,5 +60,6 @@ __all__ = [
     "parse_shard",
     "read_results",
     "screen",
+    "screen_on_ray",
     "summarise",
 ]

@@ -15,6 +15,7 @@ skipped sample is recorded in the results (`"skipped": "too_long"`) and counted 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,18 +73,46 @@ class ScreenConfig(Config):
     """Compute dtype: auto (bf16 where the CPU is fast at it), float32, bfloat16, float16."""
 
 
-def resolve_direction(model: HookedTransformer, vectors: VectorsLike, layer: int | None) -> tuple[int, Tensor]:
-    """The layer to project at (in 0..n_layers-1) and the unit vector there."""
-    n_layers = model.cfg.n_layers
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a run needs to know of its model without holding it (a Ray driver asks a worker)."""
+
+    name: str
+    """The model's name (recorded in meta.json)."""
+    fingerprint: str
+    """`model_fingerprint` of every weight (the run's and the reply cache's key)."""
+    n_layers: int
+    """Blocks."""
+    d_model: int
+    """Residual width."""
+    n_ctx: int
+    """Context size (decides which samples are skipped as too long)."""
+    dtype: str
+    """The resolved compute dtype of the activation passes."""
+
+
+def model_facts(model: HookedTransformer, cfg: ScreenConfig) -> ModelFacts:
+    """The facts of `model` that key a run under `cfg`."""
+    return ModelFacts(model.cfg.model_name, model_fingerprint(model), model.cfg.n_layers, model.cfg.d_model,
+                      model.cfg.n_ctx, str(resolved_dtype(model, cfg)))
+
+
+def direction_for(n_layers: int, d_model: int, vectors: VectorsLike, layer: int | None) -> tuple[int, Tensor]:
+    """The layer to project at (in 0..n_layers-1) and the unit vector there, for a model of this shape."""
     if layer is None:  # the vectors' recorded choice (a sweep next to the file), else the middle
         layer = default_layer(as_persona_vectors(vectors) if isinstance(vectors, Mapping) else vectors, n_layers)
     if not -n_layers <= layer < n_layers:
         raise ScreenError(f"--layer {layer} is out of range for a {n_layers}-layer model")
     layer %= n_layers
     u = unit_direction(vectors, layer)
-    if u.shape[0] != model.cfg.d_model:
-        raise ScreenError(f"vectors have d_model {u.shape[0]} but the model has {model.cfg.d_model}")
+    if u.shape[0] != d_model:
+        raise ScreenError(f"vectors have d_model {u.shape[0]} but the model has {d_model}")
     return layer, u
+
+
+def resolve_direction(model: HookedTransformer, vectors: VectorsLike, layer: int | None) -> tuple[int, Tensor]:
+    """The layer to project at (in 0..n_layers-1) and the unit vector there."""
+    return direction_for(model.cfg.n_layers, model.cfg.d_model, vectors, layer)
 
 
 def resolved_dtype(model: HookedTransformer, cfg: ScreenConfig) -> torch.dtype:
@@ -91,14 +120,14 @@ def resolved_dtype(model: HookedTransformer, cfg: ScreenConfig) -> torch.dtype:
     return kernel.compute_dtype(cfg.dtype, model.W_E.device) or model.cfg.dtype
 
 
-def run_inputs(model: HookedTransformer, data: str | Path, split: str | None, u: Tensor, layer: int,
-               cfg: ScreenConfig) -> dict[str, Any]:
+def run_inputs(model: HookedTransformer | ModelFacts, data: str | Path, split: str | None, u: Tensor,
+               layer: int, cfg: ScreenConfig) -> dict[str, Any]:
     """Everything that determines a run's per-sample results (recorded in inputs.json)."""
+    facts = model if isinstance(model, ModelFacts) else model_facts(model, cfg)
     return {
         "data": data_fingerprint(data), "split": split, "vectors": tensor_hash(u), "layer": layer,
-        "model": model_fingerprint(model), "n_ctx": model.cfg.n_ctx, "long_inputs": "skip",
-        "config": {"cosine": cfg.cosine, "max_new_tokens": cfg.max_new_tokens,
-                   "dtype": str(resolved_dtype(model, cfg))},
+        "model": facts.fingerprint, "n_ctx": facts.n_ctx, "long_inputs": "skip",
+        "config": {"cosine": cfg.cosine, "max_new_tokens": cfg.max_new_tokens, "dtype": facts.dtype},
     }
 
 
@@ -159,15 +188,17 @@ def screen_chunk(model: HookedTransformer, chunk: list[Sample], base: BaseReplie
     return skipped + recs
 
 
-def _todo(data: str | Path, split: str | None, shard: tuple[int, int], done: dict) -> Iterator[Sample]:
+def todo_samples(data: str | Path, split: str | None, shard: tuple[int, int], done: dict) -> Iterator[Sample]:
+    """The samples of `shard` not in `done`, in dataset order."""
     return (s for s in iter_samples(data, split) if s[0] % shard[1] == shard[0] and s[0] not in done)
 
 
-def _meta(model: HookedTransformer, data: str | Path, vectors: VectorsLike, split: str | None,
-          shard: tuple[int, int], cfg: ScreenConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+def run_meta(model_name: str, data: str | Path, vectors: VectorsLike, split: str | None,
+             shard: tuple[int, int], cfg: ScreenConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+    """meta.json of a run (what was screened, how, and its inputs)."""
     return {"data": str(Path(data).resolve()), "split": split, "layer": inputs["layer"],
             "vectors": str(vectors) if isinstance(vectors, str | Path) else None,
-            "model": model.cfg.model_name, "shard": list(shard), "config": cfg.model_dump(),
+            "model": model_name, "shard": list(shard), "config": cfg.model_dump(),
             "inputs": inputs}
 
 
@@ -197,12 +228,12 @@ def screen(
     tag = shard_tag(shard)
     with run_lock(out):
         prepare_folder(out, inputs, overwrite)
-        write_json_atomic(out / f"meta{tag}.json", _meta(model, data, vectors, split, shard, cfg, inputs))
+        write_json_atomic(out / f"meta{tag}.json", run_meta(model.cfg.model_name, data, vectors, split, shard, cfg, inputs))
         log = AppendLog(out / f"results{tag}.jsonl")
         done = read_results(log.path)
         base = BaseReplies(model, cache_dir or out / "base_cache", cfg.max_new_tokens, cfg.gen_batch_size)
         bar = tqdm(desc="screen", unit="sample", disable=not progress, initial=len(done))
-        for chunk in chunks(_todo(data, split, shard, done), cfg.chunk_size):
+        for chunk in chunks(todo_samples(data, split, shard, done), cfg.chunk_size):
             recs = screen_chunk(model, chunk, base, u, layer, cfg)
             log.append(recs)  # one write per chunk
             done.update((r["index"], r) for r in recs)

@@ -1,0 +1,42 @@
+"""Ray screening on the default model (SmolLM2-135M) equals the single-process run: the first
+8 samples of a shipped dataset, through the CLI both ways (`pvlens screen` and `--ray`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pvlens.cli import app
+from pvlens.io.jsonl import read_jsonl_lenient
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "pvlens/data/datasets/evil/level_ii.jsonl"
+VECTORS = ROOT / "pvlens/data/vectors/smollm2-135m-instruct/evil.safetensors"
+
+
+def _by_index(path: Path, field: str) -> dict:
+    return {r[field]: r for r in read_jsonl_lenient(path)}
+
+
+def test_ray_screen_equals_single_process_on_default_model(tmp_path, monkeypatch):
+    data = tmp_path / "first8.jsonl"
+    data.write_text("".join(DATA.read_text().splitlines(keepends=True)[:8]))
+    args = ["screen", str(data), "-v", str(VECTORS), "--layer", "15", "--max-new-tokens", "24",
+            "--chunk-size", "4", "--device", "cpu"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "single")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--ray", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    single, ray = tmp_path / "single", tmp_path / "ray"
+    a, b = _by_index(single / "results.jsonl", "index"), _by_index(ray / "results.jsonl", "index")
+    assert sorted(b) == list(range(8))
+    assert a == b  # the same per-sample ΔP (and every other number), exactly
+    cache = "base_cache/base_replies.jsonl"
+    assert _by_index(single / cache, "key") == _by_index(ray / cache, "key")  # same greedy replies
+    sa, sb = (json.loads((d / "screen.json").read_text()) for d in (single, ray))
+    assert sa["delta_p"] == sb["delta_p"] and sa["top"] == sb["top"]
