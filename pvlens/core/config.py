@@ -6,10 +6,11 @@ default) and take their field docs from the attribute docstrings, which the CLI 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import Self
+
+C = TypeVar("C", bound="Config")
 
 
 class Config(BaseModel):
@@ -17,7 +18,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
-    def changed(self, **updates: Any) -> Self:
+    def changed(self: C, **updates: Any) -> C:  # a TypeVar, not typing.Self: beartype refuses Self on a method
         """A validated copy with `updates` applied (unknown names raise, unlike `model_copy`)."""
         return type(self).model_validate({**self.model_dump(), **updates})
 
