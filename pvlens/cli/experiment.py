@@ -95,6 +95,8 @@ def mitigation_cmd(
     samples: IntOpt = None,
     mc_limit: IntOpt = None,
     max_new_tokens: IntOpt = None,
+    perplexity: Annotated[bool | None, typer.Option("--perplexity/--no-perplexity",
+                                                    help="Measure held-out perplexity (default: the preset's).")] = None,
     judge: JudgeOpt = "offline",
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -114,7 +116,8 @@ def mitigation_cmd(
     arms = _arm_options(trait, layer, posthoc, prevent, multi_layers, multi_alphas, incremental, caft, l2_weights,
                         seeds, max_samples)
     train = dict(epochs=epochs, lr=lr, rank=rank, batch_size=batch_size, max_steps=max_steps or None)
-    evaluation = dict(n_questions=n_questions, samples=samples, mc_limit=mc_limit, max_new_tokens=max_new_tokens)
+    evaluation = dict(n_questions=n_questions, samples=samples, mc_limit=mc_limit, max_new_tokens=max_new_tokens,
+                      perplexity=perplexity)
     cfg = _mitigation_config(preset, arms, train, evaluation)
     if max_steps == 0:  # 0: no cap (None would mean "the preset's")
         cfg = cfg.changed(train=cfg.train.changed(max_steps=None))

@@ -10,8 +10,14 @@ import numpy as np
 from scipy import stats
 
 
+def finite_values(values: Sequence[float | None]) -> np.ndarray:
+    """`values` as a float array without None and NaN."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    return x[~np.isnan(x)]
+
+
 def bootstrap_ci(
-    values: Sequence[float], n: int = 2000, seed: int = 0, level: float = 0.95,
+    values: Sequence[float | None], n: int = 2000, seed: int = 0, level: float = 0.95,
 ) -> tuple[float, float, float]:
     """(mean, lo, hi): the mean of `values` and its percentile bootstrap interval.
 
@@ -19,8 +25,7 @@ def bootstrap_ci(
     `seed`, so the interval is reproducible. NaNs are dropped; no values gives three NaNs,
     one value a zero-width interval.
     """
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    x = x[~np.isnan(x)]
+    x = finite_values(values)
     if x.size == 0:
         return math.nan, math.nan, math.nan
     if n < 1:
@@ -32,11 +37,10 @@ def bootstrap_ci(
     return float(x.mean()), float(lo), float(hi)
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values: Sequence[float | None], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, lo, hi): mean ± t·s/√k over `k` values (e.g. one per seed; honest for small k,
     where a bootstrap of 3 values is far too narrow). One value: a zero-width interval."""
-    x = np.asarray([v for v in values if v is not None], dtype=float)
-    x = x[~np.isnan(x)]
+    x = finite_values(values)
     if x.size == 0:
         return math.nan, math.nan, math.nan
     mean = float(x.mean())

@@ -251,6 +251,13 @@ def test_incremental_arm_steers_every_block_during_training_only(tiny, tmp_path,
     assert row["n_seeds"] == 2 and row["n"] == 2 * len(QUESTIONS) * cfg.eval.samples
     assert row["trait"]["lo"] <= row["trait"]["mean"] <= row["trait"]["hi"]
     assert "prevent_incr_a0.5" in (tmp_path / "mit" / "table.md").read_text()
+    # the seed list is not part of the folder's key: a subset (or a grown list) resumes
+    calls: list[str] = []
+    run_mitigation(tiny, data, vecs, tmp_path / "mit", cfg.changed(seeds=[1]), judge=LengthJudge(),
+                   questions=QUESTIONS, progress=False, log=calls.append)
+    assert len(calls) == 4 and all("done earlier" in c for c in calls)
+    res = json.loads((tmp_path / "mit" / "results.json").read_text())
+    assert res["seeds"] == [1] and {r["n_seeds"] for r in res["summary"]} == {1}
 
 
 def test_finetune_cli_incremental_steers_every_block():

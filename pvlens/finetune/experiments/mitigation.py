@@ -166,10 +166,12 @@ def train_arm(
 def mitigation_inputs(
     model: HookedTransformer, data: str | Path, table: Tensor, probe: TraitProbe, cfg: MitigationConfig,
 ) -> dict[str, Any]:
-    """Everything that determines the experiment's results (what its folder is keyed by)."""
+    """Everything that determines the experiment's records (what its folder is keyed by). Not the
+    seed list or the bootstrap size: each record is keyed by its own seed (`arms/{name}_s{seed}`)
+    and the summary is recomputed on every call, so adding or dropping seeds resumes."""
     return {"model": model_fingerprint(model), "data": file_hash(data), "vectors": tensor_hash(table),
             "questions": json_hash(probe.questions), "judge": probe.judge.describe(),
-            "config": cfg.model_dump(mode="json")}
+            "config": cfg.model_dump(mode="json", exclude={"seeds", "bootstrap"})}
 
 
 def run_mitigation(
