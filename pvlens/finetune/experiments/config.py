@@ -33,7 +33,7 @@ class EvalConfig(SamplingConfig):
     """First N built-in multiple-choice questions (None: all 254; 0: skip)."""
     perplexity: bool = True
     """Measure held-out perplexity."""
-    positions: str = "response"
+    positions: Literal["all", "prompt", "response"] = "response"
     """Positions steered at inference (post-hoc arms), as in the layer × α sweep."""
 
     @property

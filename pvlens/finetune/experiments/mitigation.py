@@ -104,7 +104,7 @@ def training_interventions(
     return None, None
 
 
-def inference_steer(arm: Arm, table: Tensor, positions: str) -> list[Intervention] | None:
+def inference_steer(arm: Arm, table: Tensor, positions: Literal["all", "prompt", "response"]) -> list[Intervention] | None:
     """Post-hoc arms subtract α·v at inference; the others evaluate the model as it is."""
     if arm.kind != "posthoc":
         return None
