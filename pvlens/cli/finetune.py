@@ -25,6 +25,8 @@ from pvlens.io.conversations import read_conversations
 from pvlens.vectors.coerce import as_persona_vectors
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from pvlens.core.steering import Intervention
 
 app = typer.Typer(help="LoRA finetuning, preventative steering, capability and shift.",
@@ -54,8 +56,18 @@ def _training_config(**options: object) -> FinetuneConfig:
     return FinetuneConfig(lora=LoraConfig(**lora), **given(**options))
 
 
+def _prevent(vectors: Tensor, blocks: list[int], alpha: str, incremental: bool) -> list[Intervention]:
+    """Preventative steering: the full v at each listed block, or (incremental) the paper's
+    α·(v_ℓ − v_{ℓ−1}) at every block (or at the listed contiguous range), on every token."""
+    import pvlens
+
+    if incremental:
+        return list(pvlens.incremental(vectors, _alphas(alpha, 1)[0], positions="all", layers=blocks or None))
+    return list(pvlens.multi_layer(vectors, blocks, _alphas(alpha, len(blocks))))
+
+
 def _interventions(m, prevent: Path | None, caft: Path | None, l2: Path | None, blocks: list[int],
-                   alpha: str, l2_weight: float):
+                   alpha: str, l2_weight: float, incremental: bool = False):
     """(steer, penalty) for the training run."""
     import pvlens
     from pvlens.finetune import ProjectionPenalty
@@ -63,12 +75,23 @@ def _interventions(m, prevent: Path | None, caft: Path | None, l2: Path | None, 
 
     steer: list[Intervention] = []
     if prevent is not None:
-        steer += pvlens.multi_layer(load_vectors(prevent, m.cfg.n_layers), blocks, _alphas(alpha, len(blocks)))
+        steer += _prevent(load_vectors(prevent, m.cfg.n_layers), blocks, alpha, incremental)
     if caft is not None:
         table = load_vectors(caft, m.cfg.n_layers)
         steer += [pvlens.Ablation(table[layer], [layer]) for layer in blocks]
     penalty = ProjectionPenalty(load_vectors(l2, m.cfg.n_layers), blocks, weight=l2_weight) if l2 else None
     return steer or None, penalty
+
+
+def _check_layers(blocks: list[int], prevent: Path | None, caft: Path | None, l2: Path | None,
+                  incremental: bool) -> None:
+    """--layers is needed by every intervention except all-layer incremental steering."""
+    if incremental and prevent is None:
+        raise typer.BadParameter("--incremental needs --prevent VECTORS")
+    if incremental and blocks and blocks != list(range(blocks[0], blocks[0] + len(blocks))):
+        raise typer.BadParameter(f"--incremental needs a contiguous ascending --layers range, got {blocks}")
+    if ((prevent and not incremental) or caft or l2) and not blocks:
+        raise typer.BadParameter("--layers is required with --prevent (without --incremental) / --caft / --l2")
 
 
 @app.command("run")
@@ -82,6 +105,9 @@ def run_cmd(
     l2: VectorsFile = None,
     l2_weight: Annotated[float, typer.Option(help="Weight of the L2 projection penalty.")] = 1.0,
     layers: Annotated[str | None, typer.Option(help="Block indices for --prevent / --caft / --l2, e.g. 10,12.")] = None,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="--prevent with the paper's all-layer incremental steering: α·(v_ℓ − v_{ℓ−1}) at "
+        "every block (top push α·v_L; --layers optional, a contiguous range); one --alpha.")] = False,
     lr: Annotated[float | None, _opt(FinetuneConfig, "lr")] = None,
     epochs: Annotated[int | None, _opt(FinetuneConfig, "epochs")] = None,
     max_steps: Annotated[int | None, _opt(FinetuneConfig, "max_steps")] = None,
@@ -108,9 +134,8 @@ def run_cmd(
         if path is not None:
             existing_file(path, f"{flag} vectors")
     blocks = int_list(layers, "--layers") or []
-    if (prevent or caft or l2) and not blocks:
-        raise typer.BadParameter("--layers is required with --prevent / --caft / --l2")
-    _alphas(alpha, max(1, len(blocks)))
+    _check_layers(blocks, prevent, caft, l2, incremental)
+    _alphas(alpha, 1 if incremental else max(1, len(blocks)))
     finite(l2_weight, "--l2-weight")
     for path in (prevent, caft, l2):
         if path is not None:
@@ -119,7 +144,7 @@ def run_cmd(
                            micro_batch_size=micro_batch_size, rank=rank, lora_alpha=lora_alpha,
                            rslora=rslora, eval_fraction=eval_fraction, save_every=save_every, seed=seed)
     m = pvlens.load_model(model, device=device)
-    steer, penalty = _interventions(m, prevent, caft, l2, blocks, alpha, l2_weight)
+    steer, penalty = _interventions(m, prevent, caft, l2, blocks, alpha, l2_weight, incremental)
     res = finetune(m, data, cfg, out, steer=steer, penalty=penalty, resume=resume)
     typer.echo(f"adapter:    {res.adapter_dir}")
     typer.echo(f"steps:      {res.steps}   final train loss {res.train_losses[-1]:.4f}")

@@ -88,6 +88,9 @@ def sweep_cmd(
     alphas: Annotated[str, typer.Option(help="Comma-separated strengths (raw-vector units).")] = "0,1,2,4,6,8",
     questions: Annotated[int, typer.Option(help="Evaluation questions per cell.")] = 10,
     samples: Annotated[int, typer.Option(help="Samples per question per cell.")] = 2,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental", help="Steer every block with the paper's incremental vectors (top push α·v_L); "
+        "cells keyed by α, layer 'all'; --layers is ignored.")] = False,
     judge: JudgeOpt = "offline",
     model: ModelOpt = None,
     device: DeviceOpt = "cpu",
@@ -110,7 +113,7 @@ def sweep_cmd(
     if not alpha_list:
         raise InputError("--alphas needs at least one strength, e.g. --alphas 0,2,4")
     cfg = _valid(lambda: SweepConfig(layers=layer_list, alphas=alpha_list, n_questions=questions,
-                                     samples=samples), "sweep settings")
+                                     samples=samples, incremental=incremental), "sweep settings")
     vecs = PersonaVectors.load(vectors)
     if layer_list:
         check_layers(layer_list, vecs.n_layers)
@@ -124,9 +127,9 @@ def sweep_cmd(
     m = load_model(model, device=device)
     result = sweep(m, vecs, spec, out, judge=scorer, cfg=cfg, overwrite=overwrite)
     for r in result.rows:
-        typer.echo(f"layer {r['layer']:>3}  α {r['alpha']:>5g}  trait {r['trait']:6.1f}  coherence {r['coherence']:6.1f}")
+        typer.echo(f"layer {str(r['layer']):>3}  α {r['alpha']:>5g}  trait {r['trait']:6.1f}  coherence {r['coherence']:6.1f}")
     typer.echo(f"choice: layer {result.best_layer}, alpha {result.best_alpha}")
-    if (run_dir / "means.safetensors").exists():
+    if (run_dir / "means.safetensors").exists() and not incremental:  # the report's heatmap is per block
         typer.echo(f"report: {write_report(run_dir, out)}")
 
 

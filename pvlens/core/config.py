@@ -18,7 +18,7 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
-    def changed(self: ConfigT, **updates: Any) -> ConfigT:
+    def changed(self: ConfigT, **updates: Any) -> ConfigT:  # a TypeVar: beartype refuses typing.Self
         """A validated copy with `updates` applied (unknown names raise, unlike `model_copy`)."""
         return type(self).model_validate({**self.model_dump(), **updates})
 

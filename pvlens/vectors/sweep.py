@@ -21,7 +21,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core import config as core_config
 from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
-from pvlens.core.steering import Steering
+from pvlens.core.steering import Steering, incremental
 from pvlens.errors import InputError
 from pvlens.io.atomic import write_text_atomic
 from pvlens.io.jsonl import AppendLog
@@ -32,7 +32,10 @@ from pvlens.vectors.coerce import VectorsLike, as_persona_vectors
 from pvlens.vectors.evaluate import JudgedAnswer, evaluate_steered, mean_score
 from pvlens.vectors.persona import PersonaVectors
 
-Cell = tuple[int, float]
+Layer = int | Literal["all"]
+"""A block index, or "all": the paper's all-layer incremental steering (`pvlens.incremental`)."""
+
+Cell = tuple[Layer, float]
 """(layer, α) of one grid cell."""
 
 
@@ -55,20 +58,23 @@ class SweepConfig(SamplingConfig):
     """Steered positions: all | prompt | response."""
     coherence_min: float = 50.0
     """Coherence a cell needs to be chosen."""
+    incremental: bool = False
+    """Steer every block with the paper's incremental vectors (α·(v_ℓ − v_{ℓ−1}), top push α·v_L):
+    cells are keyed by α alone and their layer is "all"; `layers` is ignored."""
 
 
 class SweepResult(BaseModel):
     """Per-cell means and the automatic choice."""
 
     rows: list[dict[str, Any]] = Field(description="One dict per cell: layer, alpha, trait, coherence, n.")
-    best_layer: int | None = Field(description="Chosen layer (None: no cell passed).")
+    best_layer: Layer | None = Field(description='Chosen layer ("all": incremental; None: no cell passed).')
     best_alpha: float | None = Field(description="Chosen strength.")
-    spearman: dict[int, float] = Field(description="Per layer: Spearman ρ of trait score vs α.")
+    spearman: dict[Layer, float] = Field(description="Per layer: Spearman ρ of trait score vs α.")
 
-    def cell(self, layer: int, alpha: float) -> dict[str, Any]:
+    def cell(self, layer: Layer, alpha: float) -> dict[str, Any]:
         return next(r for r in self.rows if r["layer"] == layer and r["alpha"] == alpha)
 
-    def grid(self, key: str) -> tuple[list[int], list[float], np.ndarray]:
+    def grid(self, key: str) -> tuple[list[Layer], list[float], np.ndarray]:
         layers = sorted({r["layer"] for r in self.rows})
         alphas = sorted({r["alpha"] for r in self.rows})
         g = np.full((len(layers), len(alphas)), np.nan)
@@ -102,6 +108,7 @@ def sweep_inputs(
         "samples": cfg.samples,
         "sampling": cfg.model_dump(include=set(SamplingConfig.model_fields) - {"batch_size"}),
         "positions": cfg.positions,
+        **({"incremental": True} if cfg.incremental else {}),  # absent when off: older folders still resume
     }
 
 
@@ -130,8 +137,9 @@ def sweep(
     cfg = cfg or SweepConfig()
     judge = judge or _default_judge(spec)
     vecs = as_persona_vectors(vectors, n_layers=model.cfg.n_layers)
-    layers = cfg.layers or default_layers(model.cfg.n_layers)
-    check_layers(layers, model.cfg.n_layers)
+    layers: list[Layer] = ["all"] if cfg.incremental else list(cfg.layers or default_layers(model.cfg.n_layers))
+    if not cfg.incremental:
+        check_layers(layers, model.cfg.n_layers)  # type: ignore[arg-type]
     questions = sweep_questions(spec, cfg)
     out = Path(out_dir)
     with run_lock(out):
@@ -164,12 +172,21 @@ def run_cells(
         if alpha == 0 and base is not None:
             answers = base
         else:
-            steer = Steering(vectors[layer], layer, alpha, cfg.positions)
+            steer = cell_steer(vectors, layer, alpha, cfg.positions)
             answers = evaluate_steered(model, questions, judge, steer=steer, sampling=cfg,
                                        samples=cfg.samples)
         done[(layer, alpha)] = answers
         log.append({"layer": layer, "alpha": alpha, "answers": answers})
     return done
+
+
+def cell_steer(
+    vectors: PersonaVectors, layer: Layer, alpha: float, positions: str,
+) -> Steering | list[Steering]:
+    """The steering of one cell: α·v at one block, or all-layer incremental for layer "all"."""
+    if layer == "all":
+        return incremental(vectors.vectors, alpha, positions)  # type: ignore[arg-type]
+    return Steering(vectors[layer], layer, alpha, positions)  # type: ignore[arg-type]
 
 
 def summarise(cells: dict[Cell, list[JudgedAnswer]], coherence_min: float) -> SweepResult:
@@ -180,7 +197,7 @@ def summarise(cells: dict[Cell, list[JudgedAnswer]], coherence_min: float) -> Sw
                      "coherence": mean_score(answers, "coherence"), "n": len(answers)})
     ok = [r for r in rows if r["alpha"] != 0 and r["coherence"] >= coherence_min]
     best = max(ok, key=lambda r: r["trait"]) if ok else None
-    rho: dict[int, float] = {}
+    rho: dict[Layer, float] = {}
     for layer in sorted({r["layer"] for r in rows}):
         pts = [(r["alpha"], r["trait"]) for r in rows if r["layer"] == layer and r["alpha"] >= 0]
         if len(pts) >= 3:
@@ -189,7 +206,7 @@ def summarise(cells: dict[Cell, list[JudgedAnswer]], coherence_min: float) -> Sw
                        best_alpha=best["alpha"] if best else None, spearman=rho)
 
 
-def examples(log: Path, layer: int, alphas: Sequence[float], n: int = 2) -> dict[float, list[JudgedAnswer]]:
+def examples(log: Path, layer: Layer, alphas: Sequence[float], n: int = 2) -> dict[float, list[JudgedAnswer]]:
     """A few judged answers per α at one layer, from a sweep log."""
     cells = read_cells(AppendLog(log))
     return {a: cells.get((layer, float(a)), [])[:n] for a in alphas}
@@ -197,4 +214,9 @@ def examples(log: Path, layer: int, alphas: Sequence[float], n: int = 2) -> dict
 
 def read_cells(log: AppendLog) -> dict[Cell, list[JudgedAnswer]]:
     """Every finished cell of a sweep log (a line cut off by a kill is skipped)."""
-    return {(int(rec["layer"]), float(rec["alpha"])): rec["answers"] for rec in log.read()}
+    return {(layer_key(rec["layer"]), float(rec["alpha"])): rec["answers"] for rec in log.read()}
+
+
+def layer_key(value: int | str) -> Layer:
+    """A logged layer: "all" (incremental) or a block index."""
+    return "all" if value == "all" else int(value)

@@ -27,13 +27,13 @@ def test_quick_mitigation_on_the_default_model(tmp_path):
     g = torch.Generator().manual_seed(0)
     vecs = torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g)  # direction only matters
     cfg = MitigationConfig.preset(
-        "quick", posthoc_alphas=[4.0], prevent_alphas=[4.0], multi_layers=[], caft=False,
+        "quick", posthoc_alphas=[4.0], prevent_alphas=[4.0], multi_layers=[], incremental_alphas=[0.5], caft=False,
         l2_weights=[], eval=EvalConfig(n_questions=2, samples=1, max_new_tokens=16, mc_limit=8,
                                        perplexity=False))
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 1})})
     rows = run_mitigation(model, data, vecs, tmp_path / "mit", cfg, progress=False, log=print)
     by = {r["arm"]: r for r in rows}
-    assert list(by) == ["base", "none", "posthoc_a4", "prevent_L15_a4"]
+    assert list(by) == ["base", "none", "posthoc_a4", "prevent_L15_a4", "prevent_incr_a0.5"]
     assert all(0 <= r["trait"] <= 100 and r["mc_n"] == 8 for r in rows)
     assert by["base"]["shift"] == 0.0 and by["none"]["shift"] != 0.0
     # post-hoc subtracts 4·v at layer 15 at inference: the deployed projection drops by 4‖v‖

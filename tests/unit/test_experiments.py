@@ -44,7 +44,8 @@ def _data(path, n=6, word="cruel"):
 
 
 def _cfg(**kw) -> MitigationConfig:
-    return MitigationConfig.preset("quick", layer=1, multi_layers=[0, 1], **kw).model_copy(
+    kw = {"layer": 1, "multi_layers": [0, 1], **kw}
+    return MitigationConfig.preset("quick", **kw).model_copy(
         update={"eval": MitigationConfig.preset("quick").eval.model_copy(
             update={"mc_limit": 3, "max_new_tokens": 4, "perplexity": False})})
 
@@ -56,7 +57,7 @@ def test_arms_cover_the_paper_mitigations():
         mitigation_arms(MitigationConfig())
     kinds = [a.kind for a in arms]
     assert kinds[:2] == ["base", "none"] and kinds[2] == "posthoc"  # post-hoc reuses `none`
-    assert {"prevent", "caft", "l2"} <= set(kinds)
+    assert {"prevent", "prevent_incremental", "caft", "l2"} <= set(kinds)
     assert any(a.kind == "prevent" and len(a.layers) > 1 for a in arms)  # multi-layer
     assert len({a.name for a in arms}) == len(arms)
     assert all(a.train_name == "none" for a in arms if a.kind == "posthoc")
@@ -70,7 +71,7 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
     rows = run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                           progress=False, log=lambda s: None)
     names = [a.name for a in mitigation_arms(cfg)]
-    assert [r["arm"] for r in rows] == names
+    assert [r["arm"] for r in rows] == names and all(r["seed"] == 0 for r in rows)
     by = {r["arm"]: r for r in rows}
     assert by["base"]["shift"] == 0.0
     assert by["none"]["shift"] != 0.0  # trained: activations moved
@@ -89,7 +90,7 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
     assert [r["trait"] for r in again] == [r["trait"] for r in rows]
     assert all("done earlier" in c for c in calls)
     # a deleted arm is redone alone; changed settings are refused
-    (out / "arms" / "caft_L1.json").unlink()
+    (out / "arms" / "caft_L1_s0.json").unlink()
     calls.clear()
     run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                    progress=False, log=calls.append)
@@ -109,8 +110,8 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
         run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS[:1],
                        progress=False, log=lambda s: None)
     # a cut metadata file is an error naming it, never trusted
-    (out / "arms" / "none.json").write_text('{"arm": "no')
-    with pytest.raises(ValueError, match="none.json"):
+    (out / "arms" / "none_s0.json").write_text('{"arm": "no')
+    with pytest.raises(ValueError, match="none_s0.json"):
         run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                        progress=False, log=lambda s: None)
 
@@ -200,3 +201,70 @@ def test_finetune_cli_options_default_to_the_config():
     assert _training_config(**none) == FinetuneConfig()
     cfg = _training_config(**{**none, "lr": 1e-3, "rank": 4})
     assert cfg.lr == 1e-3 and cfg.lora.r == 4 and cfg.lora.alpha == FinetuneConfig().lora.alpha
+
+
+def test_incremental_arm_steers_every_block_during_training_only(tiny, tmp_path, monkeypatch):
+    """Seeds × (base, none, single-layer, all-layer incremental): the incremental arm's hooks
+    fire on every block while its adapter trains and never while any arm is evaluated."""
+    import pvlens.finetune.experiments.mitigation as mit
+    from pvlens.core.steering import Steering
+
+    data = _data(tmp_path / "d.jsonl")
+    vecs = torch.randn(tiny.cfg.n_layers, tiny.cfg.d_model)
+    cfg = _cfg(posthoc_alphas=[], multi_layers=[], caft=False, l2_weights=[], incremental_alphas=[0.5],
+               seeds=[0, 1], bootstrap=1000)
+    state = {"training": None}
+    fired: list[tuple[str | None, int]] = []
+    real_finetune, real_hook = mit.finetune, Steering.hook
+
+    def spy_finetune(model, data, tcfg, out_dir, **kw):
+        state["training"] = out_dir.name
+        try:
+            return real_finetune(model, data, tcfg, out_dir, **kw)
+        finally:
+            state["training"] = None
+
+    def spy_hook(self, resid, hook=None):
+        fired.append((state["training"], self.layer))
+        return real_hook(self, resid, hook)
+
+    monkeypatch.setattr(mit, "finetune", spy_finetune)
+    monkeypatch.setattr(Steering, "hook", spy_hook)
+    rows = run_mitigation(tiny, data, vecs, tmp_path / "mit", cfg, judge=LengthJudge(), questions=QUESTIONS,
+                          progress=False, log=lambda s: None)
+    assert [(r["arm"], r["seed"]) for r in rows] == [
+        (a, s) for s in (0, 1) for a in ("base", "none", "prevent_L1_a4", "prevent_incr_a0.5")]
+    assert all(run is not None for run, _ in fired)  # no steering outside training
+    incr = {layer for run, layer in fired if run.startswith("prevent_incr_a0.5")}
+    assert incr == set(range(tiny.cfg.n_layers))
+    assert {run for run, _ in fired} == {f"{a}_s{s}" for a in ("prevent_L1_a4", "prevent_incr_a0.5") for s in (0, 1)}
+    assert all(not hp._forward_hooks for hp in tiny.hook_dict.values())
+    by = {(r["arm"], r["seed"]): r for r in rows}
+    assert by[("none", 0)]["shift"] != by[("none", 1)]["shift"]  # the seed changes the LoRA init
+    # the incremental interventions telescope to α·v_L at the top
+    steer, _ = mit.training_interventions(mit.Arm(name="x", kind="prevent_incremental", alpha=0.5), vecs)
+    total = sum(s.alpha * s.vector for s in steer)
+    assert torch.allclose(total.float(), 0.5 * vecs[-1], atol=1e-5)
+    res = json.loads((tmp_path / "mit" / "results.json").read_text())
+    assert res["seeds"] == [0, 1] and len(res["runs"]) == 8 and "model" in res
+    row = {r["arm"]: r for r in res["summary"]}["prevent_incr_a0.5"]
+    assert row["n_seeds"] == 2 and row["n"] == 2 * len(QUESTIONS) * cfg.eval.samples
+    assert row["trait"]["lo"] <= row["trait"]["mean"] <= row["trait"]["hi"]
+    assert "prevent_incr_a0.5" in (tmp_path / "mit" / "table.md").read_text()
+    # the seed list is not part of the folder's key: a subset (or a grown list) resumes
+    calls: list[str] = []
+    run_mitigation(tiny, data, vecs, tmp_path / "mit", cfg.changed(seeds=[1]), judge=LengthJudge(),
+                   questions=QUESTIONS, progress=False, log=calls.append)
+    assert len(calls) == 4 and all("done earlier" in c for c in calls)
+    res = json.loads((tmp_path / "mit" / "results.json").read_text())
+    assert res["seeds"] == [1] and {r["n_seeds"] for r in res["summary"]} == {1}
+
+
+def test_finetune_cli_incremental_steers_every_block():
+    from pvlens.cli.finetune import _prevent
+
+    vecs = torch.randn(4, 8)
+    steer = _prevent(vecs, [], "2.0", incremental=True)
+    assert [s.layer for s in steer] == [0, 1, 2, 3] and all(s.positions == "all" for s in steer)
+    assert torch.allclose(sum(s.alpha * s.vector for s in steer).float(), 2.0 * vecs[3], atol=1e-5)
+    assert [s.layer for s in _prevent(vecs, [1, 3], "2.0", incremental=False)] == [1, 3]

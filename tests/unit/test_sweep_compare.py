@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import pvlens
+from pvlens.io.runs import StaleRunError
 from pvlens.vectors import PersonaVectors
 from pvlens.vectors.compare import cosine_matrix, pca
 from pvlens.vectors.sweep import SweepConfig, summarise, sweep
@@ -110,8 +111,6 @@ def swept(tmp_path_factory):
     ],
 )
 def test_sweep_rerun_with_other_inputs_refuses(swept, change, named, monkeypatch):
-    from pvlens.io.runs import StaleRunError
-
     model, vecs, cfg, out, _ = swept
     monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: pytest.fail("generated"))
     judge = OtherLengthJudge() if change == "judge" else LengthJudge()
@@ -147,3 +146,24 @@ def test_sweep_refuses_layers_out_of_range_and_config_typos(swept, tmp_path):
         SweepConfig(alpha=[1.0])
     with pytest.raises(ValidationError, match="n_questions"):
         SweepConfig(n_questions=-1)
+
+
+def test_incremental_sweep_keys_cells_by_alpha_and_resumes(tmp_path, monkeypatch):
+    from pvlens.vectors.evaluate import evaluate_steered
+    from pvlens.vectors.sweep import sweep_questions
+
+    model = pvlens.tiny_model()
+    vecs = PersonaVectors({"response_avg": torch.randn(model.cfg.n_layers, model.cfg.d_model)}, {"trait": "evil"})
+    cfg = SweepConfig(layers=[0], alphas=[0.0, 2.0], n_questions=2, samples=1, max_new_tokens=6, incremental=True)
+    res = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
+    assert [(r["layer"], r["alpha"]) for r in res.rows] == [("all", 0.0), ("all", 2.0)]
+    # the α = 2 cell is the paper's all-layer incremental steering, not layer 0's
+    questions = sweep_questions(pvlens.traits.load_trait("evil"), cfg)
+    want = evaluate_steered(model, questions, LengthJudge(), steer=pvlens.incremental(vecs.vectors, 2.0),
+                            sampling=cfg, samples=1)
+    logged = [json.loads(x) for x in (tmp_path / "sweep.jsonl").read_text().splitlines()]
+    assert logged[1]["layer"] == "all" and logged[1]["answers"] == want
+    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg).rows == res.rows
+    with pytest.raises(StaleRunError, match="incremental"):  # a single-layer sweep is another folder
+        sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg.changed(incremental=False))

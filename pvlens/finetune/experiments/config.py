@@ -33,7 +33,7 @@ class EvalConfig(SamplingConfig):
     """First N built-in multiple-choice questions (None: all 254; 0: skip)."""
     perplexity: bool = True
     """Measure held-out perplexity."""
-    positions: str = "response"
+    positions: Literal["all", "prompt", "response"] = "response"
     """Positions steered at inference (post-hoc arms), as in the layer × α sweep."""
 
     @property
@@ -70,7 +70,19 @@ class MitigationConfig(Config):
     n_multi_layers: int = Field(3, ge=2)
     """How many evenly spaced layers around the middle the default multi-layer arms use."""
     multi_alphas: list[float] = [3.0]
-    """Per-layer strength of each multi-layer preventative arm."""
+    """Per-layer strength of each multi-layer preventative arm (the full v_ℓ at each listed layer)."""
+    incremental_alphas: list[float] = [1.0]
+    """Strengths of the all-layer incremental preventative arms (the paper's multi-layer scheme:
+    α·(v_ℓ − v_{ℓ−1}) at every block during training, so the push at the top is α·v_L). The last
+    block's vector is far longer than the middle one's (shipped evil: ‖v₂₉‖ ≈ 104 vs ‖v₁₅‖ ≈ 12.6),
+    so α = 1 pushes the top about as hard as single-layer α = 8 at the middle (8 × 12.6 ≈ 101)."""
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """Training seeds: every trained arm is trained once per seed (LoRA init and data order), and
+    each seed's evaluation samples with `eval.seed + seed`."""
+    max_samples: int | None = Field(None, ge=1)
+    """Train on the first N samples of the data file (None: all)."""
+    bootstrap: int = Field(2000, ge=1000)
+    """Bootstrap resamples of the trait / coherence intervals (over (seed, question) samples)."""
     caft: bool = True
     """Run the CAFT arm (direction projected out at `layer` during training)."""
     l2_weights: list[float] = [1.0]
@@ -87,7 +99,7 @@ class MitigationConfig(Config):
             return cls(**overrides)
         base = dict(
             train=_quick_train(), posthoc_alphas=[4.0], prevent_alphas=[4.0], n_multi_layers=2,
-            multi_alphas=[2.0],
+            multi_alphas=[2.0], incremental_alphas=[1.0],
             caft=True, l2_weights=[1.0],
             eval=EvalConfig(n_questions=3, samples=1, max_new_tokens=24, mc_limit=16, perplexity=False),
         )
@@ -100,6 +112,10 @@ class MitigationConfig(Config):
         if multi is None:
             multi = default_layers(model, self.n_multi_layers)
         return self.changed(layer=layer, multi_layers=list(multi))
+
+    def for_seed(self, seed: int) -> MitigationConfig:
+        """The settings of one seed: training seeded with `seed`, evaluation with `eval.seed + seed`."""
+        return self.changed(train=self.train.changed(seed=seed), eval=self.eval.changed(seed=self.eval.seed + seed))
 
 
 class ShiftConfig(Config):

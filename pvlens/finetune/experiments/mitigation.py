@@ -1,8 +1,10 @@
 """The mitigation experiment (paper §5): finetune on a trait-inducing dataset and compare the
-base model, no mitigation, post-hoc steering, preventative steering (one layer or several),
-CAFT and the L2 projection penalty on one evaluation.
+base model, no mitigation, post-hoc steering, preventative steering (one layer, listed layers,
+or the paper's all-layer incremental scheme), CAFT and the L2 projection penalty on one
+evaluation, once per training seed.
 
-Resumable: each arm writes `arms/{name}.json` when it finishes (its training run checkpoints);
+Resumable: each (arm, seed) writes `arms/{name}_s{seed}.json` when it finishes (its training
+run checkpoints);
 a rerun skips finished arms. The folder is keyed by its inputs (model, data, vectors,
 questions, judge, settings): other inputs are refused with a message naming them.
 """
@@ -19,7 +21,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.fingerprint import file_hash, json_hash, model_fingerprint, tensor_hash
-from pvlens.core.steering import Ablation, Intervention, Steering
+from pvlens.core.steering import Ablation, Intervention, Steering, incremental
 from pvlens.finetune.experiments.config import MitigationConfig
 from pvlens.finetune.experiments.evaluation import (
     TraitProbe,
@@ -29,6 +31,8 @@ from pvlens.finetune.experiments.evaluation import (
     load_trait_judge,
 )
 from pvlens.finetune.experiments.plots import plot_mitigation
+from pvlens.finetune.experiments.shift import head_of
+from pvlens.finetune.experiments.summary import summarise_arms
 from pvlens.finetune.experiments.tables import fmt, mitigation_table
 from pvlens.finetune.lora import LoraHandle
 from pvlens.finetune.penalty import ProjectionPenalty
@@ -45,12 +49,13 @@ class Arm(BaseModel):
 
     name: str
     """Unique label, also the file name of its result."""
-    kind: Literal["base", "none", "posthoc", "prevent", "caft", "l2"]
-    """What is done: nothing / finetune / finetune + inference steering / a training mitigation."""
+    kind: Literal["base", "none", "posthoc", "prevent", "prevent_incremental", "caft", "l2"]
+    """What is done: nothing / finetune / finetune + inference steering / a training mitigation
+    (prevent_incremental: the paper's all-layer incremental preventative steering)."""
     alpha: float = 0.0
     """Steering strength per layer (prevent: added in training; posthoc: subtracted at inference)."""
     layers: list[int] = []
-    """Layers of the intervention."""
+    """Layers of the intervention (prevent_incremental: empty = every block)."""
     weight: float = 0.0
     """L2 penalty weight."""
 
@@ -77,6 +82,7 @@ def mitigation_arms(cfg: MitigationConfig) -> list[Arm]:
         tag = "-".join(str(x) for x in multi)
         arms += [Arm(name=f"prevent_L{tag}_a{a:g}", kind="prevent", alpha=a, layers=list(multi))
                  for a in cfg.multi_alphas]
+    arms += [Arm(name=f"prevent_incr_a{a:g}", kind="prevent_incremental", alpha=a) for a in cfg.incremental_alphas]
     if cfg.caft:
         arms.append(Arm(name=f"caft_L{L}", kind="caft", layers=[L]))
     arms += [Arm(name=f"l2_L{L}_w{w:g}", kind="l2", layers=[L], weight=w) for w in cfg.l2_weights]
@@ -89,6 +95,8 @@ def training_interventions(
     """(steer, penalty) of an arm during training: preventative steering, CAFT or the L2 penalty."""
     if arm.kind == "prevent":
         return [Steering(table[layer], layer, arm.alpha) for layer in arm.layers], None
+    if arm.kind == "prevent_incremental":  # every token, as the single-layer arm steers in training
+        return list(incremental(table, arm.alpha, positions="all", layers=arm.layers or None)), None
     if arm.kind == "caft":
         return [Ablation(table[layer], [layer]) for layer in arm.layers], None
     if arm.kind == "l2":
@@ -96,30 +104,36 @@ def training_interventions(
     return None, None
 
 
-def inference_steer(arm: Arm, table: Tensor, positions: str) -> list[Intervention] | None:
+def inference_steer(arm: Arm, table: Tensor, positions: Literal["all", "prompt", "response"]) -> list[Intervention] | None:
     """Post-hoc arms subtract α·v at inference; the others evaluate the model as it is."""
     if arm.kind != "posthoc":
         return None
     return [Steering(table[layer], layer, -arm.alpha, positions) for layer in arm.layers]
 
 
-class _Adapters:
-    """The one training run loaded on the model; switching arms trains (or reloads) another."""
+def run_key(name: str | None, seed: int) -> str:
+    """File stem of one (arm or training run, seed): `{name}_s{seed}`."""
+    return f"{name}_s{seed}"
 
-    def __init__(self, train: Callable[[Arm], FinetuneResult]) -> None:
+
+class _Adapters:
+    """The one training run loaded on the model; switching arms or seeds trains (or reloads) another."""
+
+    def __init__(self, train: Callable[[Arm, int], FinetuneResult]) -> None:
         self.train = train
         self.handle: LoraHandle | None = None
         self.loaded: str | None = None
 
-    def use(self, arm: Arm) -> dict[str, Any]:
-        """Put the arm's adapter on the model; its training record when it was (re)loaded now."""
-        if arm.train_name == self.loaded:
+    def use(self, arm: Arm, seed: int) -> dict[str, Any]:
+        """Put the arm's adapter (of `seed`) on the model; its training record when (re)loaded now."""
+        key = None if arm.train_name is None else run_key(arm.train_name, seed)
+        if key == self.loaded:
             return {}
         self.release()
-        if arm.train_name is None:
+        if key is None:
             return {}
-        res = self.train(arm)
-        self.handle, self.loaded = res.handle, arm.train_name
+        res = self.train(arm, seed)
+        self.handle, self.loaded = res.handle, key
         summary = read_json_checked(res.out_dir / "summary.json")
         return {"train_seconds": summary.get("wall_seconds"), "steps": res.steps,
                 "final_train_loss": res.train_losses[-1] if res.train_losses else None,
@@ -135,9 +149,10 @@ def train_arm(
     model: HookedTransformer, data: str | Path, table: Tensor, out: Path, arm: Arm,
     cfg: MitigationConfig, progress: bool,
 ) -> FinetuneResult:
-    """Train (or resume, or reload) the adapter of `arm` under `out/train/{arm.train_name}`."""
+    """Train (or resume, or reload) the adapter of `arm` with `cfg.train.seed` under
+    `out/train/{arm.train_name}_s{seed}`."""
     steer, penalty = training_interventions(arm, table)
-    run_dir = out / "train" / str(arm.train_name)
+    run_dir = out / "train" / run_key(arm.train_name, cfg.train.seed)
     t0 = time.perf_counter()
     already = (run_dir / "summary.json").exists()
     res = finetune(model, data, cfg.train, run_dir, steer=steer, penalty=penalty, progress=progress)
@@ -151,10 +166,12 @@ def train_arm(
 def mitigation_inputs(
     model: HookedTransformer, data: str | Path, table: Tensor, probe: TraitProbe, cfg: MitigationConfig,
 ) -> dict[str, Any]:
-    """Everything that determines the experiment's results (what its folder is keyed by)."""
+    """Everything that determines the experiment's records (what its folder is keyed by). Not the
+    seed list or the bootstrap size: each record is keyed by its own seed (`arms/{name}_s{seed}`)
+    and the summary is recomputed on every call, so adding or dropping seeds resumes."""
     return {"model": model_fingerprint(model), "data": file_hash(data), "vectors": tensor_hash(table),
             "questions": json_hash(probe.questions), "judge": probe.judge.describe(),
-            "config": cfg.model_dump(mode="json")}
+            "config": cfg.model_dump(mode="json", exclude={"seeds", "bootstrap"})}
 
 
 def run_mitigation(
@@ -170,8 +187,9 @@ def run_mitigation(
     log: Callable[[str], None] = print,
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) every arm; write `arms/{name}.json`, `results.json`, `table.md`,
-    `mitigation.png`. Returns the rows of the table.
+    """Run (or resume) every arm once per seed; write `arms/{name}_s{seed}.json`, `results.json`
+    (per-arm summary with intervals, every per-seed record, config, model fingerprint),
+    `table.md`, `mitigation.png`. Returns the per-(arm, seed) records, seed by seed.
 
     Args:
         data: training JSONL (`{"messages": [...]}` a line).
@@ -186,15 +204,21 @@ def run_mitigation(
     probe = TraitProbe(load_questions(cfg.trait, cfg.eval.n_questions, questions),
                        load_trait_judge(cfg.trait, judge, judge_kind),
                        unit_table(table, model.cfg.n_layers))
+    t0 = time.perf_counter()
     with run_lock(out):
-        check_inputs(out, mitigation_inputs(model, data, table, probe, cfg), overwrite=overwrite)
+        inputs = mitigation_inputs(model, data, table, probe, cfg)
+        check_inputs(out, inputs, overwrite=overwrite)
+        train_data = head_of(Path(data), cfg.max_samples, out / "data" / "train.jsonl")
         probe.base_mean = cached_mean(out / "base_mean.safetensors", model, probe.questions)
-        adapters = _Adapters(lambda arm: train_arm(model, data, table, out, arm, cfg, progress))
+        adapters = _Adapters(lambda arm, seed: train_arm(model, train_data, table, out, arm,
+                                                         cfg.for_seed(seed), progress))
         try:
-            rows = [run_arm(model, arm, probe, table, out, cfg, adapters, log) for arm in mitigation_arms(cfg)]
+            rows = [run_arm(model, arm, probe, table, out, cfg.for_seed(seed), adapters, log)
+                    for seed in cfg.seeds for arm in mitigation_arms(cfg)]
         finally:
             adapters.release()
-        write_mitigation_report(out, rows, cfg)
+        write_mitigation_report(out, rows, cfg, {"model": inputs["model"], "data": inputs["data"],
+                                                 "wall_seconds_this_call": round(time.perf_counter() - t0, 1)})
     return rows
 
 
@@ -202,28 +226,38 @@ def run_arm(
     model: HookedTransformer, arm: Arm, probe: TraitProbe, table: Tensor, out: Path,
     cfg: MitigationConfig, adapters: _Adapters, log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """One arm's record: read back if it finished earlier, else trained / evaluated and saved."""
-    path = out / "arms" / f"{arm.name}.json"
+    """One (arm, seed) record — the seed is `cfg.train.seed` (`cfg.for_seed`): read back if it
+    finished earlier, else trained / evaluated and saved."""
+    seed = cfg.train.seed
+    path = out / "arms" / f"{run_key(arm.name, seed)}.json"
     if path.exists():
-        log(f"[mitigation] {arm.name}: done earlier")
+        log(f"[mitigation] {arm.name} seed {seed}: done earlier")
         return read_json_checked(path)
     t0 = time.perf_counter()
-    train_info = adapters.use(arm)
+    train_info = adapters.use(arm, seed)
     steer = inference_steer(arm, table, cfg.eval.positions)
-    rec = {"arm": arm.name, **arm.model_dump(), **train_info, **evaluate_model(model, probe, cfg.eval, steer)}
+    rec = {"arm": arm.name, "seed": seed, "eval_seed": cfg.eval.seed, **arm.model_dump(), **train_info,
+           **evaluate_model(model, probe, cfg.eval, steer)}
     rec["shift"] = rec["shift_by_layer"][cfg.layer]
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(path, rec)
-    log(f"[mitigation] {arm.name}: trait {fmt(rec['trait'])} coherence {fmt(rec['coherence'])} "
+    log(f"[mitigation] {arm.name} seed {seed}: trait {fmt(rec['trait'])} coherence {fmt(rec['coherence'])} "
         f"MC {fmt(rec['mc_accuracy'], '.3f')} ppl {fmt(rec['perplexity'])} shift {rec['shift']:+.3f} "
         f"({rec['seconds']:.0f} s)")
     return rec
 
 
-def write_mitigation_report(out: Path, rows: Sequence[dict[str, Any]], cfg: MitigationConfig) -> None:
-    """`results.json` (without the answers), `table.md` and `mitigation.png`."""
+def write_mitigation_report(
+    out: Path, rows: Sequence[dict[str, Any]], cfg: MitigationConfig, meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`results.json` (per-arm summary with 95 % intervals, every per-seed record without the
+    answers, the config and `meta`), `table.md` and `mitigation.png`. Returns what results.json holds."""
+    summary = summarise_arms(rows, cfg.bootstrap)
     slim = [{k: v for k, v in r.items() if k != "answers"} for r in rows]
-    write_json_atomic(out / "results.json", slim)
-    write_text_atomic(out / "table.md", mitigation_table(rows, cfg.layer))
-    if rows:
-        plot_mitigation(rows, out / "mitigation.png", cfg.layer)
+    result = {"trait": cfg.trait, "layer": cfg.layer, "seeds": cfg.seeds, **(meta or {}),
+              "config": cfg.model_dump(mode="json"), "summary": summary, "runs": slim}
+    write_json_atomic(out / "results.json", result)
+    write_text_atomic(out / "table.md", mitigation_table(result))
+    if summary:
+        plot_mitigation(summary, out / "mitigation.png", cfg.layer)
+    return result

@@ -20,14 +20,23 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def mitigation_table(rows: Sequence[dict[str, Any]], layer: int) -> str:
-    """A markdown table of the arms."""
-    lines = [f"| arm | trait score | coherence | MC accuracy | perplexity | shift at L{layer} | train s | eval s |",
+def fmt_ci(cell: dict[str, float | None] | None, spec: str = ".1f") -> str:
+    """`mean [lo, hi]` of a {"mean", "lo", "hi"} cell; `–` when missing."""
+    if not cell or cell.get("mean") is None:
+        return "–"
+    return f"{fmt(cell['mean'], spec)} [{fmt(cell['lo'], spec)}, {fmt(cell['hi'], spec)}]"
+
+
+def mitigation_table(result: dict[str, Any]) -> str:
+    """The markdown table of a mitigation `results.json`: per arm, n answers, seeds, and each
+    measure as mean [95 % interval]."""
+    layer = result["layer"]
+    lines = [f"| arm | n | seeds | trait score | coherence | MC accuracy | perplexity | shift at L{layer} |",
              "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {fmt(r['trait'])} | {fmt(r['coherence'])} | {fmt(r['mc_accuracy'], '.3f')} | "
-                     f"{fmt(r['perplexity'], '.2f')} | {r['shift']:+.3f} | {fmt(r.get('train_seconds'), '.0f')} | "
-                     f"{fmt(r.get('eval_seconds'), '.0f')} |")
+    for r in result["summary"]:
+        lines.append(f"| {r['arm']} | {r['n']} | {r['n_seeds']} | {fmt_ci(r['trait'])} | {fmt_ci(r['coherence'])} | "
+                     f"{fmt_ci(r['mc_accuracy'], '.3f')} | {fmt_ci(r['perplexity'], '.2f')} | "
+                     f"{fmt_ci(r['shift'], '+.2f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,64 @@
+"""Tables in docs generated from committed result JSON, so a docs number cannot drift from its run.
+
+A generated table sits between two markers naming its source and renderer:
+
+    <!-- generated: results/x/results.json mitigation -->
+    | ... the rendered table ... |
+    <!-- /generated -->
+
+`generated_blocks(text)` finds them; `render_block` renders one from its JSON; `refresh_doc`
+rewrites every block of a doc (`python -m pvlens.io.doctables docs/finetune.md`, from the
+repository root, after a new result is committed); the unit test compares
+each block with what its JSON renders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pvlens.errors import InputError
+from pvlens.io.atomic import write_text_atomic
+
+BLOCK = re.compile(r"<!-- generated: (?P<src>\S+) (?P<kind>\w+) -->\n(?P<body>.*?)<!-- /generated -->", re.S)
+"""A generated block: source JSON (relative to the repository root), renderer name, body."""
+
+
+def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
+    """Renderer name → function from the JSON object to the markdown table."""
+    from pvlens.finetune.experiments.tables import mitigation_table
+
+    return {"mitigation": mitigation_table}
+
+
+def generated_blocks(text: str) -> list[tuple[str, str, str]]:
+    """(source, renderer, body) of every generated block in `text`."""
+    return [(m["src"], m["kind"], m["body"]) for m in BLOCK.finditer(text)]
+
+
+def render_block(src: str, kind: str, root: Path) -> str:
+    """The table that `src` (relative to `root`) renders with renderer `kind`."""
+    table = renderers()
+    if kind not in table:
+        raise InputError(f"unknown table renderer {kind!r} (known: {sorted(table)})")
+    return table[kind](json.loads((root / src).read_text()))
+
+
+def refresh_doc(doc: Path, root: Path) -> bool:
+    """Re-render every generated block of `doc` from its JSON; True when the file changed."""
+    text = doc.read_text()
+    new = BLOCK.sub(lambda m: f"<!-- generated: {m['src']} {m['kind']} -->\n"
+                              f"{render_block(m['src'], m['kind'], root)}<!-- /generated -->", text)
+    if new != text:
+        write_text_atomic(doc, new)
+    return new != text
+
+
+if __name__ == "__main__":  # python -m pvlens.io.doctables docs/finetune.md [...]
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"{name}: {'updated' if refresh_doc(Path(name), Path('.')) else 'up to date'}")

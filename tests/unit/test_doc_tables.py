@@ -1,0 +1,44 @@
+"""Every generated table in docs/ equals what its committed JSON renders (pvlens.io.doctables)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pvlens.io.doctables import generated_blocks, refresh_doc, render_block
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def test_the_mitigation_doc_has_a_generated_table():
+    blocks = generated_blocks((ROOT / "docs" / "finetune.md").read_text())
+    assert ("results/mitigation_incremental/results.json", "mitigation") in [(s, k) for s, k, _ in blocks]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_docs_tables_match_their_json(doc):
+    for src, kind, body in generated_blocks(doc.read_text()):
+        assert body == render_block(src, kind, ROOT), (
+            f"{doc.name}: the table from {src} differs from the JSON; regenerate it with "
+            f"`python -m pvlens.io.doctables docs/{doc.name}` after checking the run")
+
+
+def test_a_changed_number_is_caught_and_refresh_fixes_it(tmp_path):
+    res = {"layer": 15, "summary": [{
+        "arm": "none", "n": 20, "n_seeds": 3, "trait": {"mean": 50.0, "lo": 40.0, "hi": 60.0},
+        "coherence": {"mean": 80.0, "lo": 78.0, "hi": 82.0}, "mc_accuracy": {"mean": 0.6, "lo": 0.5, "hi": 0.7},
+        "perplexity": {"mean": None, "lo": None, "hi": None}, "shift": {"mean": 3.0, "lo": 2.0, "hi": 4.0}}]}
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    doc = tmp_path / "d.md"
+    doc.write_text("intro\n<!-- generated: r.json mitigation -->\nold\n<!-- /generated -->\nend\n")
+    assert refresh_doc(doc, tmp_path)
+    [(src, kind, body)] = generated_blocks(doc.read_text())
+    assert "| none | 20 | 3 | 50.0 [40.0, 60.0] |" in body and body == render_block(src, kind, tmp_path)
+    res["summary"][0]["trait"]["mean"] = 51.0
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    assert body != render_block(src, kind, tmp_path)
+    assert refresh_doc(doc, tmp_path) and "| none | 20 | 3 | 51.0 [40.0, 60.0] |" in doc.read_text()
+    assert not refresh_doc(doc, tmp_path)  # up to date: unchanged
