@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from pvlens.core.chat import EncodedChat
 from pvlens.core.config import Config
 from pvlens.core.fingerprint import model_fingerprint, tensor_hash
 from pvlens.core.hooks import checked_hooks, position_context
-from pvlens.core.steering import Ablation, Steering, as_list, fwd_hooks
+from pvlens.core.steering import Ablation, Intervention, Steering, as_list, fwd_hooks
 from pvlens.finetune import checkpoint
 from pvlens.finetune.data import (
     Batch,
@@ -47,6 +47,11 @@ from pvlens.finetune.penalty import ProjectionPenalty
 from pvlens.io.atomic import read_json_checked, write_json_atomic
 from pvlens.io.jsonl import AppendLog
 from pvlens.io.runs import INPUTS_FILE, check_inputs, run_lock
+
+Steer = Intervention | Sequence[Intervention] | None
+"""Interventions active during training (preventative steering, CAFT ablation)."""
+TrainingData = str | Path | Sequence[Any]
+"""A JSONL path, conversations (message lists or {\"messages\": ...} rows) or EncodedChats."""
 
 
 class FinetuneConfig(Config):
@@ -96,7 +101,7 @@ class FinetuneConfig(Config):
         return min(steps, self.max_steps) if self.max_steps else steps
 
     @classmethod
-    def cpu_demo(cls, **overrides) -> FinetuneConfig:
+    def cpu_demo(cls, **overrides: Any) -> FinetuneConfig:
         """Settings that move a 135M model within minutes on a CPU (rank 8, lr 1e-4)."""
         base = dict(lora=LoraConfig(r=8, alpha=16), lr=1e-4, batch_size=8, micro_batch_size=4,
                     warmup_steps=2, max_length=512)
@@ -168,7 +173,7 @@ def batch_loss_terms(
 @torch.no_grad()
 def evaluate(
     model: HookedTransformer, chats: Sequence[EncodedChat], rows: Sequence[int], cfg: FinetuneConfig,
-    steer=None,
+    steer: Steer = None,
 ) -> float | None:
     """Mean response-token cross-entropy over `rows` (None when there are none)."""
     if not rows:
@@ -190,12 +195,12 @@ def evaluate(
     return total / max(count, 1)
 
 
-def _interventions(model: HookedTransformer, steer):
+def _interventions(model: HookedTransformer, steer: Steer) -> contextlib.AbstractContextManager[Any]:
     items = as_list(steer)
     return checked_hooks(model, fwd_hooks(model, items)) if items else contextlib.nullcontext()
 
 
-def describe_interventions(steer) -> list[dict]:
+def describe_interventions(steer: Steer) -> list[dict]:
     """A JSON-able record of steering / ablation used in training (for the manifest)."""
     out = []
     for s in as_list(steer):
@@ -224,7 +229,7 @@ def _step_rows(train_rows: list[int], cfg: FinetuneConfig, step: int) -> list[in
     return [train_rows[i] for i in order[k * cfg.batch_size : (k + 1) * cfg.batch_size]]
 
 
-def _load_data(model, data, cfg: FinetuneConfig) -> list[EncodedChat]:
+def _load_data(model: HookedTransformer, data: TrainingData, cfg: FinetuneConfig) -> list[EncodedChat]:
     if isinstance(data, str | Path):
         data = read_jsonl(data)
     data = list(data)
@@ -240,12 +245,12 @@ def _load_data(model, data, cfg: FinetuneConfig) -> list[EncodedChat]:
 
 def finetune(
     model: HookedTransformer,
-    data,
+    data: TrainingData,
     cfg: FinetuneConfig | None = None,
     out_dir: str | Path = "finetune_out",
     steer: Steering | Ablation | Sequence[Steering | Ablation] | None = None,
     penalty: ProjectionPenalty | None = None,
-    eval_data=None,
+    eval_data: TrainingData | None = None,
     resume: bool = True,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
@@ -294,7 +299,7 @@ def finetune(
 
 
 def _train_eval_rows(
-    model: HookedTransformer, data, eval_data, cfg: FinetuneConfig,
+    model: HookedTransformer, data: TrainingData, eval_data: TrainingData | None, cfg: FinetuneConfig,
 ) -> tuple[list[EncodedChat], list[int], list[int]]:
     """Encoded conversations (training, then held-out) and the rows of each part."""
     chats = _load_data(model, data, cfg)
@@ -359,8 +364,10 @@ class _Loop:
             "scheduler": self.sched.state_dict(), "rng": checkpoint.rng_state()})
 
 
-def _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, penalty, manifest,
-           resume, progress, callback) -> FinetuneResult:
+def _train(model: HookedTransformer, handle: LoraHandle, chats: Sequence[EncodedChat],
+           train_rows: list[int], eval_rows: list[int], cfg: FinetuneConfig, out_dir: Path,
+           steer: Steer, penalty: ProjectionPenalty | None, manifest: dict[str, Any], resume: bool,
+           progress: bool, callback: Callable[[dict], None] | None) -> FinetuneResult:
     total = manifest["total_steps"]
     ckpt_dir = out_dir / "checkpoint"
     found = checkpoint.find(ckpt_dir) if resume else None
@@ -393,7 +400,7 @@ def _train(model, handle, chats, train_rows, eval_rows, cfg, out_dir, steer, pen
 
 
 def _train_step(model: HookedTransformer, loop: _Loop, chats: Sequence[EncodedChat], rows: list[int],
-                cfg: FinetuneConfig, steer, penalty: ProjectionPenalty | None) -> dict:
+                cfg: FinetuneConfig, steer: Steer, penalty: ProjectionPenalty | None) -> dict:
     """One optimiser step over `rows` (gradient accumulation over micro-batches); its log record."""
     t0 = time.perf_counter()
     pad = model.tokenizer.pad_token_id or 0
@@ -424,7 +431,7 @@ def _train_step(model: HookedTransformer, loop: _Loop, chats: Sequence[EncodedCh
 
 
 def _finish(model: HookedTransformer, loop: _Loop, chats: Sequence[EncodedChat], eval_rows: list[int],
-            cfg: FinetuneConfig, out_dir: Path, steer, manifest: dict, total: int) -> FinetuneResult:
+            cfg: FinetuneConfig, out_dir: Path, steer: Steer, manifest: dict, total: int) -> FinetuneResult:
     """Evaluate the trained adapter, save it and the summary."""
     model.eval()
     losses = loop.losses

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float
+from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -41,14 +43,14 @@ from pvlens.sae.provider import ProviderStats, layer_activations, sae_compute_dt
 EVAL_FILE = "eval.json"
 
 
-def topk_encode(sae, x: Float[Tensor, "n d_in"], k: int) -> Float[Tensor, "n d_sae"]:
+def topk_encode(sae: SAE, x: Float[Tensor, "n d_in"], k: int) -> Float[Tensor, "n d_sae"]:
     """Keep the k largest positive pre-activations per token (ignoring the JumpReLU threshold)."""
     pre = (sae.process_sae_in(x) @ sae.W_enc + sae.b_enc).relu()
     top = pre.topk(min(k, pre.shape[-1]), dim=-1)
     return torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
 
 
-def _reconstruct(sae, x: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
+def _reconstruct(sae: SAE, x: Tensor, k: int | None) -> tuple[Tensor, Tensor]:
     feats = sae.encode(x) if k is None else topk_encode(sae, x, k)
     return feats, sae.decode(feats)
 
@@ -121,7 +123,7 @@ def reconstruction_metrics(
     }
 
 
-def _splice_fn(sae, mode: str, k: int | None, edit: Tensor):
+def _splice_fn(sae: SAE, mode: str, k: int | None, edit: Tensor) -> Callable[[Tensor, Any], Tensor]:
     """Hook replacing resid_post at `edit` positions: clean, zero, or the SAE reconstruction."""
 
     def fn(resid: Tensor, hook=None) -> Tensor:
@@ -137,7 +139,8 @@ def _splice_fn(sae, mode: str, k: int | None, edit: Tensor):
     return fn
 
 
-def _last_resid(model, tokens, positions, hook_name: str, fn, dtype) -> Tensor:
+def _last_resid(model: HookedTransformer, tokens: Tensor, positions: Tensor, hook_name: str,
+                fn: Callable[[Tensor, Any], Tensor], dtype: torch.dtype) -> Tensor:
     """Output of the last block with `fn` hooked at `hook_name` (fast engine, else TL)."""
     last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     captured: list[Tensor] = []
@@ -153,13 +156,13 @@ def _last_resid(model, tokens, positions, hook_name: str, fn, dtype) -> Tensor:
         return cache[last]
 
 
-def _final_ce(model, resid: Tensor, targets: Tensor, mask: Tensor,
+def _final_ce(model: HookedTransformer, resid: Tensor, targets: Tensor, mask: Tensor,
               chunk: int = 1024) -> tuple[float, int]:
     """Summed next-token CE over `mask` positions from the last block's output (chunked)."""
     h = resid[mask]
     t = targets[mask]
     total = 0.0
-    w_ln = model.ln_final.w.detach().float()
+    w_ln = cast(Tensor, cast(Any, model.ln_final).w).detach().float()
     eps = model.cfg.eps
     W_U, b_U = model.W_U.detach(), model.b_U.detach()
     for i in range(0, h.shape[0], chunk):

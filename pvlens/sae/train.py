@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -38,6 +38,9 @@ from pvlens.io.atomic import read_json_checked, write_json_atomic
 from pvlens.io.jsonl import AppendLog
 from pvlens.sae.corpus import Document, read_documents, split_documents
 from pvlens.sae.provider import ActivationProvider
+
+Corpus = str | Path | Sequence[str | Path] | Sequence[Document]
+"""Corpus files or folders, or documents."""
 
 META_FILE = "pvlens_sae.json"
 LOG_FILE = "train_log.jsonl"
@@ -119,7 +122,7 @@ def recipe_corpus(path: str | Path) -> list[str]:
 class _Trainer(SAETrainer):
     """SAETrainer with a pvlens progress bar (loss, FVU, L0, dead) and a JSONL log."""
 
-    def __init__(self, *args, log_path: Path, log_every: int, progress: bool, **kwargs):
+    def __init__(self, *args: Any, log_path: Path, log_every: int, progress: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.log_path, self.log_every, self.progress = log_path, log_every, progress
         self.t0 = time.time()
@@ -140,7 +143,7 @@ class _Trainer(SAETrainer):
             self.bar.close()
 
     @torch.no_grad()
-    def _update_pbar(self, step_output, pbar, update_interval: int = 100) -> None:
+    def _update_pbar(self, step_output: Any, pbar: Any, update_interval: int = 100) -> None:
         self.bar.update(self.cfg.train_batch_size_samples)
         if self.n_training_steps % self.log_every and self.n_training_samples < self.cfg.total_training_samples:
             return
@@ -164,7 +167,7 @@ class _Trainer(SAETrainer):
         AppendLog(self.log_path).append(row)
 
 
-def _silent_tqdm(*args, **kwargs):
+def _silent_tqdm(*args: Any, **kwargs: Any) -> tqdm:
     kwargs["disable"] = True
     return tqdm(*args, **kwargs)
 
@@ -342,7 +345,7 @@ def calibrate_threshold(sae: BatchTopKTrainingSAE, batches: Sequence[torch.Tenso
     return float(threshold)
 
 
-def _cache_file(cfg: SaeTrainConfig, model, layer: int, docs: Sequence[Document]) -> Path | None:
+def _cache_file(cfg: SaeTrainConfig, model: HookedTransformer, layer: int, docs: Sequence[Document]) -> Path | None:
     """Activation-cache path keyed by everything the cached activations depend on."""
     if cfg.activation_cache is None:
         return None
@@ -356,7 +359,7 @@ def _cache_file(cfg: SaeTrainConfig, model, layer: int, docs: Sequence[Document]
     return Path(cfg.activation_cache) / f"{model.cfg.model_name}-L{layer}-{h.hexdigest()[:16]}.safetensors"
 
 
-def _source_names(corpus) -> list[str]:
+def _source_names(corpus: Corpus) -> list[str]:
     if isinstance(corpus, str | Path):
         return [str(corpus)]
     if corpus and isinstance(corpus[0], Document):
@@ -364,13 +367,14 @@ def _source_names(corpus) -> list[str]:
     return [str(c) for c in corpus]
 
 
-def _as_documents(corpus, model: HookedTransformer, max_len: int) -> list[Document]:
+def _as_documents(corpus: Corpus, model: HookedTransformer, max_len: int) -> list[Document]:
     if not isinstance(corpus, str | Path) and corpus and isinstance(corpus[0], Document):
-        return list(corpus)
-    return read_documents(corpus, model.tokenizer, max_len=max_len)
+        return [d for d in corpus if isinstance(d, Document)]
+    return read_documents(cast(Any, corpus), model.tokenizer, max_len=max_len)
 
 
-def _meta(cfg, model, layer, sources, docs, held) -> dict:
+def _meta(cfg: SaeTrainConfig, model: HookedTransformer, layer: int, sources: list[str],
+          docs: Sequence[Document], held: Sequence[Document]) -> dict:
     import sae_lens
 
     import pvlens
