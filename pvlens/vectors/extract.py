@@ -70,12 +70,15 @@ class ExtractConfig(SamplingConfig):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractConfig:
         """'cpu' (≈15 min on the default model here, one thread), 'paper' (the paper's setting,
-        GPU) or 'tiny' (smoke test); `overrides` must name fields of this config."""
+        GPU) or 'tiny' (a smoke test of the pipeline, about a minute: per-sample filtering at a
+        lower threshold so that a weak model still keeps a few samples — its vector is not
+        meant for use); `overrides` must name fields of this config."""
         presets: dict[str, dict[str, Any]] = {
             "cpu": {},
             "paper": {"samples_per_pair": 10, "max_new_tokens": 1000, "batch_size": 64},
-            "tiny": {"samples_per_pair": 1, "n_questions": 4, "n_instructions": 2,
-                     "max_new_tokens": 16, "min_kept": 2},
+            "tiny": {"samples_per_pair": 3, "n_questions": 4, "n_instructions": 2,
+                     "max_new_tokens": 16, "min_kept": 2, "pairing": "sample",
+                     "trait_threshold": 35.0},
         }
         if name not in presets:
             raise InputError(f"unknown preset {name!r}; choose from {sorted(presets)}")

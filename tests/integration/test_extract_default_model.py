@@ -49,3 +49,14 @@ def test_evil_extraction_small(model, tmp_path):
             for pol, c in chats.items()}
     print("held-out last-prompt projections pos", proj["pos"].mean().item(), "neg", proj["neg"].mean().item())
     assert proj["pos"].mean() > proj["neg"].mean()
+
+
+def test_tiny_preset_runs_on_the_default_model(model, tmp_path):
+    """The smoke-test preset must complete on the weak default model (it kept 0 of 8 positive
+    rollouts under the pair rule before): per-sample filtering at threshold 35 keeps a few."""
+    vecs = extract(model, load_trait("evil"), tmp_path, cfg=ExtractConfig.preset("tiny"))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert vecs.n_layers == model.cfg.n_layers
+    assert torch.isfinite(vecs.vectors).all() and vecs.vectors.norm() > 0
+    kept = manifest.get("kept") or manifest.get("counts") or {}
+    assert kept, manifest.keys()

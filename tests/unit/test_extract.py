@@ -80,7 +80,7 @@ def test_difference_of_means_and_split_half():
 
 
 def test_extract_writes_files_resumes_and_matches_manual_vector(model, tmp_path, monkeypatch):
-    cfg = ExtractConfig.preset("tiny", pairing="sample", trait_threshold=50)
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="sample", trait_threshold=50)
     judge = HashJudge()
     vecs = extract(model, "evil", tmp_path, judge=judge, cfg=cfg)
     for name in ("rollouts.jsonl", "vectors.safetensors", "means.safetensors", "manifest.json", "trait.json"):
@@ -113,7 +113,7 @@ def test_extract_writes_files_resumes_and_matches_manual_vector(model, tmp_path,
 
 
 def test_partial_rollouts_resume_to_the_same_samples(model, tmp_path):
-    cfg = ExtractConfig.preset("tiny", pairing="sample")
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="sample")
     extract(model, "evil", tmp_path / "full", judge=HashJudge(), cfg=cfg)
     full = read_rollouts(tmp_path / "full" / "rollouts.jsonl")
     # simulate a kill: keep the first 5 lines plus half a line
@@ -128,7 +128,7 @@ def test_partial_rollouts_resume_to_the_same_samples(model, tmp_path):
 
 
 def test_too_few_survivors_is_a_clear_error_and_keeps_rollouts(model, tmp_path):
-    cfg = ExtractConfig.preset("tiny")
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="pair", trait_threshold=50)
     with pytest.raises(ExtractionError, match="too few samples.*lower trait_threshold"):
         extract(model, "evil", tmp_path, judge=HashJudge(coherence=10.0), cfg=cfg)
     assert len(read_rollouts(tmp_path / "rollouts.jsonl")) == 16
@@ -153,7 +153,7 @@ def test_unknown_preset_and_bad_trait():
 @pytest.fixture(scope="module")
 def finished(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished")
-    cfg = ExtractConfig.preset("tiny", pairing="sample", max_new_tokens=4)
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="sample", max_new_tokens=4)
     vecs = extract(model, "evil", out, judge=HashJudge(), cfg=cfg)
     return out, cfg, vecs
 
@@ -214,7 +214,7 @@ def test_filter_settings_and_batch_size_reuse_the_rollouts(model, finished, monk
 def test_overwrite_discards_and_unrecorded_folder_refuses(model, tmp_path):
     from pvlens.io.runs import StaleRunError
 
-    cfg = ExtractConfig.preset("tiny", pairing="sample", max_new_tokens=4)
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="sample", max_new_tokens=4)
     extract(model, "evil", tmp_path, judge=HashJudge(), cfg=cfg)
     new = extract(model, "evil", tmp_path, judge=HashJudge(), cfg=cfg.changed(seed=3), overwrite=True)
     assert new.metadata["seed"] == 3
