@@ -22,8 +22,10 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
+    # pvlens.load_model resolves lazily from pvlens.core.model: patch the package attribute first,
+    # so the value monkeypatch restores afterwards is the real function, not `refuse`.
+    monkeypatch.setattr(pvlens, "load_model", refuse)
     monkeypatch.setattr(pvlens.core.model, "load_model", refuse)
-    monkeypatch.setattr(pvlens, "load_model", refuse, raising=False)
 
 
 @pytest.fixture
