@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pvlens.cli import app
@@ -23,6 +24,9 @@ def _by_index(path: Path, field: str) -> dict:
 
 
 def test_ray_screen_equals_single_process_on_default_model(tmp_path, monkeypatch):
+    # Each worker computes with one thread (--worker-cpus 1); fp32 sums depend on the thread
+    # count (≈1e-6 here), so the single-process reference must use one thread too to be exact.
+    torch.set_num_threads(1)
     data = tmp_path / "first8.jsonl"
     data.write_text("".join(DATA.read_text().splitlines(keepends=True)[:8]))
     args = ["screen", str(data), "-v", str(VECTORS), "--layer", "15", "--max-new-tokens", "24",
