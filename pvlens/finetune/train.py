@@ -35,6 +35,7 @@ from pvlens.core.steering import Ablation, Intervention, Steering, as_list, fwd_
 from pvlens.finetune import checkpoint
 from pvlens.finetune.data import (
     Batch,
+    check_messages,
     collate,
     encode_all,
     fingerprint,
@@ -237,8 +238,6 @@ def _load_data(model: HookedTransformer, data: TrainingData, cfg: FinetuneConfig
         return data
     if data and isinstance(data[0], dict) and "messages" in data[0]:
         data = [d["messages"] for d in data]
-    from pvlens.finetune.data import check_messages
-
     convs = [check_messages(m, where=f"sample {i}") for i, m in enumerate(data)]
     return encode_all(model.tokenizer, convs, cfg.max_length)
 
