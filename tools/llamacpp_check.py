@@ -186,6 +186,7 @@ def greedy_pair(model: Any, exe: Path, gguf_model: Path, chat: EncodedChat, work
 def versions(src: Path, gguf_model: Path, vec_file: Path) -> dict[str, Any]:
     """What determines the numbers: both commits, the weights and the vector file."""
     return {"llama_cpp_commit": git(src, "rev-parse", "HEAD") or "unknown",
+            "llama_cpp_commit_date": git(src, "log", "-1", "--format=%cs"),
             "pvlens_commit": git(ROOT, "rev-parse", "HEAD"),
             "pvlens_worktree_clean": git(ROOT, "status", "--porcelain", "--untracked-files=no") == "",
             "model_gguf_sha256_16": file_hash(gguf_model), "vector_gguf_sha256_16": file_hash(vec_file),
