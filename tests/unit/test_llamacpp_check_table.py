@@ -28,5 +28,5 @@ def test_one_row_per_block_and_the_mapping_marked():
     assert [r.split("|")[1].strip()[:6] for r in rows] == ["b = 14", "b = 15", "b = 16"]
     assert "documented mapping" in rows[1] and "documented mapping" not in rows[0] + rows[2]
     assert "0.999999 [0.989999, 1.009999]" in rows[1] and "`direction.15` × 4" in rows[1]
-    assert "same top token on 8/8 prompts" in text and "--control-vector-layer-range 16 16" in text
+    assert "same top token on 8/8 prompts" in text and "--control-vector-layer-range 16 16` (a range" in text
     assert "first different token: 1" in text

@@ -41,7 +41,7 @@ def llamacpp_check_table(result: dict[str, Any]) -> str:
               f"{_cell(u['noise_over_effect'], '.2e')} of the steering effect's size "
               f"(‖Δ log-prob‖ = {_cell(u['effect_norm'], '.2f')}). "
               f"The same file with `--control-vector-layer-range {wr['llama_cpp_layer_range'][0]} "
-              f"{wr['llama_cpp_layer_range'][1]}` changes no logit by more than "
+              f"{wr['llama_cpp_layer_range'][1]}` (a range without `direction.{layer}`): max |logit change| "
               f"{wr['max_abs_logit_change']:.2e}.",
               "", *_greedy_lines(result["greedy"]), "",
               f"llama.cpp {v['llama_cpp_commit'][:12]}, pvlens {v['pvlens_commit'][:12]}, "
