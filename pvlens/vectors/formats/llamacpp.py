@@ -18,6 +18,8 @@ expressed: llama.cpp refuses a file holding `direction.0`, so exports leave bloc
 (llama.cpp's own `llama-cvector-generator` measures at layer il's output but names the result
 `direction.{il+1}`, so its vectors act one block later than where they were measured; an import
 here keeps llama.cpp's meaning — where the vector is *added*.)
+Measured in a llama.cpp build by tools/llamacpp_check.py (results/llamacpp/results.json):
+steering through `direction.N` equals pvlens's `Steering(v, N, α, "all")` to float32 rounding.
 
 llama.cpp adds every layer in the file unless `--control-vector-layer-range START END` limits
 it, and scales by `--control-vector-scaled FILE α`: pvlens `Steering(v[b], b, α)` at one block
