@@ -29,11 +29,12 @@ def test_steered_corpus_and_decomposition_dashboard(model, tmp_path):
     from pvlens.sae.loading import LoadedSae
     from pvlens.vectors.coerce import direction
 
-    cfg = SaeCorpusConfig(n_composed=8, builtin_prompts=False, trait_questions=False, prompt_traits=["evil"],
-                          steer_traits=["evil"], neutral_weight=0, max_new_tokens=12, limit=4)
+    # 4 prompts over the cycle [evil:pos, evil:neg, steer:evil:+, steer:evil:-]: one of each
+    cfg = SaeCorpusConfig(n_composed=4, builtin_prompts=False, trait_questions=False, prompt_traits=["evil"],
+                          steer_traits=["evil"], neutral_weight=0, max_new_tokens=12)
     m = build_sae_corpus(model, tmp_path / "c", cfg, RunConfig(batch_size=4, package_text=False,
                                                                shipped_datasets=False), progress=False)
-    assert m["generated_replies"] == 4 and m["sources"]["generated/steered"]["rows"] >= 1
+    assert m["generated_replies"] == 4 and m["sources"]["generated/steered"]["rows"] == 2
     docs = read_documents(tmp_path / "c" / "corpus.jsonl", model.tokenizer)
 
     torch.manual_seed(0)
