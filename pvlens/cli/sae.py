@@ -12,39 +12,49 @@ app = typer.Typer(help="Sparse autoencoders: corpus, training, evaluation, decom
                   no_args_is_help=True)
 
 DEFAULT_CORPUS = Path("sae/corpus/smollm2-chat.jsonl")
+DEFAULT_CORPUS_DIR = Path("sae/corpus/built")
 
 
 @app.command("build-corpus")
 def build_corpus_cmd(
-    out: Path = typer.Option(DEFAULT_CORPUS, help="Output JSONL (appended to; reruns resume)."),
-    samples_per_prompt: int = typer.Option(2, help="Sampled replies per built-in general prompt."),
-    trait_samples: int = typer.Option(1, help="Replies per trait question and condition (0: none)."),
-    traits: list[str] = typer.Option(None, "--trait", help="Traits whose questions to add (default: all built-ins)."),
-    max_new_tokens: int = typer.Option(160, help="Reply length cap."),
+    out: Path = typer.Option(DEFAULT_CORPUS_DIR, help="Output folder (corpus.jsonl, generated.jsonl, manifest.json); reruns resume."),
+    n_composed: int = typer.Option(3000, help="Composed prompts (templates x tasks x topics)."),
+    limit: int = typer.Option(None, help="Generate only the first N replies of the shuffled plan (a balanced subset)."),
+    max_new_tokens: int = typer.Option(128, help="Reply length cap."),
     temperature: float = typer.Option(0.7, help="Sampling temperature."),
+    steer_alpha: float = typer.Option(4.0, help="Steering strength for the steered replies (raw vector units)."),
     batch_size: int = typer.Option(32, help="Generation batch size."),
-    limit: int = typer.Option(None, help="Only the first N replies (quick corpora)."),
-    dtype: str = typer.Option("auto", help="Generation dtype: auto (bf16 only where fast), float32, bfloat16."),
-    seed: int = typer.Option(0, help="Sampling seed."),
+    max_minutes: float = typer.Option(None, help="Stop generating after this long (rerun to resume)."),
+    extra: list[Path] = typer.Option(None, help="More JSONL / text files to include (e.g. rollouts)."),
+    package_text: bool = typer.Option(True, help="Include licensed English text from installed packages."),
+    seed: int = typer.Option(0, help="Seed of the plan and of each reply's sampling."),
     model: ModelOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Generate the built-in chat corpus: the model's own replies to ~380 prompts plus trait
-    questions under neutral / trait-eliciting / trait-suppressing system prompts.
+    """Build the SAE corpus: the model's replies to templates x tasks x topics, built-in prompts
+    and trait questions (neutral, every trait's system prompts, steered +/-), plus shipped
+    datasets and licensed package text; deduplicated, with a manifest of token counts.
 
-    Example: pvlens sae build-corpus --out sae/corpus/smollm2-chat.jsonl --limit 200
+    Example: pvlens sae build-corpus --out sae/corpus/built --limit 2000 --max-minutes 15
     """
     import pvlens
-    from pvlens.sae.corpus import CorpusConfig, build_corpus, corpus_jobs
+    from pvlens.sae.corpusbuild import RunConfig, SaeCorpusConfig, build_sae_corpus, plan_jobs
 
-    cfg = CorpusConfig(samples_per_prompt=samples_per_prompt, trait_samples=trait_samples,
-                       traits=traits or None, max_new_tokens=max_new_tokens, temperature=temperature,
-                       batch_size=batch_size, limit=limit, dtype=dtype, seed=seed)
-    typer.echo(f"{len(corpus_jobs(cfg))} replies in this corpus → {out}")
+    for path in extra or []:
+        existing_file(path, "--extra")
+    finite(steer_alpha, "--steer-alpha")
+    cfg = SaeCorpusConfig(n_composed=n_composed, limit=limit, max_new_tokens=max_new_tokens,
+                          temperature=temperature, steer_alpha=steer_alpha, seed=seed)
+    run = RunConfig(batch_size=batch_size, max_minutes=max_minutes, extra=list(extra or []),
+                    package_text=package_text)
+    typer.echo(f"{len(plan_jobs(cfg))} replies in the plan -> {out}")
     m = pvlens.load_model(model, device=device)
-    build_corpus(m, out, cfg)
-    n = sum(1 for _ in out.open())
-    typer.echo(f"done: {n} conversations in {out}")
+    manifest = build_sae_corpus(m, out, cfg, run)
+    for name, st in manifest["sources"].items():
+        typer.echo(f"  {name:28s} rows {st['rows']:>6}  dup {st['duplicates']:>5}  tokens {st['tokens']:>9}")
+    typer.echo(f"total {manifest['total_tokens']} tokens; generation "
+               f"{'complete' if manifest['generation']['complete'] else 'incomplete (rerun to resume)'}; "
+               f"wrote {out}/manifest.json")
 
 
 @app.command("train")
@@ -132,6 +142,17 @@ def eval_cmd(
     typer.echo(f"wrote {sae_dir / 'eval.json'}")
 
 
+def _persona_vectors(layer: int, vectors: Path) -> dict:
+    """The decomposed vector and every shipped persona vector at `layer` (for per-feature cosines)."""
+    from pvlens.sae.corpusbuild import shipped_steer_traits
+    from pvlens.vectors.coerce import direction
+
+    out = {"decomposed": direction(vectors, layer)}
+    for name in shipped_steer_traits(None):
+        out[name] = direction(name, layer)
+    return out
+
+
 def _steering_trait(vectors: Path, trait: str | None) -> str:
     """The trait steering is judged for: --trait, or the one the vectors name."""
     from pvlens.vectors import PersonaVectors
@@ -145,7 +166,8 @@ def _steering_trait(vectors: Path, trait: str | None) -> str:
 @app.command("decompose")
 def decompose_cmd(
     vectors: Path = typer.Option(..., help="Persona vectors (vectors.safetensors or a run folder)."),
-    sae: Path = typer.Option(..., help="Trained SAE folder."),
+    sae: str = typer.Option(..., help="Saved SAE folder, or RELEASE/ID of a sae_lens registry SAE (SAE.from_pretrained)."),
+    layer: LayerOpt = None,
     top: int = typer.Option(20, help="Features to report."),
     contexts: int = typer.Option(5, help="Top-activating contexts per feature (0: skip)."),
     corpus: list[Path] = typer.Option(None, help="Documents to search contexts in (default: the SAE's corpus)."),
@@ -156,50 +178,79 @@ def decompose_cmd(
     n_questions: int = typer.Option(10, help="Steering: first N evaluation questions of the trait."),
     samples: int = typer.Option(2, help="Steering: sampled replies per question and condition."),
     temperature: float = typer.Option(0.7, help="Steering: sampling temperature (0 = greedy)."),
-    n_random: int = typer.Option(3, help="Steering: random features as the control."),
-    out: Path = typer.Option(None, help="Output folder (default: <sae>/decompose-<vectors stem>)."),
+    n_random: int = typer.Option(20, help="Steering: random features at matched norm as the null (>= 20 for a 95th percentile)."),
+    n_null: int = typer.Option(200, help="Random directions for the ranking null (max over latents)."),
+    html: Path = typer.Option(None, "--html", help="Feature dashboard page (default: <out>/dashboard.html)."),
+    out: Path = typer.Option(None, help="Output folder (default: <sae>/decompose-<vectors stem>, or decompose-<stem> for a registry SAE)."),
     model: ModelOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Rank SAE features against a persona vector; contexts, promoted tokens, k-sparse fit,
-    optional single-feature steering. Writes decomposition.{json,txt,html}.
+    """Rank SAE features against a persona vector with a random-direction null; contexts,
+    role fractions, logit effects, k-sparse fit, optional single-feature steering against random
+    features. Writes decomposition.{json,txt} and an offline dashboard page.
 
-    Example: pvlens sae decompose --vectors runs/evil --sae sae/trained/... --top 20
+    Example: pvlens sae decompose --vectors runs/evil --sae sae/trained/... --top 20 --html evil.html
     """
     import pvlens
     from pvlens.io.atomic import write_text_atomic
     from pvlens.sae import decompose as dec
-    from pvlens.sae.corpus import read_documents
-    from pvlens.sae.loading import load_sae
+    from pvlens.sae.dashboard import write_dashboard
+    from pvlens.sae.loading import resolve_sae
     from pvlens.vectors.coerce import direction
 
     existing_file(vectors, "vectors")
-    existing_file(sae, "SAE folder")
     finite(alpha, "--alpha")
+    for path in corpus or []:
+        existing_file(path, "corpus")
     trait = _steering_trait(vectors, trait) if steer_top > 0 else trait
     m = pvlens.load_model(model, device=device)
-    loaded = load_sae(sae, device=str(m.W_E.device))
+    loaded = resolve_sae(sae, device=str(m.W_E.device), layer=layer)
     v = direction(vectors, loaded.layer)
-    docs = None
-    if contexts > 0:
-        sources = corpus or [Path(s) for s in loaded.meta.get("corpus", []) if s != "<documents>"]
-        if not sources:
-            raise typer.BadParameter("no corpus recorded with the SAE: pass --corpus for contexts")
-        docs = read_documents(sources, m.tokenizer)
-    result = dec.decompose(m, loaded, v, docs, top=top, n_contexts=contexts,
-                           context_tokens=context_tokens)
+    docs = _context_docs(m, loaded, corpus, contexts)
+    result = dec.decompose(m, loaded, v, docs, top=top, n_contexts=contexts, context_tokens=context_tokens,
+                           n_null=n_null, persona_vectors=_persona_vectors(loaded.layer, vectors))
     if steer_top > 0:
         from pvlens.traits import load_trait
 
-        spec = load_trait(trait)
         feats = [fr.feature for fr in result["features"][:steer_top]]
         result["steering"] = dec.feature_steering(
-            m, loaded, v, feats, spec.evaluation_questions[:n_questions], dec.default_judge(trait),
+            m, loaded, v, feats, load_trait(trait).evaluation_questions[:n_questions], dec.default_judge(trait),
             alpha=alpha, n_random=n_random, samples=samples, temperature=temperature)
-    out = out or sae / f"decompose-{vectors.stem}"
+        result["steering_summary"] = dec.steering_summary(result["steering"])
+    out = out or (loaded.path or Path(".")) / f"decompose-{vectors.stem}"
     write_text_atomic(out / "decomposition.json", dec.to_json(result))
     write_text_atomic(out / "decomposition.txt", dec.text_table(result))
-    if docs is not None:
-        write_text_atomic(out / "contexts.html", dec.contexts_html(result))
+    page = write_dashboard(result, html or out / "dashboard.html",
+                           f"SAE features of {vectors.name} at layer {loaded.layer}")
     typer.echo(dec.text_table(result))
-    typer.echo(f"wrote {out}/decomposition.{{json,txt}}" + (" and contexts.html" if docs else ""))
+    typer.echo(f"wrote {out}/decomposition.{{json,txt}} and {page}")
+
+
+def _context_docs(m, loaded, corpus: list[Path] | None, contexts: int):
+    """Documents to search for contexts: --corpus, else the corpus recorded with the SAE."""
+    from pvlens.sae.corpus import read_documents
+
+    if contexts <= 0:
+        return None
+    sources = corpus or [Path(s) for s in loaded.meta.get("corpus", []) if s != "<documents>"]
+    if not sources:
+        raise typer.BadParameter("no corpus recorded with the SAE: pass --corpus for contexts (or --contexts 0)")
+    return read_documents(sources, m.tokenizer)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    decomposition: Path = typer.Argument(..., help="decomposition.json written by `pvlens sae decompose`."),
+    out: Path = typer.Option(None, help="HTML file (default: dashboard.html next to the JSON)."),
+) -> None:
+    """Write the offline feature dashboard (one HTML page, no JavaScript) for a saved decomposition.
+
+    Example: pvlens sae dashboard sae/trained/X/decompose-evil/decomposition.json --out evil.html
+    """
+    import json
+
+    from pvlens.sae.dashboard import write_dashboard
+
+    existing_file(decomposition, "decomposition")
+    page = write_dashboard(json.loads(decomposition.read_text()), out or decomposition.with_name("dashboard.html"))
+    typer.echo(f"wrote {page}")

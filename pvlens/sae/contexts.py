@@ -4,18 +4,17 @@ and as an offline circuitsvis page."""
 from __future__ import annotations
 
 import html
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens import SAE
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.sae.corpus import Document
+from pvlens.sae.featurestats import FeatureScan, feature_activations, scan_features
 from pvlens.sae.loading import LoadedSae
 from pvlens.sae.provider import layer_activations
 
@@ -41,13 +40,6 @@ class Context:
         return "".join(parts).replace("\n", "⏎")
 
 
-def feature_activations(sae: SAE, x: Tensor, features: Tensor) -> Tensor:
-    """Inference activations of the selected latents only (JumpReLU threshold applied)."""
-    pre = sae.process_sae_in(x) @ sae.W_enc[:, features] + sae.b_enc[features]
-    thr = sae.threshold[features] if hasattr(sae, "threshold") else torch.zeros_like(pre[0])
-    return pre * (pre > thr)
-
-
 @torch.no_grad()
 def top_contexts(
     model: HookedTransformer,
@@ -63,30 +55,20 @@ def top_contexts(
 ) -> dict[int, list[Context]]:
     """The `n_contexts` strongest activations of each feature (at most one per document),
     over the first ~`n_tokens` tokens of the documents in a `seed`-shuffled order."""
-    sae = loaded.sae
-    feats = torch.tensor(list(features), dtype=torch.long, device=sae.W_enc.device)
-    n_keep = n_contexts * 32  # candidates before de-duplicating documents and repeated text
-    vals = torch.full((len(features), 0), -1.0)
-    docs_idx = torch.zeros((len(features), 0), dtype=torch.long)
-    pos_idx = torch.zeros((len(features), 0), dtype=torch.long)
-    seen = 0
-    # a seeded random document order: a token budget then samples every source of the corpus,
-    # not just the first file
-    order = random.Random(seed).sample(range(len(docs)), len(docs))
-    for chunk in layer_activations(model, docs, loaded.layer, order=order, skip_first=skip_first):
-        a = feature_activations(sae, chunk.acts.to(sae.device), feats).T.cpu()  # [F, n]
-        vals = torch.cat([vals, a], 1)
-        docs_idx = torch.cat([docs_idx, chunk.doc[None].expand(len(features), -1)], 1)
-        pos_idx = torch.cat([pos_idx, chunk.pos[None].expand(len(features), -1)], 1)
-        if vals.shape[1] > n_keep:
-            top = vals.topk(n_keep, dim=1).indices
-            vals, docs_idx, pos_idx = (t.gather(1, top) for t in (vals, docs_idx, pos_idx))
-        seen += chunk.acts.shape[0]
-        if n_tokens is not None and seen >= n_tokens:
-            break
-    picks = {f: pick_contexts(vals[row], docs_idx[row], pos_idx[row], docs, n_contexts, before, after)
-             for row, f in enumerate(features)}
-    return render_contexts(model, loaded, docs, features, picks, before, after, skip_first)
+    scan = scan_features(model, loaded, docs, features, n_keep=n_contexts * 32, n_tokens=n_tokens,
+                         skip_first=skip_first, seed=seed)
+    return contexts_from_scan(model, loaded, docs, scan, n_contexts, before, after, skip_first)
+
+
+def contexts_from_scan(
+    model: HookedTransformer, loaded: LoadedSae, docs: Sequence[Document], scan: FeatureScan,
+    n_contexts: int = 5, before: int = 24, after: int = 6, skip_first: int = 1,
+) -> dict[int, list[Context]]:
+    """Top contexts of each scanned feature (one per document, no repeated text)."""
+    picks = {f: pick_contexts(scan.vals[row], scan.docs_idx[row], scan.pos_idx[row], docs, n_contexts,
+                              before, after)
+             for row, f in enumerate(scan.features)}
+    return render_contexts(model, loaded, docs, scan.features, picks, before, after, skip_first)
 
 
 Pick = tuple[float, int, int]

@@ -236,7 +236,7 @@ def read_documents(
         else:
             rows = [(str(path), {"text": path.read_text()})]
         for where, row in rows:
-            docs.extend(_row_documents(row, where, tokenizer, max_len))
+            docs.extend(row_documents(row, where, tokenizer, max_len))
     if not docs:
         raise ValueError(f"no documents found in {[str(s) for s in sources]}")
     return docs
@@ -263,7 +263,7 @@ def _dataset_rows(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path.name}[{i}]", row
 
 
-def _row_documents(row: dict, where: str, tokenizer, max_len: int) -> list[Document]:
+def row_documents(row: dict, where: str, tokenizer, max_len: int) -> list[Document]:
     meta = row.get("meta") if isinstance(row.get("meta"), dict) else {}
     if "messages" in row:
         ids = _chat_ids(tokenizer, row["messages"], where)

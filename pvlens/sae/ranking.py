@@ -32,13 +32,24 @@ def encoder_scores(sae: SAE, v: Float[Tensor, " d_in"]) -> Float[Tensor, " d_sae
     return v.detach().float().cpu() @ sae.W_enc.detach().float().cpu()
 
 
-def promoted_tokens(model: HookedTransformer, direction: Tensor, n: int = 10) -> list[tuple[str, float]]:
-    """Tokens whose logits a direction raises most (final-norm weight and W_U; no norm scale)."""
+def direct_logits(model: HookedTransformer, direction: Tensor) -> Float[Tensor, " d_vocab"]:
+    """The direct logit effect of a residual direction: through the final norm's weight and
+    W_U (without the norm's data-dependent scale)."""
     ln_w = getattr(model.ln_final, "w", None)
     w = ln_w.detach().float().cpu() if isinstance(ln_w, Tensor) else 1.0
-    logits = (direction.detach().float().cpu() * w) @ model.W_U.detach().float().cpu()
-    top = logits.topk(n)
+    return (direction.detach().float().cpu() * w) @ model.W_U.detach().float().cpu()
+
+
+def promoted_tokens(model: HookedTransformer, direction: Tensor, n: int = 10) -> list[tuple[str, float]]:
+    """Tokens whose logits a direction raises most (final-norm weight and W_U; no norm scale)."""
+    top = direct_logits(model, direction).topk(n)
     return [(str(model.tokenizer.decode([int(i)])), float(val)) for val, i in zip(top.values, top.indices, strict=True)]
+
+
+def suppressed_tokens(model: HookedTransformer, direction: Tensor, n: int = 10) -> list[tuple[str, float]]:
+    """Tokens whose logits a direction lowers most (as `promoted_tokens`)."""
+    low = (-direct_logits(model, direction)).topk(n)
+    return [(str(model.tokenizer.decode([int(i)])), -float(val)) for val, i in zip(low.values, low.indices, strict=True)]
 
 
 # --- k-sparse reconstruction -----------------------------------------------------------------
@@ -72,6 +83,19 @@ def sparse_reconstruction(
             "omp_features": [int(i) for i in chosen[np.argsort(-np.abs(coef[chosen]))]],
         })
     return out
+
+
+def sparse_reconstruction_null(
+    sae: SAE, norm: float, ks: Sequence[int] = (1, 5, 20), n: int = 20, seed: int = 0,
+) -> list[dict]:
+    """The OMP curve of `n` random directions of the same norm: mean and 95th percentile of
+    the k-feature cosine (what any direction gets from an overcomplete dictionary)."""
+    from pvlens.sae.nulls import random_directions
+
+    R = random_directions(int(sae.cfg.d_in), norm, n, seed)
+    curves = np.array([[r["omp"] for r in sparse_reconstruction(sae, R[i], ks)] for i in range(n)])
+    return [{"k": int(k), "mean": float(curves[:, j].mean()), "p95": float(np.percentile(curves[:, j], 95))}
+            for j, k in enumerate(ks)]
 
 
 def vector_cosine(a: np.ndarray, b: np.ndarray) -> float:

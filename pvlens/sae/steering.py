@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -14,6 +15,7 @@ from transformer_lens import HookedTransformer
 
 from pvlens.core.config import SamplingConfig
 from pvlens.core.steering import Steering
+from pvlens.io.stats import bootstrap_ci
 from pvlens.judges.base import Judge
 from pvlens.sae.loading import LoadedSae
 from pvlens.vectors.evaluate import evaluate_steered, mean_score
@@ -55,7 +57,7 @@ def feature_steering(
     questions: Sequence[str],
     judge: Judge,
     alpha: float = 1.0,
-    n_random: int = 2,
+    n_random: int = 20,
     positions: str = "response",
     max_new_tokens: int = 64,
     seed: int = 0,
@@ -83,3 +85,30 @@ def feature_steering(
                      "scores": [a["trait"] for a in answers],
                      "example": answers[0]["answer"][:300] if answers else ""})
     return rows
+
+
+def steering_summary(rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+    """Intervals and the random-feature null for `feature_steering` rows.
+
+    Every condition answers the same questions with the same seeds, so a feature's effect is
+    the mean of paired per-reply differences from the baseline, with a bootstrap interval (the
+    SE of a difference, not of one mean). The null is the distribution of the random features'
+    mean scores: each steered feature's percentile in it, and its 95th percentile.
+    """
+    base = next((r for r in rows if r["kind"] == "baseline"), None)
+    randoms = np.array([r["trait_score"] for r in rows if r["kind"] == "random_feature"
+                        and r["trait_score"] is not None], dtype=float)
+    out: dict[str, Any] = {"conditions": [], "n_random": int(len(randoms)),
+                           "random_p95": float(np.percentile(randoms, 95)) if len(randoms) else None}
+    for r in rows:
+        mean, lo, hi = bootstrap_ci(r["scores"], seed=seed)
+        entry = {"kind": r["kind"], "feature": r["feature"], "mean": mean, "ci95": [lo, hi], "n": r["n"]}
+        if base is not None and r is not base and len(r["scores"]) == len(base["scores"]):
+            diffs = [None if a is None or b is None else a - b for a, b in zip(r["scores"], base["scores"], strict=True)]
+            d, dlo, dhi = bootstrap_ci(diffs, seed=seed)
+            entry["diff_vs_baseline"] = {"mean": d, "ci95": [dlo, dhi]}
+        if len(randoms) and r["kind"] == "feature" and r["trait_score"] is not None:
+            entry["random_percentile"] = float((randoms < r["trait_score"]).mean() * 100)
+            entry["beats_random_p95"] = bool(r["trait_score"] > out["random_p95"])
+        out["conditions"].append(entry)
+    return out

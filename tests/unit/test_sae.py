@@ -338,8 +338,19 @@ def test_decompose_report_with_contexts(tiny, trained, docs, tmp_path):
     out, _ = trained
     loaded = load_sae(out)
     v = loaded.sae.W_dec[5].detach().clone() * 7.0
-    result = dec.decompose(tiny, loaded, v, docs, top=3, n_contexts=2)
+    result = dec.decompose(tiny, loaded, v, docs, top=3, n_contexts=2, n_null=50,
+                           persona_vectors={"self": v, "wrong_dim": torch.ones(7)})
     assert result["features"][0].feature == 5
+    # a planted decoder row beats the max-over-latents null; the null is recorded beside the list
+    assert result["features"][0].above_null_p99 and result["n_above_null_p99"] >= 1
+    assert result["null"]["n_directions"] == 50
+    assert 0 < result["null"]["decoder_abs_cosine"]["max"]["p99"] < 1
+    assert result["features"][0].persona_cosines == {"self": pytest.approx(1.0, abs=1e-5)}
+    assert len(result["features"][0].suppressed) == 10
+    for fr in result["features"]:
+        if fr.stats["n_top"]:
+            assert sum(fr.stats["role_fractions"].values()) == pytest.approx(1.0)
+    assert [r["k"] for r in result["sparse_reconstruction_null"]] == [1, 2, 5, 10, 20, 50]
     assert result["features"][0].cosine == pytest.approx(1.0, abs=1e-5)
     assert result["sparse_reconstruction"][0]["omp"] == pytest.approx(1.0, abs=1e-5)
     assert len(result["features"][0].promoted) == 10
