@@ -156,9 +156,8 @@ def conversations(tok, n: int) -> list:
 def bench_generation(model, hf, tok, batch: int, n_new: int, device: str) -> dict[str, float]:
     from pvlens.core.batching import left_pad
     from pvlens.core.bulk import bulk_generate
-    from pvlens.core.config import SamplingConfig
-
     from pvlens.core.chat import EncodedChat
+    from pvlens.core.config import SamplingConfig
 
     chats = [EncodedChat(c.prompt_ids, c.prompt_len) for c in conversations(tok, batch)]
     greedy = SamplingConfig(max_new_tokens=n_new, temperature=0.0)
