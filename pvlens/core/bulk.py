@@ -53,6 +53,8 @@ CPU_BATCH = 64
 step and is flat beyond (benchmarks/bench_generate.py sweeps it)."""
 GPU_BATCH = 256
 """Slots on an accelerator, before the KV-cache memory cap."""
+FALLBACK_BATCH = 16
+"""Fixed batch size on the TransformerLens fallback (no cache there; larger batches gain little)."""
 KV_BUDGET = 0.25
 """Largest share of free device memory the KV cache may take when choosing the batch size."""
 
@@ -233,7 +235,7 @@ def bulk_generate(
     return generate(  # no fast engine for this model: fixed batches on TransformerLens
         model, chats, steer=steer, max_new_tokens=sampling.max_new_tokens,
         temperature=sampling.temperature, top_p=sampling.top_p, seed=sampling.seed,
-        batch_size=batch_size or sampling.batch_size, progress=progress, dtype=dtype,
+        batch_size=batch_size or sampling.batch_size or FALLBACK_BATCH, progress=progress, dtype=dtype,
         stop_at_eos=stop_at_eos, row_seeds=row_seeds,
     )
 

@@ -128,3 +128,11 @@ def test_auto_batch_size_is_capped(tiny):
     assert 1 <= auto_batch_size(eng, 10_000, 100) <= 64
     res = bulk_generate(tiny, PROMPTS[:3], GREEDY)  # default: auto batch size, greedy
     assert len(res) == 3
+
+
+def test_fallback_without_fast_engine_gives_the_same_rows(tiny):
+    """A hook the engine does not call forces the TransformerLens path (fixed batches)."""
+    ref = _ids(_ref(tiny))
+    with tiny.hooks(fwd_hooks=[("blocks.0.attn.hook_z", lambda z, hook: z)]):
+        got = bulk_generate(tiny, PROMPTS, GREEDY)  # batch_size None -> fallback batch
+    assert _ids(got) == ref
