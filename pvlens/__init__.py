@@ -24,6 +24,7 @@ _LAZY = {
     "encode_messages": "pvlens.core.chat",
     "encode_prompt": "pvlens.core.chat",
     "GenerationResult": "pvlens.core.generation",
+    "bulk_generate": "pvlens.core.bulk",
     "generate": "pvlens.core.generation",
     "load_model": "pvlens.core.model",
     "tiny_model": "pvlens.core.model",
@@ -36,6 +37,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from pvlens.core.bulk import bulk_generate
     from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
     from pvlens.core.generation import GenerationResult, generate
     from pvlens.core.model import load_model, tiny_model
@@ -56,7 +58,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # noqa: F822 — resolved lazily by __getattr__
-    "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__",
+    "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__", "bulk_generate",
     "encode_conversation", "encode_messages", "encode_prompt", "generate", "incremental", "load_model",
     "multi_layer", "steer", "tiny_model",
 ]

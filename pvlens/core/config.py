@@ -34,8 +34,9 @@ class SamplingConfig(Config):
     """Nucleus sampling mass (1.0 = off)."""
     seed: int = 0
     """Base seed; row i of a batch uses a generator seeded from (seed, i), so batching never changes a reply."""
-    batch_size: int = Field(16, ge=1)
-    """Prompts generated together."""
+    batch_size: int | None = Field(None, ge=1)
+    """Rows decoded together (cache slots of `bulk_generate`); None: the device's best
+    (`pvlens.core.bulk.auto_batch_size`). Replies do not depend on it."""
 
 
 def _n_layers(model_or_n_layers: Any) -> int:

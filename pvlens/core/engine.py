@@ -15,7 +15,7 @@ TransformerLens forward (`engine_for` returns None). Agreement with TransformerL
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -82,7 +82,46 @@ class KVCache:
     positions: Int[Tensor, "batch max_len"]
     """Position index of each filled slot; -1 for padding or unfilled slots."""
     length: int = 0
-    """Number of slots filled so far."""
+    """Number of slots filled so far (shared by all rows; unused in slot mode)."""
+    lengths: Int[Tensor, " batch"] | None = None
+    """Slot mode (continuous batching): slots filled per row, each row at its own length.
+    A forward then takes one token per row and writes it at the row's own length."""
+
+    @property
+    def batch(self) -> int:
+        return int(self.positions.shape[0])
+
+    def slot_mode(self) -> KVCache:
+        """Switch to per-row lengths (every row empty); returns self. Keys/values are zeroed:
+        a short row attends (masked) over slots it never wrote, and 0 x NaN garbage is NaN."""
+        for t in (*self.k, *self.v):
+            t.zero_()
+        self.lengths = torch.zeros(self.batch, dtype=torch.long, device=self.positions.device)
+        self.positions.fill_(-1)
+        return self
+
+    def load_rows(self, slots: Sequence[int], prefill: KVCache) -> None:
+        """Reset `slots` and fill them with the rows of `prefill` (a cache of those prompts);
+        the keys keep their padding columns, which the recorded positions mask out."""
+        if self.lengths is None:
+            raise ValueError("load_rows needs a cache in slot mode (KVCache.slot_mode())")
+        width = prefill.length
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.positions.device)
+        for mine, theirs in zip((*self.k, *self.v), (*prefill.k, *prefill.v), strict=True):
+            mine[idx, :, :width] = theirs[:, :, :width]
+        self.positions[idx] = -1
+        self.positions[idx, :width] = prefill.positions[:, :width]
+        self.lengths[idx] = width
+
+    def select(self, slots: Sequence[int]) -> KVCache:
+        """A smaller slot-mode cache holding only `slots` (in that order), cut to their length."""
+        if self.lengths is None:
+            raise ValueError("select needs a cache in slot mode (KVCache.slot_mode())")
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.positions.device)
+        return KVCache(
+            k=[t[idx] for t in self.k], v=[t[idx] for t in self.v],
+            positions=self.positions[idx], lengths=self.lengths[idx],
+        )
 
     def rewind(self, length: int) -> None:
         """Forget every slot from `length` on, so the next forward continues from there
@@ -91,6 +130,14 @@ class KVCache:
             raise ValueError(f"cannot rewind a cache of length {self.length} to {length}")
         self.length = length
         self.positions[:, length:] = -1
+
+    def reset_rows(self, slots: Sequence[int]) -> None:
+        """Empty `slots` (slot mode), e.g. when their conversations finished."""
+        if self.lengths is None:
+            raise ValueError("reset_rows needs a cache in slot mode (KVCache.slot_mode())")
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.positions.device)
+        self.positions[idx] = -1
+        self.lengths[idx] = 0
 
 
 class FastEngine:
@@ -191,12 +238,16 @@ class FastEngine:
         "all" or None (skip the unembedding).
         """
         pos_idx = positions.clamp(min=0)
+        slots = cache is not None and cache.lengths is not None
+        if slots and tokens.shape[1] != 1:
+            raise ValueError("a slot-mode cache takes one token per row per forward")
         step = _Step(
             cos=self.cos[pos_idx][:, None],  # [batch, 1, pos, rotary_dim]
             sin=self.sin[pos_idx][:, None],
-            mask=_attention_mask(positions, cache),
+            mask=_slot_mask(positions, cache) if slots else _attention_mask(positions, cache),
             cache=cache,
             start=cache.length if cache is not None else 0,
+            write_at=cache.lengths if slots else None,
         )
         resid = self.model.hook_embed(self.model.embed.W_E[tokens]).float()
         n_layers = len(self.layers) if stop_at_layer is None else stop_at_layer
@@ -204,7 +255,9 @@ class FastEngine:
             resid = self._block(i, resid, step)
             if on_resid is not None:
                 on_resid(i, resid)
-        if cache is not None:
+        if step.write_at is not None and cache is not None and cache.lengths is not None:
+            cache.lengths += (positions[:, 0] >= 0).long()  # idle rows rewrite their slot
+        elif cache is not None:
             cache.length += tokens.shape[1]
         if logits is None or stop_at_layer is not None:
             return None
@@ -228,7 +281,12 @@ class FastEngine:
         k = qkv[..., nq : nq + nkv].view(batch, seq, self.n_kv, dh).transpose(1, 2)
         v = qkv[..., nq + nkv :].view(batch, seq, self.n_kv, dh).transpose(1, 2)
         q, k = self._rotary(q, step.cos, step.sin), self._rotary(k, step.cos, step.sin)
-        if step.cache is not None:
+        if step.cache is not None and step.write_at is not None:
+            rows = torch.arange(batch, device=k.device)
+            step.cache.k[i][rows, :, step.write_at] = k[:, :, 0]
+            step.cache.v[i][rows, :, step.write_at] = v[:, :, 0]
+            k, v = step.cache.k[i][:, :, : step.end], step.cache.v[i][:, :, : step.end]
+        elif step.cache is not None:
             end = step.start + seq
             step.cache.k[i][:, :, step.start : end] = k
             step.cache.v[i][:, :, step.start : end] = v
@@ -262,6 +320,13 @@ class _Step:
     mask: Tensor
     cache: KVCache | None
     start: int
+    write_at: Tensor | None = None
+    """Slot mode: the cache slot each row's token goes to."""
+
+    @property
+    def end(self) -> int:
+        """Slot mode: keys to attend over (the longest row, after this token)."""
+        return self.mask.shape[-1]
 
 
 def _attention_mask(positions: Tensor, cache: KVCache | None) -> Tensor:
@@ -279,6 +344,22 @@ def _attention_mask(positions: Tensor, cache: KVCache | None) -> Tensor:
     q_pos = torch.where(positions >= 0, positions, torch.full_like(positions, 1 << 30))
     mask = (key_pos[:, None, :] >= 0) & (key_pos[:, None, :] <= q_pos[:, :, None])
     return mask[:, None]
+
+
+def _slot_mask(positions: Tensor, cache: KVCache) -> Tensor:
+    """[batch, 1, 1, k] for one token per row written at the row's own length (slot mode).
+
+    An idle row (position -1) sees its slot 0, so its ignored output never becomes NaN.
+    """
+    assert cache.lengths is not None
+    rows = torch.arange(positions.shape[0], device=positions.device)
+    cache.positions[rows, cache.lengths] = positions[:, 0]
+    end = int(cache.lengths.max()) + 1
+    key_pos = cache.positions[:, :end]
+    q_pos = positions[:, :1]
+    mask = (key_pos >= 0) & (key_pos <= q_pos)
+    mask[:, 0] |= q_pos[:, 0] < 0
+    return mask[:, None, None]
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:

@@ -70,7 +70,7 @@ def to_chats(
     return out
 
 
-def _sample(
+def sample_next(
     logits: Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None
 ) -> Tensor:
     if temperature <= 0:
@@ -123,7 +123,7 @@ def _generate_batch(
                 logits = engine.forward(fwd_tokens, fwd_pos, cache, logits="last")
             else:
                 logits = _tl_last_logits(model, tokens, positions)
-        nxt = _sample(logits, temperature, top_p, generators)
+        nxt = sample_next(logits, temperature, top_p, generators)
         for i in range(batch):
             if not done[i]:
                 out[i].append(int(nxt[i]))
@@ -183,13 +183,13 @@ def generate(
     chats = to_chats(model, prompts, system)
     if not chats:
         return GenerationResult(texts=[])
-    _check_generate_args(engine, max_new_tokens)
+    check_generate_args(engine, max_new_tokens)
     stops = stop_token_ids(model.tokenizer)
     order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))  # less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     replies: dict[int, tuple[list[int], bool]] = {}
     with steering_context(model, steer):
-        fast = _pick_engine(model, engine, as_dtype(dtype, model.W_E.device))
+        fast = pick_engine(model, engine, as_dtype(dtype, model.W_E.device))
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
             gens = _row_generators(idx, temperature, seed, row_seeds)
             rows, fin = _generate_batch(
@@ -197,17 +197,17 @@ def generate(
                 gens, stops, use_cache, stop_at_eos, row_index=idx,
             )
             replies.update(zip(idx, zip(rows, fin, strict=True), strict=True))
-    return _result(model, chats, [replies[i] for i in range(len(chats))])
+    return replies_result(model, chats, [replies[i] for i in range(len(chats))])
 
 
-def _check_generate_args(engine: str, max_new_tokens: int) -> None:
+def check_generate_args(engine: str, max_new_tokens: int) -> None:
     if engine not in ("auto", "fast", "hooked"):
         raise ValueError(f"engine must be 'auto', 'fast' or 'hooked', got {engine!r}")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
 
 
-def _pick_engine(
+def pick_engine(
     model: HookedTransformer, engine: str, dtype: torch.dtype | None
 ) -> FastEngine | None:
     """The fast engine for "auto"/"fast" where the model supports it; None: TransformerLens."""
@@ -226,10 +226,15 @@ def _row_generators(
     if temperature <= 0:
         return None
     offsets = [row_seeds[i] if row_seeds is not None else i for i in idx]
-    return [torch.Generator().manual_seed(seed * 1_000_003 + o) for o in offsets]
+    return [row_generator(seed, o) for o in offsets]
 
 
-def _result(
+def row_generator(seed: int, offset: int) -> torch.Generator:
+    """The generator of one conversation: seeded by (seed, its row index or row seed) only."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + offset)
+
+
+def replies_result(
     model: HookedTransformer,
     chats: Sequence[EncodedChat],
     replies: Sequence[tuple[list[int], bool]],

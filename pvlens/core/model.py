@@ -103,12 +103,21 @@ def _hooked_from_local(
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     hf_config = AutoConfig.from_pretrained(path)
-    family = family_of(hf_config)  # from the folder's own config.json, never from its name
-    cfg = local_tl_config(hf_config, device, dtype, n_ctx, n_devices, model_name=path.name)
     tok = AutoTokenizer.from_pretrained(path)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return hooked_from_hf(hf, tok, hf_config, device, dtype, n_ctx, n_devices, path.name)
+
+
+def hooked_from_hf(
+    hf: Any, tok: Any, hf_config: Any, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    n_ctx: int | None = None, n_devices: int = 1, name: str = "local",
+) -> HookedTransformer:
+    """A HookedTransformer with the weights of an in-memory HF model (e.g. random-init models
+    built from real configs for benchmarks); `hf` is consumed (its weights are converted)."""
+    family = family_of(hf_config)  # from the model's own config, never from its name
+    cfg = local_tl_config(hf_config, device, dtype, n_ctx, n_devices, model_name=name)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    hf = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=tok, default_padding_side="left", move_to_device=False)
     if model.tokenizer.chat_template is None:  # TL may have reloaded the tokenizer: set it there
         use_template(model.tokenizer, family.name)

@@ -30,12 +30,14 @@ BLOCK = re.compile(r"<!-- generated: (?P<src>\S+) (?P<kind>\w+) -->\n(?P<body>.*
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.finetune.experiments.tables import mitigation_table
+    from pvlens.io.benchtables import benchmark_table
     from pvlens.sae.corpusbuild import manifest_table
     from pvlens.vectors.formats.llamacpp_check import llamacpp_check_table
 
     return {
-        "mitigation": mitigation_table,
+        "benchmark": benchmark_table,
         "llamacpp_check": llamacpp_check_table,
+        "mitigation": mitigation_table,
         "sae_corpus": manifest_table,
     }
 

@@ -36,10 +36,10 @@ from pydantic import Field
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from pvlens.core.bulk import bulk_generate
 from pvlens.core.chat import Message
 from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
-from pvlens.core.generation import generate
 from pvlens.core.steering import Intervention, Steering
 from pvlens.io.atomic import read_json_checked, write_json_atomic, write_text_atomic
 from pvlens.io.jsonl import AppendLog, KeyedTextStore
@@ -67,8 +67,9 @@ class DatasetConfig(SamplingConfig):
     """Sampling temperature."""
     top_p: float = Field(0.95, gt=0, le=1)
     """Nucleus mass."""
-    batch_size: int = Field(32, ge=1)
-    """Generation batch size (answers do not depend on it: each row has its own seed)."""
+    batch_size: int | None = Field(None, ge=1)
+    """Generation batch size (None: the device's best; answers do not depend on it: each row
+    has its own seed)."""
     chunk: int = Field(64, ge=1)
     """Candidates generated and judged per step (the resume unit)."""
     normal_max: float = 30.0
@@ -173,9 +174,10 @@ class GenerationCache:
                        for _, i in todo]
             # a row's seed comes from its key, so an answer does not depend on its batch-mates
             seeds = [int(k[:8], 16) for k, _ in todo]
-            texts = generate(model, prompts, steer=steer, max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                             batch_size=cfg.batch_size, progress=False, row_seeds=seeds).texts
+            sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                      top_p=cfg.top_p, seed=cfg.seed)
+            texts = bulk_generate(model, prompts, sampling, steer=steer, batch_size=cfg.batch_size,
+                                  row_seeds=seeds).texts
             self.store.add([k for k, _ in todo], texts)
         return self.store.get(keys)
 

@@ -13,8 +13,9 @@ from typing import Literal, TypedDict
 
 from transformer_lens import HookedTransformer
 
+from pvlens.core.bulk import bulk_generate
 from pvlens.core.config import SamplingConfig
-from pvlens.core.generation import PromptLike, generate
+from pvlens.core.generation import PromptLike
 from pvlens.core.steering import Intervention
 from pvlens.judges.base import Judge
 
@@ -49,11 +50,9 @@ def evaluate_steered(
         raise ValueError(f"{len(prompts)} prompts for {len(questions)} questions")
     shown = list(prompts) if prompts is not None else list(questions)
     rows = [(q, p) for q, p in zip(questions, shown, strict=True) for _ in range(samples)]
-    texts = generate(
-        model, [p for _, p in rows], system=system, steer=steer,
-        max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-        top_p=sampling.top_p, seed=sampling.seed, batch_size=sampling.batch_size,
-        progress=progress,
+    texts = bulk_generate(
+        model, [p for _, p in rows], sampling, system=system, steer=steer,
+        batch_size=sampling.batch_size, progress=progress,
     ).texts
     pairs = [(q, a) for (q, _), a in zip(rows, texts, strict=True)]
     traits = judge.score_many(pairs)

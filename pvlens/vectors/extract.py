@@ -52,8 +52,8 @@ class ExtractConfig(SamplingConfig):
     """Use the first N extraction questions (None: all)."""
     n_instructions: int | None = Field(None, ge=1)
     """Use the first N instruction pairs (None: all)."""
-    batch_size: int = Field(32, ge=1)
-    """Generation batch size."""
+    batch_size: int | None = Field(None, ge=1)
+    """Generation batch size (None: the device's best; replies do not depend on it)."""
     trait_threshold: float = 50.0
     """Keep pos if trait ≥ this and neg if trait < this."""
     coherence_threshold: float = 50.0

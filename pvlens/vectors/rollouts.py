@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
+from pvlens.core.bulk import bulk_generate
 from pvlens.core.chat import EncodedChat, encode_conversation, encode_prompt
 from pvlens.core.config import SamplingConfig
-from pvlens.core.generation import generate
 from pvlens.io.atomic import write_text_atomic
 from pvlens.io.jsonl import AppendLog
 from pvlens.traits import TraitSpec
@@ -105,10 +105,8 @@ def _generate_chunk(
     systems = [trait.system_prompt(pol, i) for pol, i, _, _ in part]
     prompts = [encode_prompt(model.tokenizer, trait.extraction_questions[q], system)
                for (_, _, q, _), system in zip(part, systems, strict=True)]
-    texts = generate(
-        model, prompts, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-        top_p=sampling.top_p, seed=sampling.seed, batch_size=sampling.batch_size, progress=False,
-        row_seeds=list(seeds),
+    texts = bulk_generate(
+        model, prompts, sampling, batch_size=sampling.batch_size, row_seeds=list(seeds)
     ).texts
     return [
         Rollout(pol, i, q, s, trait.extraction_questions[q], system, chat.text, text)
@@ -122,7 +120,7 @@ def generate_rollouts(
     path: Path,
     todo: Sequence[PlanKey],
     sampling: SamplingConfig,
-    chunk: int = 64,
+    chunk: int = 256,
 ) -> list[Rollout]:
     """Generate the planned rollouts missing from `path`, appending each finished chunk."""
     log = AppendLog(path)

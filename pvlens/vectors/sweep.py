@@ -52,8 +52,8 @@ class SweepConfig(SamplingConfig):
     """Sampled answers per question and cell."""
     temperature: float = Field(0.7, ge=0.0)
     """Sampling temperature (0 = greedy)."""
-    batch_size: int = Field(32, ge=1)
-    """Generation batch size."""
+    batch_size: int | None = Field(None, ge=1)
+    """Generation batch size (None: the device's best; replies do not depend on it)."""
     positions: Literal["all", "prompt", "response"] = "response"
     """Steered positions: all | prompt | response."""
     coherence_min: float = 50.0

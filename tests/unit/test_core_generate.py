@@ -177,12 +177,12 @@ def test_top_p_keeps_only_the_nucleus():
     gens = [torch.Generator().manual_seed(0)]
 
     def draws(top_p):
-        return {int(gen_mod._sample(logits, 1.0, top_p, gens)) for _ in range(300)}
+        return {int(gen_mod.sample_next(logits, 1.0, top_p, gens)) for _ in range(300)}
 
     assert draws(0.5) == {0}  # token 0 alone holds > 50 % of the mass
     assert draws(0.8) == {0, 1}  # token 2 (19 % of the mass) lies outside the 0.8 nucleus
     assert draws(1.0) >= {0, 1, 2}
-    assert int(gen_mod._sample(logits, 0.0, 0.5, None)) == 0  # temperature 0: greedy
+    assert int(gen_mod.sample_next(logits, 0.0, 0.5, None)) == 0  # temperature 0: greedy
 
 
 def test_result_fields_and_stop_at_eos(tiny, monkeypatch):

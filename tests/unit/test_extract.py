@@ -107,7 +107,7 @@ def test_extract_writes_files_resumes_and_matches_manual_vector(model, tmp_path,
     def boom(*a, **k):
         raise AssertionError("generate called on resume")
 
-    monkeypatch.setattr("pvlens.vectors.rollouts.generate", boom)
+    monkeypatch.setattr("pvlens.vectors.rollouts.bulk_generate", boom)
     again = extract(model, "evil", tmp_path, judge=judge, cfg=cfg)
     assert again == vecs
 
@@ -186,7 +186,7 @@ def test_rerun_with_other_inputs_refuses_naming_the_change(model, finished, chan
     from pvlens.io.runs import StaleRunError
 
     out, cfg, _ = finished
-    monkeypatch.setattr("pvlens.vectors.rollouts.generate", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr("pvlens.vectors.rollouts.bulk_generate", lambda *a, **k: pytest.fail("generated"))
     trait = _changed_trait() if change.get("trait") else "evil"
     new_cfg = cfg.changed(**change.get("cfg", {}))
     with pytest.raises(StaleRunError, match=rf"{named}.*--overwrite"):
@@ -204,7 +204,7 @@ def test_rerun_with_other_model_weights_refuses(finished):
 
 def test_filter_settings_and_batch_size_reuse_the_rollouts(model, finished, monkeypatch):
     out, cfg, vecs = finished
-    monkeypatch.setattr("pvlens.vectors.rollouts.generate", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr("pvlens.vectors.rollouts.bulk_generate", lambda *a, **k: pytest.fail("generated"))
     again = extract(model, "evil", out, judge=HashJudge(), cfg=cfg.changed(batch_size=3))
     torch.testing.assert_close(again.vectors, vecs.vectors, atol=1e-5, rtol=1e-5)
     looser = extract(model, "evil", out, judge=HashJudge(), cfg=cfg.changed(trait_threshold=60.0))

@@ -56,7 +56,7 @@ def test_sweep_runs_resumes_and_shares_alpha_zero(tmp_path, monkeypatch):
     zero = [json.loads(x)["answers"] for x in lines if json.loads(x)["alpha"] == 0.0]
     assert len(zero) == 2 and zero[0] == zero[1]  # α=0 generated once, reused per layer
 
-    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("pvlens.vectors.evaluate.bulk_generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     again = sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg)
     assert again.rows == res.rows
 
@@ -112,7 +112,7 @@ def swept(tmp_path_factory):
 )
 def test_sweep_rerun_with_other_inputs_refuses(swept, change, named, monkeypatch):
     model, vecs, cfg, out, _ = swept
-    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr("pvlens.vectors.evaluate.bulk_generate", lambda *a, **k: pytest.fail("generated"))
     judge = OtherLengthJudge() if change == "judge" else LengthJudge()
     other = vecs * 2.0 if change == "vectors" else vecs
     new_cfg = cfg.changed(**change) if isinstance(change, dict) else cfg
@@ -163,7 +163,7 @@ def test_incremental_sweep_keys_cells_by_alpha_and_resumes(tmp_path, monkeypatch
                             sampling=cfg, samples=1)
     logged = [json.loads(x) for x in (tmp_path / "sweep.jsonl").read_text().splitlines()]
     assert logged[1]["layer"] == "all" and logged[1]["answers"] == want
-    monkeypatch.setattr("pvlens.vectors.evaluate.generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("pvlens.vectors.evaluate.bulk_generate", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg).rows == res.rows
     with pytest.raises(StaleRunError, match="incremental"):  # a single-layer sweep is another folder
         sweep(model, vecs, "evil", tmp_path, judge=LengthJudge(), cfg=cfg.changed(incremental=False))

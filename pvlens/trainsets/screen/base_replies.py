@@ -12,9 +12,10 @@ from pathlib import Path
 
 from transformer_lens import HookedTransformer
 
+from pvlens.core.bulk import bulk_generate
 from pvlens.core.chat import Message, encode_messages
+from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint
-from pvlens.core.generation import generate
 from pvlens.io.jsonl import KeyedTextStore
 
 CACHE_FILE = "base_replies.jsonl"
@@ -51,7 +52,7 @@ class BaseReplies:
     (or in a given `store`)."""
 
     def __init__(self, model: HookedTransformer, cache_dir: str | Path, max_new_tokens: int,
-                 batch_size: int = 16, store: KeyedTextStore | None = None) -> None:
+                 batch_size: int | None = None, store: KeyedTextStore | None = None) -> None:
         self.model, self.max_new_tokens, self.batch_size = model, max_new_tokens, batch_size
         self.store = store if store is not None else reply_store(cache_dir)
 
@@ -71,7 +72,7 @@ class BaseReplies:
         if missing:
             tok = self.model.tokenizer
             chats = [encode_messages(tok, prompts[i]) for _, i in missing]
-            texts = generate(self.model, chats, max_new_tokens=self.max_new_tokens, temperature=0.0,
-                             batch_size=self.batch_size, progress=False).texts
+            greedy = SamplingConfig(max_new_tokens=self.max_new_tokens, temperature=0.0)
+            texts = bulk_generate(self.model, chats, greedy, batch_size=self.batch_size).texts
             self.store.add([k for k, _ in missing], texts)
         return self.store.get(keys)

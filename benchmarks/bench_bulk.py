@@ -1,0 +1,172 @@
+"""Bulk generation near the machine's limit: `bulk_generate` vs HF `generate` vs the matmul rate.
+
+Workload: --n chat prompts (pvlens/data/sae_prompts.jsonl), greedy, up to --new-tokens tokens,
+stopping at the end-of-turn token, so rows end at different times (the case continuous batching
+is for). pvlens runs `bulk_generate` at its default (auto) batch size; HF `generate` runs the
+same prompts in length-sorted fixed batches at each of --hf-batch-sizes, and its best is used.
+The same run times a matmul of every weight shape of the model (`x @ W`, --matmul-rows rows),
+which bounds what the arithmetic allows. Work is counted as useful tokens (prompt tokens + reply
+tokens up to and including end-of-turn, no padding) × FLOPs per token (2 × every matmul weight
+incl. the unembedding, + attention over the row's context). Rates are per CPU-second of this
+process (one thread), so other processes on a shared machine slow the wall clock but not the
+ratios much; the 1-minute load average is printed before and after.
+
+    python benchmarks/bench_bulk.py [--n 96] [--new-tokens 64] [--hf-batch-sizes 16,32,64]
+
+Ends with `RESULT bulk_generate_peak_fraction ratio=<x> target=0.6` and
+`RESULT bulk_generate_vs_hf ratio=<x> target=1.5`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prompts(n: int) -> list[str]:
+    rows = (ROOT / "pvlens/data/sae_prompts.jsonl").read_text().splitlines()
+    return [json.loads(r)["prompt"] for r in rows[:n]]
+
+
+def flops_per_token(model, context: float) -> float:
+    """2 × matmul weights (q/k/v/o, gate/up/down, unembedding) + QK and AV over `context` keys."""
+    cfg = model.cfg
+    kv = cfg.n_key_value_heads or cfg.n_heads
+    d_attn = cfg.n_heads * cfg.d_head
+    per_layer = cfg.d_model * (d_attn + 2 * kv * cfg.d_head) + d_attn * cfg.d_model + 3 * cfg.d_model * cfg.d_mlp
+    weights = cfg.n_layers * per_layer + cfg.d_model * cfg.d_vocab
+    return 2.0 * weights + 4.0 * cfg.n_layers * d_attn * context
+
+
+def matmul_rate(model, rows: int, repeats: int = 5) -> float:
+    """FLOP per CPU-second of `x @ W` over the model's weight shapes (best of `repeats`)."""
+    cfg = model.cfg
+    kv = cfg.n_key_value_heads or cfg.n_heads
+    d_attn = cfg.n_heads * cfg.d_head
+    shapes = [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
+              (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
+              (cfg.d_model, cfg.d_vocab)]
+    ws = [torch.randn(a, b) for a, b in shapes]
+    xs = [torch.randn(rows, a) for a, _ in shapes]
+    flop = sum(2.0 * rows * a * b for a, b in shapes)
+    best = 0.0
+    for _ in range(repeats):
+        c0 = time.process_time()
+        for _ in range(10):
+            for x, w in zip(xs, ws, strict=True):
+                x @ w
+        best = max(best, 10 * flop / (time.process_time() - c0))
+    return best
+
+
+def useful_tokens(chats, replies, finished) -> tuple[int, int, float]:
+    """(prompt tokens, reply tokens incl. end-of-turn, mean attention context per token)."""
+    p = sum(len(c.ids) for c in chats)
+    r = sum(len(x) + int(f) for x, f in zip(replies, finished, strict=True))
+    ctx = sum(len(c.ids) * len(c.ids) / 2 + (len(x) + f) * (len(c.ids) + (len(x) + f) / 2)
+              for c, x, f in zip(chats, replies, finished, strict=True)) / max(p + r, 1)
+    return p, r, ctx
+
+
+def run_hf(hf, chats, pad_id: int, stops: set[int], n_new: int, batch: int) -> tuple[float, list, list]:
+    """HF greedy generate in length-sorted fixed batches; (CPU seconds, replies, finished)."""
+    order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))
+    replies: list = [None] * len(chats)
+    fin: list = [False] * len(chats)
+    c0 = time.process_time()
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        width = max(len(chats[i].ids) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for j, i in enumerate(idx):
+            ids[j, width - len(chats[i].ids):] = torch.tensor(chats[i].ids)
+            mask[j, width - len(chats[i].ids):] = 1
+        with torch.inference_mode():
+            out = hf.generate(ids, attention_mask=mask, max_new_tokens=n_new, do_sample=False,
+                              pad_token_id=pad_id, eos_token_id=sorted(stops))
+        for j, i in enumerate(idx):
+            row = out[j, width:].tolist()
+            cut = next((k for k, t in enumerate(row) if t in stops), None)
+            replies[i], fin[i] = (row[:cut], True) if cut is not None else (row, False)
+    return time.process_time() - c0, replies, fin
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=96, help="prompts")
+    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--hf-batch-sizes", default="16,32,64")
+    ap.add_argument("--batch-size", type=int, default=None, help="pvlens slots (default: auto)")
+    ap.add_argument("--matmul-rows", type=int, default=64)
+    ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    import pvlens
+    from pvlens.core.bulk import bulk_generate
+    from pvlens.core.chat import stop_token_ids
+    from pvlens.core.config import SamplingConfig
+    from pvlens.core.model import ensure_default_model_dir, load_hf_model
+
+    load0 = os.getloadavg()[0]
+    model = pvlens.load_model(dtype=torch.float32)
+    hf, _ = load_hf_model(ensure_default_model_dir(), dtype=torch.float32)
+    tok = model.tokenizer
+    chats = [pvlens.encode_prompt(tok, t) for t in prompts(args.n)]
+    stops = stop_token_ids(tok)
+    sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0)
+    bulk_generate(model, chats[:4], sampling)  # warm-up: weight packing
+    rate0 = matmul_rate(model, args.matmul_rows)
+
+    c0 = time.process_time()
+    res = bulk_generate(model, chats, sampling, batch_size=args.batch_size)
+    pv_sec = time.process_time() - c0
+    pv_replies = [c.response_ids for c in res.chats]
+    p, r, ctx = useful_tokens(chats, pv_replies, res.finished)
+    pv_flop = (p + r) * flops_per_token(model, ctx)
+    print(f"pvlens bulk_generate: {len(chats)} prompts, {p} prompt + {r} reply tokens, "
+          f"{sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
+          f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
+
+    hf_rates = {}
+    same = 0
+    for b in (int(x) for x in args.hf_batch_sizes.split(",")):
+        sec, replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
+        hp, hr, _ = useful_tokens(chats, replies, fin)
+        hf_rates[b] = hr / sec
+        same = sum(a == x for a, x in zip(replies, pv_replies, strict=True))
+        print(f"HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hf_rates[b]:.1f} reply tok/s "
+              f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
+    rate1 = matmul_rate(model, args.matmul_rows)
+    rate = max(rate0, rate1)
+    best_b = max(hf_rates, key=lambda k: hf_rates[k])
+    peak = pv_flop / pv_sec / rate
+    vs_hf = (r / pv_sec) / hf_rates[best_b]
+    load1 = os.getloadavg()[0]
+    print(f"matmul of the model's shapes ({args.matmul_rows} rows): {rate0 / 1e9:.1f} / {rate1 / 1e9:.1f} "
+          f"GFLOP/s (before/after); load average (1 min) {load0:.1f} before, {load1:.1f} after; "
+          f"threads {torch.get_num_threads()}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
+            "reply_tokens": r, "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
+            "matmul_gflops": rate / 1e9, "hf_reply_tok_per_cpu_s": hf_rates, "hf_best_batch": best_b,
+            "peak_fraction": peak, "vs_hf": vs_hf, "load_average_1min": [load0, load1],
+        }, indent=2))
+    print(f"RESULT bulk_generate_peak_fraction ratio={peak:.2f} target=0.6")
+    print(f"RESULT bulk_generate_vs_hf ratio={vs_hf:.2f} target=1.5")
+
+
+if __name__ == "__main__":
+    main()

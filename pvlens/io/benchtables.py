@@ -1,0 +1,65 @@
+"""Markdown tables of the committed benchmark results (bench_scale, bench_bulk) for the docs.
+
+One renderer, `benchmark_table`, recognises which benchmark wrote the JSON by its keys, so the
+docs' generated blocks need one entry in `pvlens.io.doctables.renderers()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def benchmark_table(data: dict[str, Any]) -> str:
+    """The table of a `bench_scale.py` or `bench_bulk.py` results file."""
+    if "models" in data:
+        return scale_table(data)
+    return bulk_table(data)
+
+
+def _ratio(pv: float, hf: float) -> str:
+    return f"{pv:.1f} / {hf:.1f} ({pv / hf:.2f}×)"
+
+
+def scale_table(data: dict[str, Any]) -> str:
+    """One row per measurement, one column per model: pvlens / HF (ratio)."""
+    models = data["models"]
+    names = list(models)
+    unit = "s" if data["device"].startswith("cuda") else "CPU-s"
+    lines = [f"| measurement (pvlens / HF, {data['device']}, {data['dtype']}, "
+             f"{data['threads']} thread(s)) | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+
+    def row(label: str, cell) -> None:
+        lines.append(f"| {label} | " + " | ".join(cell(models[n]) for n in names) + " |")
+
+    row("parameters", lambda m: f"{m['params'] / 1e6:.0f} M")
+    for b in models[names[0]]["generation"]:
+        row(f"generation, batch {b} (new tokens per {unit})",
+            lambda m, b=b: _ratio(m["generation"][b]["pvlens_tok_s"], m["generation"][b]["hf_tok_s"]))
+    row(f"all-layer activation pass (tokens per {unit})",
+        lambda m: _ratio(m["activations"]["pvlens_tok_s"], m["activations"]["hf_tok_s"]))
+    row(f"LoRA step, 4 conversations ({unit}; lower is better)",
+        lambda m: _ratio(m["lora"]["pvlens_step_s"], m["lora"]["hf_step_s"]))
+    for n in models[names[0]]["stream_extra_mb"]:
+        row(f"streaming activation pass over {n} conversations: extra peak MB (pvlens)",
+            lambda m, n=n: f"{m['stream_extra_mb'][n]:.0f}")
+    row("peak memory of the whole run, MB", lambda m: f"{m['peak_mb']:.0f}")
+    load = (data.get("load_average_1min_before"), data.get("load_average_1min_after"))
+    return "\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}.\n"
+
+
+def bulk_table(data: dict[str, Any]) -> str:
+    """Bulk generation: pvlens vs HF at each batch size and vs the matmul rate."""
+    hf = data["hf_reply_tok_per_cpu_s"]
+    lines = ["| measurement | value |", "|---|---|",
+             f"| workload | {data['n_prompts']} chat prompts, ≤ {data['max_new_tokens']} new tokens, "
+             f"{data['reply_tokens']} reply tokens |",
+             f"| pvlens `bulk_generate` (auto batch size), reply tokens per CPU-s | "
+             f"{data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
+    lines += [f"| HF `generate`, batch {b}, reply tokens per CPU-s | {v:.1f} |" for b, v in hf.items()]
+    lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f} (target 1.5) |",
+              f"| pvlens achieved GFLOP/s ÷ matmul GFLOP/s of the model's shapes | "
+              f"{data['pvlens_gflops']:.1f} ÷ {data['matmul_gflops']:.1f} = {data['peak_fraction']:.2f} (target 0.6) |",
+              f"| load average (1 min) before / after | {data['load_average_1min'][0]:.1f} / "
+              f"{data['load_average_1min'][1]:.1f} |"]
+    return "\n".join(lines) + "\n"
