@@ -30,8 +30,20 @@ BLOCK = re.compile(r"<!-- generated: (?P<src>\S+) (?P<kind>\w+) -->\n(?P<body>.*
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.finetune.experiments.tables import mitigation_table
+    from pvlens.replicate import benchmarks, extraction, finetuning, models, monitoring, screening
 
-    return {"mitigation": mitigation_table}
+    return {
+        "mitigation": mitigation_table,
+        "monitor": monitoring.monitor_table,
+        "monitor_r": monitoring.monitor_r_table,
+        "screen": screening.screen_table,
+        "screen_auroc": screening.screen_auroc_table,
+        "models": models.models_table,
+        "bench": benchmarks.bench_table,
+        "ray": benchmarks.ray_table,
+        "shift": finetuning.shift_table,
+        "extraction": extraction.extraction_table,
+    }
 
 
 def generated_blocks(text: str) -> list[tuple[str, str, str]]:
