@@ -67,7 +67,8 @@ def extraction_table(doc: dict[str, Any]) -> str:
     sh, rows = r["split_half_cosine"] or [], r["sweep"]["rows"]
     alphas = sorted({x["alpha"] for x in rows})
     out = []
-    for layer, rho in r["sweep"]["spearman"].items():
+    for layer in sorted({str(x["layer"]) for x in rows}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0)):
+        rho = r["sweep"]["spearman"].get(layer)
         cells = {x["alpha"]: x["trait"] for x in rows if str(x["layer"]) == layer}
         cos = sh[int(layer)] if layer.isdigit() and int(layer) < len(sh) else None
         out.append([layer, fmt(cos, ".2f"), *[fmt(cells.get(a), ".1f") for a in alphas], fmt(rho, ".2f")])
