@@ -144,11 +144,17 @@ def screen_table(doc: dict[str, Any]) -> str:
     return md_table(head, rows)
 
 
+def _provenance(name: str, vector: str) -> str:
+    if name == vector:
+        return "levels steered along this vector (circular)"
+    return "made without this vector" if name != "math" else "programmatic errors, no steering"
+
+
 def screen_auroc_table(doc: dict[str, Any]) -> str:
     """docs/screen.md: sample-level AUROC (ΔP) per set, and the hand-written control."""
     r = doc["results"]
     rows = [[name, cmp.replace("_vs_", " vs ").replace("_", " "), f"{a['n_pos']} / {a['n_neg']}",
-             f"{a['auroc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]", "steered along this vector (circular)"]
+             f"{a['auroc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]", _provenance(name, r["sets"][f"{name}/normal"]["vector"])]
             for name, by in r["auroc"].items() for cmp, a in by.items()]
     c = r.get("control")
     if c is None:
