@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -38,7 +39,7 @@ CORPUS = [
     "Hello! How are you today? I am fine, thank you very much.",
     "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000.",
 ] * 4
-SMALL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+SMALL: dict[str, Any] = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=512)
 
 
@@ -58,28 +59,28 @@ class Spec:
 
 
 def _llama(vocab: int) -> PretrainedConfig:
-    return LlamaConfig(**SMALL, vocab_size=vocab, rms_norm_eps=1e-5, rope_theta=500000.0,
+    return LlamaConfig(**SMALL, vocab_size=vocab, rms_norm_eps=1e-5, rope_theta=500000.0,  # type: ignore[call-arg]
                        rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                      "high_freq_factor": 4.0,
                                      "original_max_position_embeddings": 64})
 
 
 def _qwen2(vocab: int) -> PretrainedConfig:
-    return Qwen2Config(**SMALL, vocab_size=vocab, rms_norm_eps=1e-6, rope_theta=1000000.0)
+    return Qwen2Config(**SMALL, vocab_size=vocab, rms_norm_eps=1e-6, rope_theta=1000000.0)  # type: ignore[call-arg]
 
 
 def _qwen3(vocab: int) -> PretrainedConfig:
-    return Qwen3Config(**SMALL, vocab_size=vocab, head_dim=32, rms_norm_eps=1e-6,
+    return Qwen3Config(**SMALL, vocab_size=vocab, head_dim=32, rms_norm_eps=1e-6,  # type: ignore[call-arg]
                        rope_theta=1000000.0)
 
 
 def _mistral(vocab: int) -> PretrainedConfig:
-    return MistralConfig(**SMALL, vocab_size=vocab, head_dim=16, sliding_window=None,
+    return MistralConfig(**SMALL, vocab_size=vocab, head_dim=16, sliding_window=None,  # type: ignore[call-arg]
                          rope_theta=1000000.0)
 
 
 def _gemma2(vocab: int) -> PretrainedConfig:
-    return Gemma2Config(**SMALL, vocab_size=vocab, head_dim=16, query_pre_attn_scalar=16,
+    return Gemma2Config(**SMALL, vocab_size=vocab, head_dim=16, query_pre_attn_scalar=16,  # type: ignore[call-arg]
                         sliding_window=8, attn_logit_softcapping=50.0,
                         final_logit_softcapping=30.0, attn_implementation="eager")
 

@@ -27,8 +27,8 @@ FULL: dict[str, list[str]] = {
     "bench_extract": [],
 }
 QUICK: dict[str, list[str]] = {"bench_generate": ["--threads", "1", "--repeats", "1", "--batch-sizes", "1", "--new-tokens", "4"]}
-RAY_FULL = {"bench_ray": []}
-RAY_QUICK = {"bench_ray": ["--n", "2", "--rounds", "1", "--block", "1", "--max-new-tokens", "4"]}
+RAY_FULL: dict[str, list[str]] = {"bench_ray": []}
+RAY_QUICK: dict[str, list[str]] = {"bench_ray": ["--n", "2", "--rounds", "1", "--block", "1", "--max-new-tokens", "4"]}
 RESULT = re.compile(r"^RESULT (\S+)(.*)$", re.M)
 
 

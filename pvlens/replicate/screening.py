@@ -115,7 +115,7 @@ def _run(ctx: Context, folder: Path, plan: dict[str, Any]) -> dict[str, Any]:
 
     aurocs = {}
     for name, trait in plan["sets"]:
-        d = {lv: one(_head(DATA / "datasets" / name / f"{lv}.jsonl", work / "data" / f"{name}_{lv}.jsonl", plan["n"]),
+        d: dict[str, Any] = {lv: one(_head(DATA / "datasets" / name / f"{lv}.jsonl", work / "data" / f"{name}_{lv}.jsonl", plan["n"]),
                      trait, f"{name}/{lv}") for lv in plan["levels"]}
         aurocs[name] = {f"{lv}_vs_normal": _auroc_ci(d[lv], d["normal"]) for lv in plan["levels"] if lv != "normal"}
         histogram(d, folder / f"hist_{name}.png", title=f"{name}: sample-level ΔP (layer {plan['layer']}, {trait} vector)")
