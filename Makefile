@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test unit integration lint typecheck docs notebooks bench clean
+.PHONY: install browser demo test unit integration lint typecheck docs notebooks bench replicate clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +52,11 @@ test: install browser
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict -q -d .site
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
+
+# Regenerate every measured number the docs show (results/<name>/), then the docs' tables.
+replicate: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pvlens replicate
+	$(BIN)/python -m pvlens.io.doctables docs/*.md
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py

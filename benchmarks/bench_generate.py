@@ -97,7 +97,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, dtype {dtype}, "
           f"{args.new_tokens} new tokens, steering at layer {args.layer} (‖αv‖ = 8)", flush=True)
 
-    results = {}
+    results, cpu_ratio = {}, {}
     for b in sizes:
         chats = [pvlens.encode_prompt(tok, t) for t in texts[:b]]
         run_hf = functools.partial(hf_generate, hf, chats, tok.pad_token_id, args.new_tokens)
@@ -116,10 +116,12 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in tps.items()}
         cmed = {k: statistics.median(v) for k, v in cps.items()}
         results[b] = med["pv"] / med["hf"]
+        cpu_ratio[b] = cmed["pv"] / cmed["hf"]
         print(f"batch {b}: HF unsteered {med['hf']:6.1f} tok/s {fmt(tps['hf'])} | pvlens steered "
               f"{med['pv']:6.1f} tok/s {fmt(tps['pv'])} | per CPU-second: HF {cmed['hf']:.1f}, "
               f"pvlens {cmed['pv']:.1f} (ratio {cmed['pv'] / cmed['hf']:.2f})", flush=True)
     for b, r in results.items():
+        print(f"RESULT generate_b{b}_per_cpu_second ratio={cpu_ratio[b]:.2f}")
         print(f"RESULT generate_b{b} ratio={r:.2f} target={TARGET}")
 
 

@@ -78,6 +78,8 @@ def rates(samples: list, warm: list, args: argparse.Namespace) -> tuple[float, f
     n = len(samples) * args.rounds
     print(f"worker CPU s/sample: 1 worker {c1 / n:.2f}, 2 workers {c2 / n:.2f}; CPU-busy workers during "
           f"the run: 1 worker {c1 / t1:.2f}, 2 workers {c2 / t2:.2f} (2.0 = both had a core throughout)")
+    print(f"RESULT ray_cpu cpu_s_per_sample_1={c1 / n:.3f} cpu_s_per_sample_2={c2 / n:.3f} "
+          f"cores_1={c1 / t1:.3f} cores_2={c2 / t2:.3f}")
     return n / t1, n / t2
 
 
@@ -106,6 +108,8 @@ def main() -> None:
     print(f"1 worker: {one:.3f} samples/s; 2 workers: {two:.3f} samples/s")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(f"per-worker rate (1 thread): {one:.3f} samples/s; 1M samples ≈ {1e6 / one / 3600:.0f} worker-hours")
+    print(f"RESULT ray_rates samples_per_s_1={one:.4f} samples_per_s_2={two:.4f} n={len(samples)} rounds={args.rounds} "
+          f"load_after={os.getloadavg()[0]:.2f}")
     print(f"RESULT ray_screen_scaling ratio={two / one:.2f} target={TARGET}")
 
 

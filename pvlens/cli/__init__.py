@@ -81,6 +81,10 @@ def _register() -> None:
 
     app.command("validate")(validate.validate_cmd)
 
+    from pvlens.cli import replicate
+
+    app.command("replicate")(replicate.replicate_cmd)
+
 
 _register()
 

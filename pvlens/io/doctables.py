@@ -31,13 +31,23 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.finetune.experiments.tables import mitigation_table
     from pvlens.io.benchtables import benchmark_table
+    from pvlens.replicate import benchmarks, extraction, finetuning, models, monitoring, screening
     from pvlens.sae.corpusbuild import manifest_table
     from pvlens.vectors.formats.llamacpp_check import llamacpp_check_table
 
     return {
+        "mitigation": mitigation_table,
+        "monitor": monitoring.monitor_table,
+        "monitor_r": monitoring.monitor_r_table,
+        "screen": screening.screen_table,
+        "screen_auroc": screening.screen_auroc_table,
+        "models": models.models_table,
+        "bench": benchmarks.bench_table,
+        "ray": benchmarks.ray_table,
+        "shift": finetuning.shift_table,
+        "extraction": extraction.extraction_table,
         "benchmark": benchmark_table,
         "llamacpp_check": llamacpp_check_table,
-        "mitigation": mitigation_table,
         "sae_corpus": manifest_table,
     }
 

@@ -1,0 +1,75 @@
+"""Extraction stability and dose-response: `extract evil --preset cpu` (split-half cosine per
+layer, kept counts) then the layer × α sweep (Spearman ρ of trait score vs α per layer) — what
+`make demo` runs and README.md / docs/extract.md quote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pvlens.replicate.registry import Context
+from pvlens.replicate.tables import fmt, md_table
+
+TRAIT = "evil"
+
+
+class TextHashJudge:
+    """Quick runs only: a stand-in judge whose trait score is a hash of the answer text (no trait
+    meaning at all), so that the random tiny model's rollouts split into kept pos / neg samples and
+    the whole pipeline (filter, vectors, split-half, sweep) runs. Never used for a docs number."""
+
+    def score_many(self, pairs: list[tuple[str, str]]) -> list[float]:
+        import hashlib
+
+        return [float(int(hashlib.md5(a.encode()).hexdigest(), 16) % 100) for _, a in pairs]
+
+    def coherence_many(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return [80.0] * len(pairs)
+
+    def describe(self) -> dict[str, str]:
+        return {"kind": "text-hash (quick pipeline check)"}
+
+
+def _configs(ctx: Context) -> tuple[Any, Any]:
+    from pvlens.vectors.extract import ExtractConfig
+    from pvlens.vectors.sweep import SweepConfig
+
+    if not ctx.quick:
+        return ExtractConfig.preset("cpu"), SweepConfig()
+    # a pipeline check on the random tiny model (with TextHashJudge)
+    return (ExtractConfig.preset("tiny", n_questions=2, max_new_tokens=4, trait_threshold=50.0, min_kept=2),
+            SweepConfig(layers=[0, 1], alphas=[0.0, 2.0], n_questions=2, samples=1, max_new_tokens=4))
+
+
+def inputs(ctx: Context) -> dict[str, Any]:
+    ecfg, scfg = _configs(ctx)
+    return {"model": ctx.model_key(), "trait": TRAIT, "judge": "text-hash" if ctx.quick else "offline", "extract": ecfg.model_dump(mode="json"),
+            "sweep": scfg.model_dump(mode="json")}
+
+
+def run(ctx: Context, folder: Path) -> dict[str, Any]:
+    from pvlens.vectors.extract import extract
+    from pvlens.vectors.sweep import sweep
+
+    ecfg, scfg = _configs(ctx)
+    judge: Any = TextHashJudge() if ctx.quick else None
+    vecs = extract(ctx.model, TRAIT, folder / "run", judge=judge, cfg=ecfg)
+    res = sweep(ctx.model, vecs, TRAIT, folder / "run" / "sweep", judge=judge, cfg=scfg)
+    meta = vecs.metadata
+    return {"trait": TRAIT, "split_half_cosine": meta.get("split_half_cosine"), "counts": meta.get("counts"),
+            "sweep": {"rows": res.rows, "spearman": {str(k): v for k, v in res.spearman.items()},
+                      "best_layer": res.best_layer, "best_alpha": res.best_alpha}}
+
+
+def extraction_table(doc: dict[str, Any]) -> str:
+    """Per swept layer: split-half cosine, trait score at each α, Spearman ρ."""
+    r = doc["results"]
+    sh, rows = r["split_half_cosine"] or [], r["sweep"]["rows"]
+    alphas = sorted({x["alpha"] for x in rows})
+    out = []
+    for layer in sorted({str(x["layer"]) for x in rows}, key=lambda x: (not x.isdigit(), int(x) if x.isdigit() else 0)):
+        rho = r["sweep"]["spearman"].get(layer)
+        cells = {x["alpha"]: x["trait"] for x in rows if str(x["layer"]) == layer}
+        cos = sh[int(layer)] if layer.isdigit() and int(layer) < len(sh) else None
+        out.append([layer, fmt(cos, ".2f"), *[fmt(cells.get(a), ".1f") for a in alphas], fmt(rho, ".2f")])
+    return md_table(["layer", "split-half cosine", *[f"trait at α={a:g}" for a in alphas], "Spearman ρ"], out)
