@@ -96,14 +96,20 @@ def logistic_probe(pos: Float[Tensor, "n_pos n_layers d"], neg: Float[Tensor, "n
     return torch.stack(out)
 
 
+Pairs = tuple[list[int], list[int]]
+"""(pos rows, neg rows) that form the pairs PCA of differences uses (pos[i] with neg[j])."""
+
+
 def directions(
     pos: Float[Tensor, "n_pos n_layers d"], neg: Float[Tensor, "n_neg n_layers d"],
-    methods: Sequence[str] = METHODS, seed: int = 0,
+    methods: Sequence[str] = METHODS, seed: int = 0, pairs: Pairs | None = None,
 ) -> dict[str, Float[Tensor, "n_layers d"]]:
-    """{method: [n_layers, d]} for the requested methods (pca needs pos[i], neg[i] paired)."""
+    """{method: [n_layers, d]}; mean and probe use every row, pca the `pairs` (default: row i
+    of pos with row i of neg)."""
+    ip, ineg = pairs if pairs is not None else (list(range(pos.shape[0])), list(range(neg.shape[0])))
     build = {
         "mean": lambda: mean_difference(pos, neg),
-        "pca": lambda: pca_of_differences(pos, neg),
+        "pca": lambda: pca_of_differences(pos[ip], neg[ineg]),
         "probe": lambda: logistic_probe(pos, neg, seed=seed),
     }
     return {m: build[m]() for m in check_methods(methods)}
@@ -111,7 +117,8 @@ def directions(
 
 def method_tensors(
     pos: dict[str, Tensor], neg: dict[str, Tensor], methods: Sequence[str], seed: int = 0,
+    pairs: Pairs | None = None,
 ) -> dict[str, Tensor]:
     """Every reduction × method as named tensors for a PersonaVectors file (see `method_key`)."""
     return {method_key(red, m): t for red in pos
-            for m, t in directions(pos[red], neg[red], methods, seed).items()}
+            for m, t in directions(pos[red], neg[red], methods, seed, pairs).items()}

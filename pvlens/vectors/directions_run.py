@@ -26,23 +26,26 @@ MIN_MATCH_COSINE = 0.99
 """Recomputed vs stored mean difference: lowest per-layer cosine accepted as 'same rollouts'."""
 
 
-def kept_pairs(rollouts: Sequence[Rollout]) -> tuple[list[Rollout], list[Rollout]]:
-    """(pos, neg) kept rollouts of the pairs where both sides were kept, aligned by pair key."""
-    by_key: dict[tuple[int, int, int], dict[str, Rollout]] = {}
-    for r in rollouts:
-        if r.kept:
-            by_key.setdefault(r.pair_key, {})[r.polarity] = r
-    keys = sorted(k for k, pair in by_key.items() if {"pos", "neg"} <= set(pair))
-    if len(keys) < 2:
-        raise InputError(f"only {len(keys)} kept pos/neg pairs in the rollouts; directions need ≥ 2")
-    return [by_key[k]["pos"] for k in keys], [by_key[k]["neg"] for k in keys]
+def pair_rows(pos: Sequence[Rollout], neg: Sequence[Rollout]) -> tuple[list[int], list[int]]:
+    """Rows of `pos` and `neg` that share a pair key (same question, instruction, sample), aligned."""
+    where = {r.pair_key: j for j, r in enumerate(neg)}
+    matched = sorted((r.pair_key, i) for i, r in enumerate(pos) if r.pair_key in where)
+    if len(matched) < 2:
+        raise InputError(f"only {len(matched)} kept pos/neg pairs; PCA of differences needs ≥ 2")
+    return [i for _, i in matched], [where[k] for k, _ in matched]
 
 
-def pair_activations_from_rollouts(
-    model: HookedTransformer, rollouts: Sequence[Rollout], reductions: Sequence[str], batch_size: int = 16,
+def kept_rollouts(rollouts: Sequence[Rollout]) -> tuple[list[Rollout], list[Rollout]]:
+    """(pos, neg) rollouts marked kept, in file order (the rows the mean difference was built from)."""
+    return ([r for r in rollouts if r.kept and r.polarity == "pos"],
+            [r for r in rollouts if r.kept and r.polarity == "neg"])
+
+
+def kept_activations(
+    model: HookedTransformer, pos: Sequence[Rollout], neg: Sequence[Rollout], reductions: Sequence[str],
+    batch_size: int = 16,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Per reduction, `[n_pairs, n_layers, d_model]` activations of the kept pos and neg replies."""
-    pos, neg = kept_pairs(rollouts)
+    """Per reduction, `[n, n_layers, d_model]` activations of the kept pos and neg replies."""
     tok = model.tokenizer
     return tuple(  # type: ignore[return-value]
         collect(model, [r.chat(tok) for r in rs], list(reductions), batch_size=batch_size, progress=False)
@@ -68,18 +71,26 @@ def check_same_source(vecs: PersonaVectors, pos: dict[str, Tensor], neg: dict[st
     return [round(float(c), 5) for c in cos]
 
 
+def methods_record(methods: Sequence[str], n_pos: int, n_neg: int, n_pairs: int) -> dict[str, object]:
+    """Metadata saying which methods a file holds, their tensor names and the sample counts."""
+    return {"available": ["mean", *[m for m in methods if m != "mean"]], "n_pos": n_pos, "n_neg": n_neg,
+            "n_pairs": n_pairs, "keys": {m: method_key("<reduction>", m) for m in methods},
+            "scale": "pca/probe rescaled per layer to the mean difference's norm"}
+
+
 def add_directions(
     model: HookedTransformer, vecs: PersonaVectors, rollouts_path: str | Path,
     methods: Sequence[str] = ("pca", "probe"), batch_size: int = 16, seed: int = 0,
 ) -> PersonaVectors:
     """`vecs` with `methods`' tensors added for every base reduction (mean stays the default)."""
     methods = [m for m in check_methods(methods) if m != "mean"]
-    rollouts = read_rollouts(Path(rollouts_path))
-    pos, neg = pair_activations_from_rollouts(model, rollouts, base_reductions(vecs), batch_size)
+    pos_r, neg_r = kept_rollouts(read_rollouts(Path(rollouts_path)))
+    if min(len(pos_r), len(neg_r)) < 2:
+        raise InputError(f"{rollouts_path} has {len(pos_r)} kept pos and {len(neg_r)} kept neg rollouts; need ≥ 2 each")
+    pos, neg = kept_activations(model, pos_r, neg_r, base_reductions(vecs), batch_size)
     match = check_same_source(vecs, pos, neg, str(rollouts_path))
-    extra = method_tensors(pos, neg, methods, seed)
-    meta = {**vecs.metadata, "methods": {
-        "available": ["mean", *methods], "n_pairs": int(next(iter(pos.values())).shape[0]),
-        "recomputed_mean_cosine_min": min(match), "keys": {m: method_key("<reduction>", m) for m in methods},
-    }}
+    pairs = pair_rows(pos_r, neg_r)
+    extra = method_tensors(pos, neg, methods, seed, pairs)
+    meta = {**vecs.metadata, "methods": methods_record(methods, len(pos_r), len(neg_r), len(pairs[0]))}
+    meta["methods"]["recomputed_mean_cosine_min"] = min(match)
     return PersonaVectors({**vecs.tensors, **extra}, meta, vecs.reduction)

@@ -1,0 +1,155 @@
+"""Direction methods (mean, PCA of differences, logistic probe): math on synthetic activations,
+the from-rollouts route and extraction with --method on the tiny model."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+import pvlens
+from pvlens.errors import InputError
+from pvlens.vectors import PersonaVectors
+from pvlens.vectors.directions import (
+    directions,
+    logistic_probe,
+    mean_difference,
+    method_key,
+    pca_of_differences,
+)
+from pvlens.vectors.directions_run import add_directions, pair_rows
+from pvlens.vectors.extract import ExtractConfig, extract
+from pvlens.vectors.rollouts import Rollout, write_rollouts
+
+cos = torch.nn.functional.cosine_similarity
+
+
+def _synthetic(n: int = 60, layers: int = 2, d: int = 16, seed: int = 0):
+    """pos = neg-like noise + s_i·e (e = first axis, s_i ≈ 2 ± 1.5 varies by pair, so the
+    differences vary most along e, which centred PCA needs); a large shared per-pair offset."""
+    g = torch.Generator().manual_seed(seed)
+    shared = torch.randn(n, layers, d, generator=g)
+    pos = shared + 0.5 * torch.randn(n, layers, d, generator=g)
+    neg = shared + 0.5 * torch.randn(n, layers, d, generator=g)
+    pos[..., 0] += 2.0 + 1.5 * torch.randn(n, layers, generator=g)
+    return pos, neg
+
+
+def test_each_method_recovers_the_planted_axis_with_the_mean_norm_and_sign():
+    pos, neg = _synthetic()
+    e = torch.zeros(16)
+    e[0] = 1.0
+    mean = mean_difference(pos, neg)
+    for name, v in directions(pos, neg).items():
+        assert v.shape == (2, 16)
+        floor = 0.7 if name == "probe" else 0.9  # the unpaired probe also fits per-sample noise
+        assert cos(v, e.expand(2, 16), dim=-1).min() > floor, name
+        torch.testing.assert_close(v.norm(dim=-1), mean.norm(dim=-1))  # rescaled to the mean's norm
+        assert (v * mean).sum(-1).min() > 0  # sign-aligned with the mean difference
+
+
+def test_pca_uses_pairs_and_differs_from_the_mean_when_the_variance_axis_is_not_the_mean_axis():
+    g = torch.Generator().manual_seed(1)
+    pos = torch.randn(50, 1, 8, generator=g) * 0.1
+    neg = torch.randn(50, 1, 8, generator=g) * 0.1
+    pos[:, 0, 0] += 1.0  # constant shift: the mean difference
+    pos[:, 0, 1] += torch.linspace(-3, 3, 50)  # varying along axis 1: the top PC of differences
+    v = pca_of_differences(pos, neg)[0]
+    assert abs(float(v[1])) / float(v.norm()) > 0.95
+    assert float(v @ mean_difference(pos, neg)[0]) >= 0
+    with pytest.raises(InputError, match="pairs"):
+        pca_of_differences(pos[:1], neg[:1])
+
+
+def test_pca_matches_sklearn_pca_of_differences_as_repeng_computes_it():
+    from sklearn.decomposition import PCA
+
+    pos, neg = _synthetic(seed=3)
+    ours = pca_of_differences(pos, neg)
+    for layer in range(2):
+        diff = (pos[:, layer] - neg[:, layer]).double().numpy()
+        ref = torch.from_numpy(PCA(n_components=1).fit(diff).components_[0])  # repeng's pca_diff
+        assert abs(float(cos(ours[layer].double(), ref, dim=0))) > 0.9999
+
+
+def test_probe_ignores_a_high_variance_nuisance_the_mean_is_pulled_by():
+    g = torch.Generator().manual_seed(2)
+    n = 80
+    pos = torch.randn(n, 1, 6, generator=g) * 0.3
+    neg = torch.randn(n, 1, 6, generator=g) * 0.3
+    pos[:, 0, 0] += 1.0
+    pos[:, 0, 1] += 5.0 + 10.0 * torch.randn(n, generator=g)  # big mean shift, useless for separation
+    v = logistic_probe(pos, neg)[0]
+    m = mean_difference(pos, neg)[0]
+    assert abs(float(v[0])) > abs(float(v[1]))  # the probe weights the clean separating axis
+    assert abs(float(m[1])) > abs(float(m[0]))  # the mean difference is dominated by the nuisance
+
+
+def test_method_keys_and_unknown_methods():
+    assert method_key("response_avg", "mean") == "response_avg"
+    assert method_key("response_avg", "pca") == "response_avg:pca"
+    with pytest.raises(InputError, match="choose from"):
+        method_key("response_avg", "lda")
+    with pytest.raises(ValidationError, match="lda"):
+        ExtractConfig(methods=("mean", "lda"))
+
+
+def _rollout(pol: str, q: int, text: str) -> Rollout:
+    return Rollout(pol, 0, q, 0, f"question {q}?", "You are an assistant.", "p", text, 80.0, 80.0, True)
+
+
+def test_pair_rows_align_by_pair_key():
+    pos = [_rollout("pos", q, "x") for q in (3, 1, 2)]
+    neg = [_rollout("neg", q, "y") for q in (1, 2, 9)]
+    ip, ineg = pair_rows(pos, neg)
+    assert [pos[i].question_index for i in ip] == [neg[j].question_index for j in ineg] == [1, 2]
+
+
+def test_add_directions_from_rollouts_and_refuses_foreign_rollouts(tmp_path):
+    model = pvlens.tiny_model()
+    rs = [_rollout(p, q, f"{'cruel ' if p == 'pos' else 'kind '}answer number {q} " * 3)
+          for q in range(6) for p in ("pos", "neg")]
+    write_rollouts(tmp_path / "r.jsonl", rs)
+    from pvlens.core.activations import collect
+
+    tok = model.tokenizer
+    acts = {p: collect(model, [r.chat(tok) for r in rs if r.polarity == p], ("response_avg",), progress=False)
+            for p in ("pos", "neg")}
+    vecs = PersonaVectors({"response_avg": mean_difference(acts["pos"]["response_avg"], acts["neg"]["response_avg"])},
+                          {"trait": "evil"})
+    out = add_directions(model, vecs, tmp_path / "r.jsonl")
+    assert set(out.tensors) == {"response_avg", "response_avg:pca", "response_avg:probe"}
+    assert out.reduction == "response_avg" and torch.equal(out.vectors, vecs.vectors)
+    assert out.metadata["methods"]["n_pairs"] == 6 and out.metadata["methods"]["recomputed_mean_cosine_min"] > 0.999
+    out.save(tmp_path / "v.safetensors")
+    assert PersonaVectors.load(tmp_path / "v.safetensors", "response_avg:pca") == out.use("response_avg:pca")
+    foreign = PersonaVectors({"response_avg": torch.randn_like(vecs.vectors)}, {})
+    with pytest.raises(InputError, match="not the ones"):
+        add_directions(model, foreign, tmp_path / "r.jsonl")
+
+
+class _HashJudge:
+    """Pos rows (even positions) score high, neg low; coherent."""
+
+    def score_many(self, pairs):
+        return [90.0 if i % 2 == 0 else 10.0 for i, _ in enumerate(pairs)]
+
+    def coherence_many(self, pairs):
+        return [80.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "hash-test", "h": hashlib.md5(b"x").hexdigest()}
+
+
+def test_extract_with_methods_saves_them_next_to_the_mean(tmp_path):
+    model = pvlens.tiny_model()
+    cfg = ExtractConfig.preset("tiny", samples_per_pair=1, pairing="pair", trait_threshold=50,
+                               methods=("mean", "pca", "probe"))
+    vecs = extract(model, "evil", tmp_path, judge=_HashJudge(), cfg=cfg)
+    names = {f"{r}{s}" for r in ("response_avg", "prompt_avg", "last_prompt") for s in ("", ":pca", ":probe")}
+    assert set(vecs.tensors) == names and vecs.reduction == "response_avg"
+    plain = extract(model, "evil", tmp_path, judge=_HashJudge(), cfg=cfg.model_copy(update={"methods": ("mean",)}))
+    torch.testing.assert_close(plain.vectors, vecs.vectors)  # mean stays the default and unchanged
+    assert vecs.metadata["methods"]["n_pairs"] == vecs.metadata["counts"]["pos_kept"]
