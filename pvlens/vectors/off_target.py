@@ -11,7 +11,7 @@ held-out prose.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import Field
@@ -23,6 +23,7 @@ from pvlens.core.steering import Steering
 from pvlens.finetune.capability import builtin_mc, mc_accuracy, perplexity
 from pvlens.io.stats import bootstrap_ci
 from pvlens.judges import load_judge
+from pvlens.judges.base import Judge
 from pvlens.traits import builtin_traits, load_trait
 from pvlens.vectors.coerce import as_persona_vectors
 from pvlens.vectors.evaluate import evaluate_steered
@@ -53,10 +54,19 @@ class OffTargetConfig(Config):
     """Sampling and bootstrap seed."""
 
 
-def judged_scores(pairs: Sequence[tuple[str, str]], traits: Sequence[str]) -> dict[str, list[float | None]]:
-    """Every trait's offline-judge score of each (question, answer), plus coherence."""
-    scores: dict[str, list[float | None]] = {t: load_judge("offline", trait=t).score_many(pairs) for t in traits}
-    scores["coherence"] = load_judge("offline", trait=traits[0]).coherence_many(pairs)
+JudgeFor = Callable[[str], Judge]
+"""Trait name → its judge (default: the offline judge)."""
+
+
+def offline_judge(trait: str) -> Judge:
+    return load_judge("offline", trait=trait)
+
+
+def judged_scores(pairs: Sequence[tuple[str, str]], traits: Sequence[str], judge_for: JudgeFor = offline_judge,
+                  ) -> dict[str, list[float | None]]:
+    """Every trait's judge score of each (question, answer), plus coherence."""
+    scores: dict[str, list[float | None]] = {t: judge_for(t).score_many(pairs) for t in traits}
+    scores["coherence"] = judge_for(traits[0]).coherence_many(pairs)
     return scores
 
 
@@ -82,28 +92,30 @@ def capability(model: HookedTransformer, steer: Steering | None, cfg: OffTargetC
 
 
 def off_target(model: HookedTransformer, cfg: OffTargetConfig | None = None,
-               vectors: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The matrix as one JSON-ready dict: rows = steered trait ('none' first), columns = judged traits."""
+               vectors: dict[str, Any] | None = None, judge_for: JudgeFor = offline_judge,
+               judged: Sequence[str] | None = None) -> dict[str, Any]:
+    """The matrix as one JSON-ready dict: rows = steered trait ('none' first), columns = judged
+    traits (default: every built-in trait)."""
     cfg = cfg or OffTargetConfig()
     layer = default_layer(model) if cfg.layer is None else cfg.layer
     vecs = {t: as_persona_vectors((vectors or {}).get(t, t)) for t in cfg.steered}
     questions = [q for t in cfg.steered for q in load_trait(t).evaluation_questions[: cfg.questions_per_trait]]
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, batch_size=32)
-    judged = builtin_traits()
+    judged = list(judged or builtin_traits())
     rows: dict[str, Any] = {}
     base: dict[str, list] = {}
     t0 = time.time()
     for name in ["none", *cfg.steered]:
         steer = None if name == "none" else Steering(vecs[name][layer], layer, cfg.alpha, "response")
-        answers = evaluate_steered(model, questions, load_judge("offline", trait=judged[0]), steer,
-                                   sampling, samples=cfg.samples)
-        scores = judged_scores([(a["question"], a["answer"]) for a in answers], judged)
+        answers = evaluate_steered(model, questions, judge_for(judged[0]), steer, sampling, samples=cfg.samples)
+        scores = judged_scores([(a["question"], a["answer"]) for a in answers], judged, judge_for)
         base = base or scores
         rows[name] = {"judged": score_cells(scores, base, cfg), "capability": capability(model, steer, cfg),
                       "example": answers[0]["answer"]}
     return {
         "layer": layer, "alpha": cfg.alpha, "judged_traits": judged, "n_answers": len(questions) * cfg.samples,
         "inputs": {"model": model_fingerprint(model), "config": cfg.model_dump(),
+                   "judges": {t: judge_for(t).describe() for t in judged},
                    "vectors": {t: tensor_hash(v.vectors) for t, v in vecs.items()}},
         "rows": rows, "seconds": round(time.time() - t0, 1),
     }

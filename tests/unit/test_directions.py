@@ -153,3 +153,60 @@ def test_extract_with_methods_saves_them_next_to_the_mean(tmp_path):
     plain = extract(model, "evil", tmp_path, judge=_HashJudge(), cfg=cfg.model_copy(update={"methods": ("mean",)}))
     torch.testing.assert_close(plain.vectors, vecs.vectors)  # mean stays the default and unchanged
     assert vecs.metadata["methods"]["n_pairs"] == vecs.metadata["counts"]["pos_kept"]
+
+
+class _LengthJudge:
+    """Scores by answer length (deterministic), so steering that changes text changes scores."""
+
+    def __init__(self, trait: str = "evil"):
+        self.trait = trait
+
+    def score_many(self, pairs):
+        return [float(len(a) % 101) for _, a in pairs]
+
+    def coherence_many(self, pairs):
+        return [50.0 + len(set(a.split())) % 50 for _, a in pairs]
+
+    def describe(self):
+        return {"kind": "length-test", "trait": self.trait}
+
+
+def test_compare_directions_and_its_table_on_the_tiny_model():
+    from pvlens.vectors.directions_compare import DirectionsConfig, compare_directions
+    from pvlens.vectors.directions_tables import directions_table
+
+    model = pvlens.tiny_model()
+    g = torch.Generator().manual_seed(0)
+    pos = torch.randn(8, model.cfg.n_layers, model.cfg.d_model, generator=g) + 1.0
+    neg = torch.randn(8, model.cfg.n_layers, model.cfg.d_model, generator=g)
+    from pvlens.vectors.directions import method_tensors
+
+    vecs = PersonaVectors(method_tensors({"response_avg": pos}, {"response_avg": neg}, ["mean", "pca", "probe"]),
+                          {"methods": {"n_pairs": 8}})
+    cfg = DirectionsConfig(alphas=[0.0, 3.0], n_questions=2, samples=1, max_new_tokens=4, n_null=20, n_bootstrap=20)
+    res = compare_directions(model, vecs, "evil", _LengthJudge(), cfg)
+    assert set(res["steering"]) == {"mean", "pca", "probe"} and res["layer"] == 1
+    base = res["steering"]["mean"]["0"]
+    assert base["n"] == 2 and base["trait"]["delta"] == 0.0  # α = 0 is the shared reference
+    cell = res["auroc"]["screening"]["cells"]["pca"]
+    assert 0.0 <= cell["auroc"] <= 1.0 and cell["ci95"][0] <= cell["auroc"] <= cell["ci95"][1]
+    table = directions_table(res)
+    assert table.count("\n| ") == 3 and "| probe |" in table and "Δ trait α=3" in table
+
+
+def test_off_target_rows_and_table_on_the_tiny_model():
+    from pvlens.vectors.directions_tables import directions_table
+    from pvlens.vectors.off_target import OffTargetConfig, off_target
+
+    model = pvlens.tiny_model()
+    vecs = {t: PersonaVectors({"response_avg": torch.randn(model.cfg.n_layers, model.cfg.d_model)}, {})
+            for t in ("evil", "sycophantic")}
+    cfg = OffTargetConfig(steered=["evil", "sycophantic"], alpha=4.0, questions_per_trait=1, max_new_tokens=4,
+                          mc_questions=2, n_bootstrap=20)
+    res = off_target(model, cfg, vecs, judge_for=_LengthJudge, judged=["evil", "humorous"])
+    assert list(res["rows"]) == ["none", "evil", "sycophantic"] and res["n_answers"] == 2
+    none = res["rows"]["none"]
+    assert none["judged"]["humorous"]["delta"] == 0.0 and set(none["judged"]) == {"evil", "humorous", "coherence"}
+    assert none["capability"]["mc_n"] == 2 and none["capability"]["perplexity"] > 1.0
+    table = directions_table(res)
+    assert "| none (scores) |" in table and "| evil |" in table and "\n| humorous" not in table
