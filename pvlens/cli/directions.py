@@ -73,14 +73,13 @@ def compare_directions_cmd(
     from pvlens.judges import load_judge
     from pvlens.vectors.coerce import as_persona_vectors
     from pvlens.vectors.directions_compare import DirectionsConfig, compare_directions
-    from pvlens.vectors.directions_run import add_directions
+    from pvlens.vectors.directions_run import load_or_add_directions
 
     existing_file(rollouts, "--rollouts")
     cfg = DirectionsConfig(layer=layer, alphas=float_list(alphas, "--alphas") or [0.0], n_questions=questions,
                            samples=samples, seed=seed)
     m = load_model(model, device=device)
-    vecs = add_directions(m, as_persona_vectors(vectors), rollouts, seed=seed)
-    vecs.save(out / f"{trait}.safetensors")
+    vecs = load_or_add_directions(m, as_persona_vectors(vectors), rollouts, out / f"{trait}.safetensors", seed=seed)
     result = compare_directions(m, vecs, trait, load_judge("offline", trait=trait), cfg, rollouts)
     result["command"] = f"pvlens vectors compare-directions --trait {trait} --alphas {alphas} --questions {questions} --samples {samples}"
     write_json_atomic(out / "results.json", result)

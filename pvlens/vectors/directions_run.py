@@ -17,6 +17,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.activations import collect
+from pvlens.core.fingerprint import file_hash, model_fingerprint, tensor_hash
 from pvlens.errors import InputError
 from pvlens.vectors.directions import check_methods, mean_difference, method_key, method_tensors
 from pvlens.vectors.persona import PersonaVectors
@@ -78,6 +79,28 @@ def methods_record(methods: Sequence[str], n_pos: int, n_neg: int, n_pairs: int)
             "scale": "pca/probe rescaled per layer to the mean difference's norm"}
 
 
+def directions_inputs(model: HookedTransformer, vecs: PersonaVectors, rollouts_path: str | Path,
+                      methods: Sequence[str], seed: int) -> dict[str, object]:
+    """Everything the added directions depend on (a saved file is reused only when all are equal)."""
+    return {"model": model_fingerprint(model), "rollouts": file_hash(rollouts_path), "seed": seed,
+            "methods": sorted(methods), "vectors": {k: tensor_hash(vecs.tensors[k]) for k in base_reductions(vecs)}}
+
+
+def load_or_add_directions(
+    model: HookedTransformer, vecs: PersonaVectors, rollouts_path: str | Path, saved: Path,
+    methods: Sequence[str] = ("pca", "probe"), seed: int = 0,
+) -> PersonaVectors:
+    """`saved` if it was made from exactly these inputs, else `add_directions` (and save it there)."""
+    methods = [m for m in check_methods(methods) if m != "mean"]
+    if saved.exists():
+        old = PersonaVectors.load(saved)
+        if old.metadata.get("methods", {}).get("inputs") == directions_inputs(model, vecs, rollouts_path, methods, seed):
+            return old
+    new = add_directions(model, vecs, rollouts_path, methods, seed=seed)
+    new.save(saved)
+    return new
+
+
 def add_directions(
     model: HookedTransformer, vecs: PersonaVectors, rollouts_path: str | Path,
     methods: Sequence[str] = ("pca", "probe"), batch_size: int = 16, seed: int = 0,
@@ -93,4 +116,5 @@ def add_directions(
     extra = method_tensors(pos, neg, methods, seed, pairs)
     meta = {**vecs.metadata, "methods": methods_record(methods, len(pos_r), len(neg_r), len(pairs[0]))}
     meta["methods"]["recomputed_mean_cosine_min"] = min(match)
+    meta["methods"]["inputs"] = directions_inputs(model, vecs, rollouts_path, methods, seed)
     return PersonaVectors({**vecs.tensors, **extra}, meta, vecs.reduction)

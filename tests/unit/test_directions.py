@@ -107,7 +107,7 @@ def test_pair_rows_align_by_pair_key():
     assert [pos[i].question_index for i in ip] == [neg[j].question_index for j in ineg] == [1, 2]
 
 
-def test_add_directions_from_rollouts_and_refuses_foreign_rollouts(tmp_path):
+def test_add_directions_from_rollouts_and_refuses_foreign_rollouts(tmp_path, monkeypatch):
     model = pvlens.tiny_model()
     rs = [_rollout(p, q, f"{'cruel ' if p == 'pos' else 'kind '}answer number {q} " * 3)
           for q in range(6) for p in ("pos", "neg")]
@@ -125,6 +125,18 @@ def test_add_directions_from_rollouts_and_refuses_foreign_rollouts(tmp_path):
     assert out.metadata["methods"]["n_pairs"] == 6 and out.metadata["methods"]["recomputed_mean_cosine_min"] > 0.999
     out.save(tmp_path / "v.safetensors")
     assert PersonaVectors.load(tmp_path / "v.safetensors", "response_avg:pca") == out.use("response_avg:pca")
+    # a saved file is reused only with identical inputs
+    from pvlens.vectors import directions_run
+
+    saved = tmp_path / "saved.safetensors"
+    first = directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved)
+    calls = []
+    real = directions_run.add_directions
+    monkeypatch.setattr(directions_run, "add_directions", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved) == first
+    assert not calls
+    directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved, seed=1)
+    assert calls == [1]  # another seed: recomputed
     foreign = PersonaVectors({"response_avg": torch.randn_like(vecs.vectors)}, {})
     with pytest.raises(InputError, match="not the ones"):
         add_directions(model, foreign, tmp_path / "r.jsonl")
