@@ -85,6 +85,13 @@ def _register() -> None:
 
     app.command("replicate")(replicate.replicate_cmd)
 
+    from pvlens.cli import directions
+
+    vectors.vectors_app.command("directions")(directions.directions_cmd)
+    vectors.vectors_app.command("compare-directions")(directions.compare_directions_cmd)
+    vectors.vectors_app.command("ablate-weights")(directions.ablate_weights_cmd)
+    app.command("off-target")(directions.off_target_cmd)
+
 
 _register()
 

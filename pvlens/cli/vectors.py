@@ -54,6 +54,7 @@ def extract_cmd(
     trait_threshold: Annotated[float | None, typer.Option(help="Override the trait-score threshold (50).")] = None,
     coherence_threshold: Annotated[float | None, typer.Option(help="Override the coherence threshold (50).")] = None,
     pairing: Annotated[str | None, typer.Option(help="pair (paper) | sample.")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="Extra direction methods saved next to the mean difference: pca | probe (repeatable).")] = None,
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
@@ -68,7 +69,8 @@ def extract_cmd(
     from pvlens.vectors.extract import ExtractConfig, extract
 
     overrides = {k: v for k, v in {"samples_per_pair": samples, "trait_threshold": trait_threshold,
-                 "coherence_threshold": coherence_threshold, "pairing": pairing, "seed": seed}.items()
+                 "coherence_threshold": coherence_threshold, "pairing": pairing, "seed": seed,
+                 "methods": ("mean", *method) if method else None}.items()
                  if v is not None}
     cfg = _valid(lambda: ExtractConfig.preset(preset, **overrides), "extraction settings")
     spec = load_trait(trait)

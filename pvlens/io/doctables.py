@@ -33,6 +33,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     from pvlens.io.benchtables import benchmark_table
     from pvlens.replicate import benchmarks, extraction, finetuning, models, monitoring, screening
     from pvlens.sae.corpusbuild import manifest_table
+    from pvlens.vectors.directions_tables import directions_table
     from pvlens.vectors.formats.llamacpp_check import llamacpp_check_table
 
     return {
@@ -49,6 +50,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "benchmark": benchmark_table,
         "llamacpp_check": llamacpp_check_table,
         "sae_corpus": manifest_table,
+        "directions": directions_table,
     }
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from safetensors.torch import save_file
 from torch import Tensor
 from transformer_lens import HookedTransformer
@@ -35,6 +35,8 @@ from pvlens.io.atomic import write_json_atomic, write_text_atomic
 from pvlens.io.runs import INPUTS_FILE, StaleRunError, check_inputs, run_lock
 from pvlens.judges.base import Judge
 from pvlens.traits import TraitSpec, load_trait
+from pvlens.vectors.directions import check_methods, method_tensors
+from pvlens.vectors.directions_run import methods_record, pair_rows
 from pvlens.vectors.persona import LAYER_CONVENTION, PersonaVectors
 from pvlens.vectors.rollouts import Rollout, generate_rollouts, plan, write_rollouts
 
@@ -66,6 +68,14 @@ class ExtractConfig(SamplingConfig):
     """Activation reductions to compute."""
     activation_batch_size: int = Field(32, ge=1)
     """Batch size of the activation pass."""
+    methods: tuple[str, ...] = ("mean",)
+    """Direction methods saved in the vectors file: mean (paper, the active default), pca, probe (pvlens.vectors.directions)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Unknown methods fail before any generation, not after it."""
+        return tuple(dict.fromkeys(check_methods(value)))
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ExtractConfig:
@@ -326,7 +336,12 @@ def build_vectors(
         [r.question_index for r in kept["pos"]], [r.question_index for r in kept["neg"]], cfg.seed,
     )
     meta = {**meta, "split_half_cosine": [round(float(x), 4) for x in stability]}
-    return PersonaVectors(difference_of_means(acts["pos"], acts["neg"]), meta)
+    tensors = difference_of_means(acts["pos"], acts["neg"])
+    extra = [m for m in check_methods(cfg.methods) if m != "mean"]
+    if extra:
+        tensors.update(method_tensors(acts["pos"], acts["neg"], extra, cfg.seed, pair_rows(kept["pos"], kept["neg"])))
+        meta["methods"] = methods_record(extra, len(kept["pos"]), len(kept["neg"]), len(pair_rows(kept["pos"], kept["neg"])[0]))
+    return PersonaVectors(tensors, meta)
 
 
 def save_outputs(
@@ -335,10 +350,10 @@ def save_outputs(
 ) -> None:
     """Step 6: vectors, the means behind them, the manifest and the trait spec."""
     vecs.save(out / "vectors.safetensors")
-    means = {f"{k}.{pol}": acts[pol][k].double().mean(0).float() for k in vecs.tensors for pol in acts}
+    means = {f"{k}.{pol}": acts[pol][k].double().mean(0).float() for k in acts["pos"] for pol in acts}
     means.update({
         f"{k}.resid_norm": torch.cat([acts["pos"][k], acts["neg"][k]]).norm(dim=-1).mean(0)
-        for k in vecs.tensors
+        for k in acts["pos"]
     })
     save_file({k: v.contiguous() for k, v in means.items()}, str(out / "means.safetensors"),
               metadata={"trait": spec.name, "layer_convention": LAYER_CONVENTION})
