@@ -28,6 +28,9 @@ _LAZY = {
     "load_model": "pvlens.core.model",
     "tiny_model": "pvlens.core.model",
     "Ablation": "pvlens.core.steering",
+    "Capping": "pvlens.core.steering",
+    "Guard": "pvlens.core.guard",
+    "GuardRule": "pvlens.core.guard",
     "Steering": "pvlens.core.steering",
     "incremental": "pvlens.core.steering",
     "multi_layer": "pvlens.core.steering",
@@ -39,7 +42,8 @@ if TYPE_CHECKING:
     from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
     from pvlens.core.generation import GenerationResult, generate
     from pvlens.core.model import load_model, tiny_model
-    from pvlens.core.steering import Ablation, Steering, incremental, multi_layer, steer
+    from pvlens.core.guard import Guard, GuardRule
+    from pvlens.core.steering import Ablation, Capping, Steering, incremental, multi_layer, steer
     from pvlens.vectors import PersonaVectors
 
 
@@ -56,7 +60,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # noqa: F822 — resolved lazily by __getattr__
-    "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__",
+    "Ablation", "Capping", "EncodedChat", "GenerationResult", "Guard", "GuardRule", "PersonaVectors", "Steering", "__version__",
     "encode_conversation", "encode_messages", "encode_prompt", "generate", "incremental", "load_model",
     "multi_layer", "steer", "tiny_model",
 ]
