@@ -133,7 +133,7 @@ def sidecar_path(vectors_file: str | Path) -> Path:
 def save_calibration(vectors_file: str | Path, calib: Calibration) -> Path:
     """Add (or replace) `calib` in the vectors file's sidecar, keyed by layer, fpr and model."""
     path, vhash = sidecar_path(vectors_file), file_hash(_vectors_path(vectors_file))
-    data = read_json_checked(path) if path.exists() else {"vectors_hash": vhash, "entries": []}
+    data: dict[str, Any] = read_json_checked(path) if path.exists() else {}
     if data.get("vectors_hash") != vhash:
         data = {"vectors_hash": vhash, "entries": []}  # the vectors changed: old entries are void
     same = (calib.layer, calib.fpr, calib.inputs.get("model"))
