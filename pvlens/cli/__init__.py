@@ -81,6 +81,10 @@ def _register() -> None:
 
     app.command("validate")(validate.validate_cmd)
 
+    from pvlens.cli import guard
+
+    app.add_typer(guard.app, name="guard")
+
 
 _register()
 

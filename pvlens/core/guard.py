@@ -21,6 +21,7 @@ resets it; do not share one Guard between concurrent generations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -76,7 +77,7 @@ class GuardEvent:
     """position − prompt length: −1 is the last prompt token, 0 the first reply token; the
     first reply token generated under the intervention is reply_index + 1."""
     projection: float
-    """The projection that crossed."""
+    """The monitored value that crossed (the projection, or its window mean)."""
     token: str = ""
     """The crossing token, decoded (filled in by `generate`)."""
 
@@ -96,9 +97,13 @@ class Guard:
     mode: Mode = "latch"
     """"latch": intervene from the trigger to the end of the reply; "while_above": only where
     the projection exceeds the threshold."""
+    window: int = 1
+    """Monitor the mean projection of the last `window` monitored tokens (1: each token alone);
+    a window is judged only once full, so the guard cannot trigger on the first window−1 tokens."""
     positions: Positions = "response"
     """Monitored (and steerable) tokens: "response" = last prompt token + every reply token."""
     _events: dict[tuple[int, int], GuardEvent] = field(default_factory=dict, init=False, repr=False)
+    _history: dict[tuple[int, int], dict[int, float]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.rules, GuardRule):
@@ -109,10 +114,13 @@ class Guard:
             raise ValueError(f"guard action must be one of {ACTIONS}, got {self.action!r}")
         if self.mode not in MODES:
             raise ValueError(f"guard mode must be one of {MODES}, got {self.mode!r}")
+        if self.window < 1:
+            raise ValueError(f"guard window must be >= 1 token, got {self.window}")
 
     def reset(self) -> None:
         """Forget earlier triggers (`generate` calls this before each run)."""
         self._events.clear()
+        self._history.clear()
 
     def events(self) -> list[GuardEvent]:
         """First trigger of every (rule, conversation), by conversation then rule."""
@@ -137,17 +145,54 @@ class Guard:
             prompt_lens = torch.zeros(batch, dtype=torch.long, device=resid.device)
         else:
             pos, prompt_lens = ctx.positions.to(resid.device), ctx.prompt_lens.to(resid.device)
-        rows = list(range(batch)) if ctx is None or ctx.rows is None else ctx.rows.tolist()
+        numbered = ctx is not None and ctx.rows is not None
+        rows = ctx.rows.tolist() if numbered else [-1 - b for b in range(batch)]  # type: ignore[union-attr]
+        saved = None
+        if not numbered:  # see _unnumbered
+            saved = self._unnumbered(bool((pos == 0).any()))
         out = resid
         for k, rule in enumerate(self.rules):
             u = rule.unit.to(device=resid.device, dtype=resid.dtype)
-            proj = resid @ u
-            above = monitored & (proj > rule.threshold)
-            self._record(k, above, proj, pos, prompt_lens, rows)
+            stat = self._stat(k, resid @ u, monitored, pos, rows)
+            above = monitored & (stat > rule.threshold)
+            self._record(k, above, stat, pos, prompt_lens, rows)
             active = above if self.mode == "while_above" else monitored & (pos >= self._starts(k, rows, pos))
             if bool(active.any()):
                 out = torch.where(active[..., None], self._act(out, rule, u), out)
+        if saved is not None:
+            self._events, self._history = saved
         return out
+
+    def _stat(self, k: int, proj: Float[Tensor, "batch pos"], monitored: Bool[Tensor, "batch pos"],
+              pos: Int[Tensor, "batch pos"], rows: list[int]) -> Float[Tensor, "batch pos"]:
+        """The monitored value: the projection, or its mean over the last `window` monitored
+        tokens (earlier forwards' projections come from the per-conversation history)."""
+        if self.window == 1:
+            return proj
+        stat = torch.full_like(proj, -math.inf)
+        for b, row in enumerate(rows):
+            sel = monitored[b]
+            if not bool(sel.any()):
+                continue
+            here, vals = pos[b][sel].tolist(), proj[b][sel]
+            hist = self._history.setdefault((k, row), {})
+            prev = [hist[q] for q in sorted(hist) if q < here[0]][-(self.window - 1):]
+            seq = torch.cat([torch.tensor(prev, dtype=vals.dtype, device=vals.device), vals])
+            stat[b, sel] = window_means(seq, self.window)[len(prev):]
+            hist.update(zip(here, vals.tolist(), strict=True))
+        return stat
+
+    def _unnumbered(self, starts_sequences: bool) -> tuple[dict, dict] | None:
+        """Runners that do not number conversations (activation collection, MC scoring) are
+        keyed by batch slot (negative rows). A forward that starts its sequences (holds position
+        0) replaces their state and keeps its triggers for later forwards (e.g. options scored
+        on a cached prompt); a later forward's own triggers last for that forward only, so one
+        continuation's trigger does not leak into the next. Returns the state to restore."""
+        if starts_sequences:
+            self._events = {key: e for key, e in self._events.items() if key[1] >= 0}
+            self._history = {key: h for key, h in self._history.items() if key[1] >= 0}
+            return None
+        return dict(self._events), {key: dict(h) for key, h in self._history.items()}
 
     def _record(self, k: int, above: Bool[Tensor, "batch pos"], proj: Tensor,
                 pos: Int[Tensor, "batch pos"], prompt_lens: Tensor, rows: list[int]) -> None:
@@ -175,6 +220,16 @@ class Guard:
         if self.action == "ablate":
             return resid - proj[..., None] * u
         return resid - (proj - rule.threshold).clamp_min(0)[..., None] * u
+
+
+def window_means(values: Float[Tensor, " n"], window: int) -> Float[Tensor, " n"]:
+    """Mean of each full window of `window` consecutive values ending at i; −inf before the
+    first full window. Each window is summed on its own, so a cached run (a few values at a
+    time) and a recomputation (all at once) get bit-identical means."""
+    out = torch.full_like(values, -math.inf)
+    if values.shape[0] >= window:
+        out[window - 1:] = values.unfold(0, window, 1).mean(-1)
+    return out
 
 
 def events_by_row(events: Sequence[GuardEvent], n_rows: int) -> list[list[GuardEvent]]:

@@ -31,7 +31,8 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.finetune.experiments.tables import mitigation_table
 
-    return {"mitigation": mitigation_table}
+    return {"mitigation": mitigation_table,
+            "guard": __import__("pvlens.monitor.guard_measure", fromlist=["guard_table"]).guard_table}
 
 
 def generated_blocks(text: str) -> list[tuple[str, str, str]]:

@@ -29,7 +29,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.activations import per_token
 from pvlens.core.chat import EncodedChat, Message
 from pvlens.core.fingerprint import file_hash, json_hash, model_fingerprint
-from pvlens.core.guard import Guard, GuardRule
+from pvlens.core.guard import Guard, GuardRule, window_means
 from pvlens.errors import InputError
 from pvlens.io.atomic import read_json_checked, write_json_atomic
 from pvlens.monitor.tokens import encode_any
@@ -56,6 +56,8 @@ class Calibration:
     """Fraction of those conversations whose maximum exceeds the threshold."""
     inputs: dict[str, Any] = field(default_factory=dict)
     """Model fingerprint, data hash and source description."""
+    window: int = 1
+    """Tokens averaged by the guard this threshold is for."""
 
 
 def benign_conversations(trait: str, split: str = "calibration") -> list[list[Message]]:
@@ -81,15 +83,18 @@ def reply_maxima(
     conversations: Sequence[EncodedChat | Sequence[Message]],
     vectors: VectorsLike,
     layer: int,
+    window: int = 1,
 ) -> list[float]:
-    """Per conversation, the largest projection over the last prompt token and the reply."""
+    """Per conversation, the largest monitored value over the last prompt token and the reply:
+    the projection (window 1) or its mean over `window` consecutive tokens, as `Guard` sees it
+    (−inf when the reply is shorter than one window)."""
     u = unit_direction(vectors, layer).float()
     out = []
     for conv in conversations:
         chat = encode_any(model, conv)
         resid = per_token(model, chat, layers=[layer])[0]
         start = max(chat.prompt_len - 1, 0)
-        out.append(float((resid[start:] @ u.to(resid.device)).max()))
+        out.append(float(window_means(resid[start:] @ u.to(resid.device), window).max()))
     return out
 
 
@@ -112,15 +117,17 @@ def calibrate_threshold(
     fpr: float = 0.05,
     trait: str = "trait",
     source: str = "custom",
+    window: int = 1,
 ) -> Calibration:
-    """The threshold at per-reply false-positive rate `fpr` on benign `conversations`."""
-    maxima = reply_maxima(model, conversations, vectors, layer)
+    """The threshold at per-reply false-positive rate `fpr` on benign `conversations` for a
+    guard that monitors `window`-token means."""
+    maxima = reply_maxima(model, conversations, vectors, layer, window)
     thr = threshold_at_fpr(maxima, fpr)
     achieved = float(np.mean(np.asarray(maxima) > thr))
     inputs = {"model": model_fingerprint(model), "source": source,
               "data": json_hash([encode_any(model, c).ids for c in conversations]),
               "direction": json_hash(unit_direction(vectors, layer).tolist())}
-    return Calibration(trait, int(layer), float(fpr), thr, len(maxima), achieved, inputs)
+    return Calibration(trait, int(layer), float(fpr), thr, len(maxima), achieved, inputs, window)
 
 
 def sidecar_path(vectors_file: str | Path) -> Path:
@@ -136,15 +143,17 @@ def save_calibration(vectors_file: str | Path, calib: Calibration) -> Path:
     data: dict[str, Any] = read_json_checked(path) if path.exists() else {}
     if data.get("vectors_hash") != vhash:
         data = {"vectors_hash": vhash, "entries": []}  # the vectors changed: old entries are void
-    same = (calib.layer, calib.fpr, calib.inputs.get("model"))
-    data["entries"] = [e for e in data["entries"]
-                       if (e["layer"], e["fpr"], e["inputs"].get("model")) != same] + [asdict(calib)]
+    same = (calib.layer, calib.fpr, calib.inputs.get("model"), calib.window)
+    data["entries"] = [e for e in data.get("entries", [])
+                       if (e["layer"], e["fpr"], e["inputs"].get("model"), e.get("window", 1)) != same
+                       ] + [asdict(calib)]
     write_json_atomic(path, data)
     return path
 
 
 def load_calibration(
     vectors_file: str | Path, layer: int, model: HookedTransformer | None = None, fpr: float | None = None,
+    window: int = 1,
 ) -> Calibration:
     """The stored calibration for `layer` (and `fpr`, and `model` if given), checked against the
     vectors file's hash; InputError naming the fix when there is none or it is stale."""
@@ -157,9 +166,9 @@ def load_calibration(
         raise InputError(f"{path} was calibrated for other vectors than {vectors_file}; {fix}")
     fp = model_fingerprint(model) if model is not None else None
     found = [e for e in data["entries"] if e["layer"] == layer and (fpr is None or e["fpr"] == fpr)
-             and (fp is None or e["inputs"].get("model") == fp)]
+             and (fp is None or e["inputs"].get("model") == fp) and e.get("window", 1) == window]
     if not found:
-        raise InputError(f"{path} has no threshold for layer {layer}"
+        raise InputError(f"{path} has no threshold for layer {layer}, window {window}"
                          f"{'' if fpr is None else f', fpr {fpr}'}{'' if fp is None else ' and this model'}; {fix}")
     return Calibration(**min(found, key=lambda e: e["fpr"]))
 
@@ -214,6 +223,7 @@ def load_guard(
     action: str = "subtract",
     mode: str = "latch",
     fpr: float | None = None,
+    window: int = 1,
 ) -> Guard:
     """A Guard from "TRAIT[:THRESHOLD]" specs; a missing threshold comes from the vectors'
     sidecar (calibrated for this model and layer; the lowest stored fpr unless `fpr` is given)."""
@@ -227,6 +237,6 @@ def load_guard(
         vfile = resolve_vectors_file(source)
         vecs = as_persona_vectors(vfile, n_layers=model.cfg.n_layers)
         if thr is None:
-            thr = load_calibration(vfile, layer, model, fpr).threshold
+            thr = load_calibration(vfile, layer, model, fpr, window).threshold
         rules.append(GuardRule(vecs[layer], thr, Path(source).stem))
-    return Guard(rules, layer, alpha, action, mode)  # type: ignore[arg-type]  # checked in Guard
+    return Guard(rules, layer, alpha, action, mode, window)  # type: ignore[arg-type]  # checked in Guard

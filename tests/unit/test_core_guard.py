@@ -232,3 +232,37 @@ def test_guard_validates():
         GuardRule(torch.zeros(4), 1.0)
     with pytest.raises(ValueError, match="at least one"):
         Guard([], 0)
+
+
+def test_window_means_full_windows_only():
+    from pvlens.core.guard import window_means
+
+    v = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert window_means(v, 2).tolist() == [-float("inf"), 1.5, 2.5, 3.5]
+    assert window_means(v, 5).tolist() == [-float("inf")] * 4
+    assert torch.equal(window_means(v, 1), v)
+
+
+def test_windowed_guard_triggers_on_the_window_mean(tiny, direction, unguarded):
+    """With window 3 the trigger is the first full window whose mean (of the unguarded
+    projections) exceeds the threshold; cache and recomputation agree."""
+    base, rec = unguarded
+    w = 3
+    means = {}
+    for i, c in enumerate(base.chats):
+        start = len(c.ids) - len(c.response_ids) - 1
+        vals = [rec.seen[(i, p)] for p in range(start, len(c.ids) - 1)]
+        means[i] = {start + j + w - 1: sum(vals[j:j + w]) / w for j in range(len(vals) - w + 1)}
+    peaks = sorted(max(m.values()) for m in means.values())
+    thr = (peaks[1] + peaks[2]) / 2
+    guard = Guard([GuardRule(direction, thr)], layer=0, alpha=2.0, window=w)
+    got = _run(tiny, guard=guard)
+    for i, events in enumerate(got.guard_events):
+        crossing = [p for p, m in sorted(means[i].items()) if m > thr]
+        if not crossing:
+            assert events == [] and got.chats[i].response_ids == base.chats[i].response_ids
+        else:
+            assert events[0].position == crossing[0]
+            assert events[0].projection == pytest.approx(means[i][crossing[0]], abs=1e-3)
+    assert _where(_run(tiny, guard=guard, use_cache=False)) == _where(got)
+    assert _where(_run(tiny, guard=guard, engine="hooked")) == _where(got)
