@@ -41,8 +41,8 @@ _LAZY = {
 if TYPE_CHECKING:
     from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
     from pvlens.core.generation import GenerationResult, generate
-    from pvlens.core.model import load_model, tiny_model
     from pvlens.core.guard import Guard, GuardRule
+    from pvlens.core.model import load_model, tiny_model
     from pvlens.core.steering import Ablation, Capping, Steering, incremental, multi_layer, steer
     from pvlens.vectors import PersonaVectors
 
