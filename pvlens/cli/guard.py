@@ -14,6 +14,7 @@ app = typer.Typer(help="Guarded generation: monitor a trait per token, intervene
 
 ACTIONS = ("subtract", "ablate", "cap")
 MODES = ("latch", "while_above")
+WindowOpt = Annotated[int, typer.Option("--window", min=1, help="Tokens whose mean projection is monitored.")]
 FprOpt = Annotated[float, typer.Option("--fpr", min=0.0, max=0.99, help="Per-reply false-positive rate on benign text.")]
 
 
@@ -23,6 +24,7 @@ def calibrate_cmd(
     trait: Annotated[str | None, typer.Option(help="Eval set whose clean answers are benign text (default: the name).")] = None,
     split: Annotated[str, typer.Option(help="calibration (even rows) | heldout | all.")] = "calibration",
     fpr: FprOpt = 0.05,
+    window: WindowOpt = 8,
     layer: LayerOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = None,
@@ -45,7 +47,8 @@ def calibrate_cmd(
     convs = benign_conversations(name, split)  # checked before the model loads
     m = pvlens.load_model(model, device=device)
     layer = default_layer(m) if layer is None else layer
-    cal = calibrate_threshold(m, vfile, layer, convs, fpr, name, source=f"eval/{name}.jsonl clean answers, {split}")
+    cal = calibrate_threshold(m, vfile, layer, convs, fpr, name, source=f"eval/{name}.jsonl clean answers, {split}",
+                              window=window)
     path = save_calibration(vfile, cal)
     typer.echo(f"{name} layer {layer}: threshold {cal.threshold:.4f} (fpr {cal.achieved_fpr:.3f} on "
                f"{cal.n} benign answers) -> {path}")
@@ -60,6 +63,7 @@ def generate_cmd(
     action: Annotated[str, typer.Option(help="subtract | ablate | cap.")] = "subtract",
     mode: Annotated[str, typer.Option(help="latch (rest of the reply) | while_above.")] = "latch",
     layer: LayerOpt = None,
+    window: WindowOpt = 8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate.")] = 96,
     temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
     seed: SeedOpt = 0,
@@ -77,7 +81,7 @@ def generate_cmd(
     if action not in ACTIONS or mode not in MODES:
         raise typer.BadParameter(f"--action must be one of {ACTIONS} and --mode one of {MODES}")
     m = pvlens.load_model(model, device=device)
-    g = load_guard(m, guard, layer, alpha, action, mode)
+    g = load_guard(m, guard, layer, alpha, action, mode, window=window)
     result = pvlens.generate(m, question, system=system, guard=g, max_new_tokens=max_new_tokens,
                              temperature=temperature, seed=seed, progress=False)
     for q, text, events in zip(question, result.texts, result.guard_events, strict=True):
@@ -92,6 +96,7 @@ def measure_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results/guard/results.json"),
     alpha: Annotated[float, typer.Option(help="Strength of always-on steering and of the guard.")] = 4.0,
     fpr: FprOpt = 0.05,
+    window: WindowOpt = 8,
     n_questions: Annotated[int, typer.Option(min=1, help="Questions per eliciting condition (3 conditions).")] = 8,
     n_benign: Annotated[int, typer.Option(min=1, help="Held-out benign questions.")] = 24,
     n_mc: Annotated[int, typer.Option(min=1, help="Multiple-choice questions.")] = 120,
@@ -111,7 +116,7 @@ def measure_cmd(
     from pvlens.judges import load_judge, parse_judge_spec
     from pvlens.monitor.guard_measure import GuardMeasureConfig, guard_table, measure_guard
 
-    cfg = GuardMeasureConfig(trait=trait, layer=layer, alpha=finite(alpha, "--alpha"), fpr=fpr,
+    cfg = GuardMeasureConfig(trait=trait, layer=layer, alpha=finite(alpha, "--alpha"), fpr=fpr, window=window,
                              n_questions=n_questions, n_benign=n_benign, n_mc=n_mc,
                              max_new_tokens=max_new_tokens, seed=seed)
     kind, judge_opts = parse_judge_spec(judge)

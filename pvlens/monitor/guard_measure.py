@@ -43,6 +43,8 @@ class GuardMeasureConfig(Config):
     """Strength subtracted by always-on steering and by the guard (raw-vector units)."""
     fpr: float = Field(0.05, ge=0, lt=1)
     """Per-reply false-positive rate the threshold is calibrated for."""
+    window: int = Field(8, ge=1)
+    """Tokens whose mean projection the guard monitors."""
     n_questions: int = Field(8, ge=1)
     """Evaluation questions per eliciting condition (3 conditions)."""
     n_benign: int = Field(24, ge=1)
@@ -102,13 +104,14 @@ def measure_guard(model: HookedTransformer, cfg: GuardMeasureConfig, judge) -> d
     vfile = shipped_vectors_file(cfg.trait)
     vec = as_persona_vectors(vfile, n_layers=model.cfg.n_layers)[layer]
     calib = calibrate_threshold(model, vfile, layer, benign_conversations(cfg.trait, "calibration"),
-                                cfg.fpr, cfg.trait, source=f"eval/{cfg.trait}.jsonl clean answers, even rows")
+                                cfg.fpr, cfg.trait, source=f"eval/{cfg.trait}.jsonl clean answers, even rows",
+                                window=cfg.window)
     g = torch.Generator().manual_seed(cfg.seed)
     rand = torch.randn(vec.shape[0], generator=g)
     arms: dict[str, Intervention | None] = {
         "none": None,
         "always": Steering(vec, layer, -cfg.alpha, "response"),
-        "guard": Guard([GuardRule(vec, calib.threshold, cfg.trait)], layer, cfg.alpha),
+        "guard": Guard([GuardRule(vec, calib.threshold, cfg.trait)], layer, cfg.alpha, window=cfg.window),
         "random_always": Steering(rand / rand.norm() * vec.norm(), layer, -cfg.alpha, "response"),
     }
     elic = eliciting_prompts(cfg.trait, cfg.n_questions)
@@ -165,7 +168,8 @@ def guard_table(data: dict[str, Any]) -> str:
     n_e, n_b = arms["none"]["eliciting"]["n"], arms["none"]["benign"]["n"]
     lines += ["", f"n = {n_e} eliciting prompts ({', '.join(data['conditions'])}), {n_b} benign prompts, "
               f"{data['config']['n_mc']} MC questions; layer {data['layer']}, α = {data['config']['alpha']}, "
-              f"threshold {cal['threshold']:.3f} (target FPR {cal['fpr']}, {cal['n']} calibration answers). "
+              f"window {cal.get('window', 1)} tokens, threshold {cal['threshold']:.3f} (target FPR {cal['fpr']}, "
+              f"{cal['n']} calibration answers). "
               "Paired trait differences on eliciting prompts: guard − always-on "
               f"{_fmt(c['guard_minus_always'])}, always-on − none {_fmt(c['always_minus_none'])}, "
               f"guard − none {_fmt(c['guard_minus_none'])}, random − none {_fmt(c['random_minus_none'])}. "
