@@ -23,7 +23,7 @@ from pvlens.core.device import as_dtype
 from pvlens.core.engine import FastEngine, engine_for, unsupported_reason
 from pvlens.core.guard import Guard, GuardEvent, events_by_row
 from pvlens.core.hooks import PositionContext, position_context
-from pvlens.core.steering import Intervention, as_list
+from pvlens.core.steering import AnyIntervention, as_list
 from pvlens.core.steering import steer as steering_context
 
 PromptLike = str | EncodedChat | Sequence[dict]
@@ -160,7 +160,7 @@ def generate(
     model: HookedTransformer,
     prompts: PromptLike | Sequence[PromptLike],
     system: str | None = None,
-    steer: Intervention | Sequence[Intervention] | None = None,
+    steer: AnyIntervention | Sequence[AnyIntervention] | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -200,10 +200,7 @@ def generate(
     order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))  # less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     replies: dict[int, tuple[list[int], bool]] = {}
-    steer = as_list(steer) + as_list(guard)
-    guards = [s for s in steer if isinstance(s, Guard)]
-    for g in guards:
-        g.reset()
+    steer, guards = _with_guard(steer, guard)
     with steering_context(model, steer):
         fast = _pick_engine(model, engine, as_dtype(dtype, model.W_E.device))
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
@@ -228,6 +225,17 @@ def _named_events(
         for e in events
     ]
     return events_by_row(named, len(result))
+
+
+def _with_guard(
+    steer: AnyIntervention | Sequence[AnyIntervention] | None, guard: Guard | None
+) -> tuple[list[AnyIntervention], list[Guard]]:
+    """All interventions (a `guard=` appended) and the guards among them, reset for this run."""
+    steers: list[AnyIntervention] = [*as_list(steer), *as_list(guard)]
+    guards = [s for s in steers if isinstance(s, Guard)]
+    for g in guards:
+        g.reset()
+    return steers, guards
 
 
 def _check_generate_args(engine: str, max_new_tokens: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -195,10 +195,14 @@ class HookIntervention(Protocol):
     def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Callable[..., Tensor]]]: ...
 
 
-Intervention = Steering | Ablation | Capping | HookIntervention
+Intervention = Steering | Ablation
+"""The additive and projection interventions training also accepts."""
+AnyIntervention = Steering | Ablation | Capping | HookIntervention
+"""Everything `steer`, `generate` and the scoring runners accept."""
+InterventionT = TypeVar("InterventionT", bound=AnyIntervention)
 
 
-def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Intervention]:
+def as_list(steer: InterventionT | Sequence[InterventionT] | None) -> list[InterventionT]:
     if steer is None:
         return []
     if isinstance(steer, Steering | Ablation | Capping | HookIntervention):
@@ -207,7 +211,7 @@ def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Interve
 
 
 def fwd_hooks(
-    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
 ) -> list[tuple[str, Callable[..., Tensor]]]:
     """(hook name, function) pairs for TransformerLens, with layers checked."""
     hooks = []
@@ -232,7 +236,7 @@ def fwd_hooks(
 
 @contextlib.contextmanager
 def steer(
-    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
 ) -> Iterator[HookedTransformer]:
     """Steer (or ablate) inside a `with` block: one intervention or a list (multi-layer)."""
     with checked_hooks(model, fwd_hooks(model, steer)):

@@ -24,7 +24,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.config import Config, SamplingConfig, default_layer
 from pvlens.core.fingerprint import file_hash, model_fingerprint
 from pvlens.core.guard import Guard, GuardRule
-from pvlens.core.steering import Intervention, Steering
+from pvlens.core.steering import AnyIntervention, Steering
 from pvlens.io.stats import bootstrap_ci
 from pvlens.monitor.calibrate import benign_conversations, calibrate_threshold, heldout_questions
 from pvlens.traits import load_trait
@@ -87,7 +87,7 @@ def _judged(model, judge, questions, prompts, steer, cfg) -> dict[str, Any]:
     return out
 
 
-def _mc(model: HookedTransformer, steer: Intervention | None, n: int, seed: int) -> list[float]:
+def _mc(model: HookedTransformer, steer: AnyIntervention | None, n: int, seed: int) -> list[float]:
     from pvlens.finetune.capability import builtin_mc, mc_accuracy
 
     qs = builtin_mc()[:n]
@@ -108,7 +108,7 @@ def measure_guard(model: HookedTransformer, cfg: GuardMeasureConfig, judge) -> d
                                 window=cfg.window)
     g = torch.Generator().manual_seed(cfg.seed)
     rand = torch.randn(vec.shape[0], generator=g)
-    arms: dict[str, Intervention | None] = {
+    arms: dict[str, AnyIntervention | None] = {
         "none": None,
         "always": Steering(vec, layer, -cfg.alpha, "response"),
         "guard": Guard([GuardRule(vec, calib.threshold, cfg.trait)], layer, cfg.alpha, window=cfg.window),
