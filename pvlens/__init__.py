@@ -29,6 +29,9 @@ _LAZY = {
     "load_model": "pvlens.core.model",
     "tiny_model": "pvlens.core.model",
     "Ablation": "pvlens.core.steering",
+    "Capping": "pvlens.core.steering",
+    "Guard": "pvlens.core.guard",
+    "GuardRule": "pvlens.core.guard",
     "Steering": "pvlens.core.steering",
     "incremental": "pvlens.core.steering",
     "multi_layer": "pvlens.core.steering",
@@ -40,8 +43,9 @@ if TYPE_CHECKING:
     from pvlens.core.bulk import bulk_generate
     from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages, encode_prompt
     from pvlens.core.generation import GenerationResult, generate
+    from pvlens.core.guard import Guard, GuardRule
     from pvlens.core.model import load_model, tiny_model
-    from pvlens.core.steering import Ablation, Steering, incremental, multi_layer, steer
+    from pvlens.core.steering import Ablation, Capping, Steering, incremental, multi_layer, steer
     from pvlens.vectors import PersonaVectors
 
 
@@ -58,7 +62,8 @@ def __dir__() -> list[str]:
 
 
 __all__ = [  # noqa: F822 — resolved lazily by __getattr__
-    "Ablation", "EncodedChat", "GenerationResult", "PersonaVectors", "Steering", "__version__", "bulk_generate",
+    "Ablation", "Capping", "EncodedChat", "GenerationResult", "Guard", "GuardRule", "PersonaVectors", "Steering",
+    "__version__", "bulk_generate",
     "encode_conversation", "encode_messages", "encode_prompt", "generate", "incremental", "load_model",
     "multi_layer", "steer", "tiny_model",
 ]

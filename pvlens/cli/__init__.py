@@ -92,6 +92,10 @@ def _register() -> None:
     vectors.vectors_app.command("ablate-weights")(directions.ablate_weights_cmd)
     app.command("off-target")(directions.off_target_cmd)
 
+    from pvlens.cli import guard
+
+    app.add_typer(guard.app, name="guard")
+
 
 _register()
 

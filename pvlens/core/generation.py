@@ -9,7 +9,7 @@ The module is `generation`, not `generate`, so that `pvlens.generate` stays the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,8 +21,9 @@ from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat, encode_messages, encode_prompt, stop_token_ids
 from pvlens.core.device import as_dtype
 from pvlens.core.engine import FastEngine, engine_for, unsupported_reason
+from pvlens.core.guard import Guard, GuardEvent, events_by_row
 from pvlens.core.hooks import PositionContext, position_context
-from pvlens.core.steering import Intervention
+from pvlens.core.steering import AnyIntervention, as_list
 from pvlens.core.steering import steer as steering_context
 
 PromptLike = str | EncodedChat | Sequence[dict]
@@ -38,6 +39,14 @@ class GenerationResult:
     """Prompt + reply ids per row; the reply excludes the end-of-turn token."""
     finished: list[bool] = field(default_factory=list)
     """Whether each row ended with an end-of-turn token (False: hit max_new_tokens)."""
+    guard_events: list[list[GuardEvent]] = field(default_factory=list)
+    """Per row, where each guard rule first triggered (empty: never; no guard: empty list)."""
+
+    @property
+    def triggered(self) -> list[GuardEvent | None]:
+        """Per row, the earliest guard event (None: the guard never triggered)."""
+        rows = self.guard_events or [[] for _ in self.texts]
+        return [min(ev, key=lambda e: e.position) if ev else None for ev in rows]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -151,7 +160,7 @@ def generate(
     model: HookedTransformer,
     prompts: PromptLike | Sequence[PromptLike],
     system: str | None = None,
-    steer: Intervention | Sequence[Intervention] | None = None,
+    steer: AnyIntervention | Sequence[AnyIntervention] | None = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     top_p: float = 1.0,
@@ -163,8 +172,9 @@ def generate(
     dtype: torch.dtype | str | None = None,
     stop_at_eos: bool = True,
     row_seeds: Sequence[int] | None = None,
+    guard: Guard | None = None,
 ) -> GenerationResult:
-    """Chat replies for `prompts`, optionally steered.
+    """Chat replies for `prompts`, optionally steered and/or guarded.
 
     Args:
         prompts: a user message, a list of them, chat message lists, or EncodedChat prompts.
@@ -179,6 +189,8 @@ def generate(
         dtype: compute dtype for the fast engine (a torch.dtype or a name; default: the model's).
         stop_at_eos: stop each row at its end-of-turn token (False: always max_new_tokens).
         row_seeds: per-prompt seed offsets (default: the prompt's index).
+        guard: a `pvlens.Guard` (also accepted inside `steer`); its triggers are reported in
+            `result.guard_events` / `result.triggered`.
     """
     chats = to_chats(model, prompts, system)
     if not chats:
@@ -188,6 +200,7 @@ def generate(
     order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))  # less padding
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     replies: dict[int, tuple[list[int], bool]] = {}
+    steer, guards = _with_guard(steer, guard)
     with steering_context(model, steer):
         fast = pick_engine(model, engine, as_dtype(dtype, model.W_E.device))
         for idx in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
@@ -197,7 +210,32 @@ def generate(
                 gens, stops, use_cache, stop_at_eos, row_index=idx,
             )
             replies.update(zip(idx, zip(rows, fin, strict=True), strict=True))
-    return replies_result(model, chats, [replies[i] for i in range(len(chats))])
+    result = replies_result(model, chats, [replies[i] for i in range(len(chats))])
+    if guards:
+        result.guard_events = _named_events(model, result, [e for g in guards for e in g.events()])
+    return result
+
+
+def _named_events(
+    model: HookedTransformer, result: GenerationResult, events: Sequence[GuardEvent]
+) -> list[list[GuardEvent]]:
+    """Guard events per row, each with its crossing token decoded."""
+    named = [
+        replace(e, token=str(model.tokenizer.decode([result.chats[e.row].ids[e.position]])))
+        for e in events
+    ]
+    return events_by_row(named, len(result))
+
+
+def _with_guard(
+    steer: AnyIntervention | Sequence[AnyIntervention] | None, guard: Guard | None
+) -> tuple[list[AnyIntervention], list[Guard]]:
+    """All interventions (a `guard=` appended) and the guards among them, reset for this run."""
+    steers: list[AnyIntervention] = [*as_list(steer), *as_list(guard)]
+    guards = [s for s in steers if isinstance(s, Guard)]
+    for g in guards:
+        g.reset()
+    return steers, guards
 
 
 def check_generate_args(engine: str, max_new_tokens: int) -> None:

@@ -9,6 +9,9 @@ generation and a full recomputation steer exactly the same tokens:
 - "response": the paper's semantics — the last position of every forward pass during
   generation, i.e. the last prompt token plus every generated token (index ≥ prompt_len - 1).
 - a boolean mask per conversation (1-D for all rows, or [batch, pos]) over unpadded indices.
+
+`Ablation` projects a direction out; `Capping` clamps its projection at a ceiling. Objects
+with their own `fwd_hooks(model)` (`pvlens.Guard`) are accepted wherever these are.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Literal, Protocol, TypeVar, cast, runtime_checkable
 
 import torch
 from jaxtyping import Bool, Float
@@ -154,19 +157,61 @@ class Ablation:
         return resid - proj
 
 
+@dataclass
+class Capping:
+    """Clamp the projection on a unit direction to at most `cap`, per position:
+    h ← h − max(0, h·v̂ − cap)·v̂ (the assistant-axis "capping"). Positions at or below the cap
+    are returned unchanged, bit for bit."""
+
+    direction: Float[Tensor, " d_model"]
+    """Direction whose projection is capped; normalised internally."""
+    layers: Sequence[int] = field(default_factory=list)
+    """Blocks whose output is capped."""
+    cap: float = 0.0
+    """Largest projection (onto the unit direction) a position keeps."""
+    positions: Positions = "all"
+    """Which tokens (see module docstring)."""
+
+    @property
+    def unit(self) -> Tensor:
+        d = torch.as_tensor(self.direction).float()
+        return d / d.norm().clamp_min(1e-12)
+
+    def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
+        u = self.unit.to(device=resid.device, dtype=resid.dtype)
+        excess = resid @ u - self.cap
+        over = excess > 0
+        batch, seq = resid.shape[0], resid.shape[1]
+        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
+        if mask is not None:
+            over = over & mask
+        return torch.where(over[..., None], resid - excess[..., None] * u, resid)
+
+
+@runtime_checkable
+class HookIntervention(Protocol):
+    """Anything that brings its own (hook name, function) pairs, e.g. `pvlens.Guard`."""
+
+    def fwd_hooks(self, model: HookedTransformer) -> list[tuple[str, Callable[..., Tensor]]]: ...
+
+
 Intervention = Steering | Ablation
+"""The additive and projection interventions training also accepts."""
+AnyIntervention = Steering | Ablation | Capping | HookIntervention
+"""Everything `steer`, `generate` and the scoring runners accept."""
+InterventionT = TypeVar("InterventionT", bound=AnyIntervention)
 
 
-def as_list(steer: Intervention | Sequence[Intervention] | None) -> list[Intervention]:
+def as_list(steer: InterventionT | Sequence[InterventionT] | None) -> list[InterventionT]:
     if steer is None:
         return []
-    if isinstance(steer, Steering | Ablation):
+    if isinstance(steer, Steering | Ablation | Capping | HookIntervention):
         return [steer]
     return list(steer)
 
 
 def fwd_hooks(
-    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
 ) -> list[tuple[str, Callable[..., Tensor]]]:
     """(hook name, function) pairs for TransformerLens, with layers checked."""
     hooks = []
@@ -178,18 +223,20 @@ def fwd_hooks(
                     f"steering vector has d_model {s.tensor.shape[-1]}, model has {model.cfg.d_model}"
                 )
             hooks.append((resid_hook_name(s.layer % model.cfg.n_layers), s.hook))
-        elif isinstance(s, Ablation):
+        elif isinstance(s, Ablation | Capping):
             for layer in s.layers:
                 check_layer(model, layer)
                 hooks.append((resid_hook_name(layer % model.cfg.n_layers), s.hook))
+        elif isinstance(s, HookIntervention):
+            hooks.extend(s.fwd_hooks(model))
         else:
-            raise TypeError(f"expected Steering or Ablation, got {type(s).__name__}")
+            raise TypeError(f"expected Steering, Ablation, Capping or Guard, got {type(s).__name__}")
     return hooks
 
 
 @contextlib.contextmanager
 def steer(
-    model: HookedTransformer, steer: Intervention | Sequence[Intervention] | None
+    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
 ) -> Iterator[HookedTransformer]:
     """Steer (or ablate) inside a `with` block: one intervention or a list (multi-layer)."""
     with checked_hooks(model, fwd_hooks(model, steer)):

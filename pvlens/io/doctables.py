@@ -31,6 +31,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.finetune.experiments.tables import mitigation_table
     from pvlens.io.benchtables import benchmark_table
+    from pvlens.monitor.guard_measure import guard_table
     from pvlens.replicate import benchmarks, extraction, finetuning, models, monitoring, screening
     from pvlens.sae.corpusbuild import manifest_table
     from pvlens.vectors.directions_tables import directions_table
@@ -51,6 +52,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "llamacpp_check": llamacpp_check_table,
         "sae_corpus": manifest_table,
         "directions": directions_table,
+        "guard": guard_table,
     }
 
 
