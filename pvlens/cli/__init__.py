@@ -81,6 +81,10 @@ def _register() -> None:
 
     app.command("validate")(validate.validate_cmd)
 
+    from pvlens.cli import course
+
+    app.add_typer(course.app, name="course")
+
 
 _register()
 

@@ -29,9 +29,10 @@ BLOCK = re.compile(r"<!-- generated: (?P<src>\S+) (?P<kind>\w+) -->\n(?P<body>.*
 
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
+    from pvlens.course.tables import runtime_table
     from pvlens.finetune.experiments.tables import mitigation_table
 
-    return {"mitigation": mitigation_table}
+    return {"mitigation": mitigation_table, "course_runtimes": runtime_table}
 
 
 def generated_blocks(text: str) -> list[tuple[str, str, str]]:
