@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,3 +39,11 @@ def require(condition: bool, name: str, message: str) -> None:
     """An AssertionError naming the check when `condition` is false."""
     if not condition:
         raise AssertionError(f"{name}: {message}")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny() -> Any:
+    """The tiny random model every check shares (built once per kernel)."""
+    import pvlens
+
+    return pvlens.tiny_model()
