@@ -89,8 +89,8 @@ def check_add_vector_hook(student_fn: Callable[..., Callable[..., Tensor]]) -> N
 
 
 def check_results_hf_alignment(diffs: Tensor, last_normed: float) -> None:
-    """diffs[L] = max |HF hidden_states[L+1] − TL resid_post[L]| for every block L, and the
-    difference between HF's last entry and ln_final(resid_post[last])."""
+    """diffs[L] = max |HF hidden_states[L+1] − TL resid_post[L]| / max |resid_post[L]| for every block L,
+    and the same relative difference between HF's last entry and ln_final(resid_post[last])."""
     name = "results_hf_alignment"
     require(diffs.dim() == 1 and len(diffs) >= 2, name, "one max-difference per block")
     scale = 1e-2
