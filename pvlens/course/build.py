@@ -28,6 +28,8 @@ RUNTIMES = "runtimes.json"
 CELL_TIMEOUT = 1800  # seconds; a loaded 2-core machine
 RUNTIME_PHRASE = re.compile(r"measured:[^\n]*?on an? [^\n]*?CPU")
 """The header's runtime phrase ("measured: X min on a 2-core CPU") that a full build fills in."""
+PROGRESS = re.compile(r"\d+/\d+ \[|it/s\]|s/it\]|IProgress not found")
+"""stderr text of progress bars (tqdm), which would clutter the stored notebooks."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ def error_of(cell: Any) -> str | None:
     return None
 
 
+def strip_progress(nb: Any) -> None:
+    """Drop progress-bar stderr outputs from an executed notebook (kept: warnings and errors)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (
+                o.get("output_type") == "stream" and o.get("name") == "stderr" and PROGRESS.search(o.get("text", "")))]
+
+
 def check_outcomes(nb: Any) -> list[CheckOutcome]:
     """Every executed cell that calls a `check_*` function, with its error (None = passed)."""
     return [CheckOutcome(i, tuple(CHECK_CALL.findall(c.source)), error_of(c))
@@ -122,6 +132,7 @@ def build_chapter(source: Path, out: Path, quick: bool = False, run: bool = True
     if run:
         (out / "solutions").mkdir(parents=True, exist_ok=True)
         seconds = execute(solution, out / "solutions", quick)
+        strip_progress(solution)
         if not quick:
             record_runtime(out, source.stem, seconds)
             for nb in (exercise, solution):

@@ -113,3 +113,17 @@ def test_build_and_check_a_toy_chapter(tmp_path):
 def test_check_names_a_missing_notebook(tmp_path):
     with pytest.raises(InputError, match="no notebook"):
         check_notebook(Path(tmp_path / "nope.ipynb"))
+
+
+def test_progress_bars_are_dropped_but_warnings_kept():
+    import nbformat
+
+    from pvlens.course.build import strip_progress
+
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rrollouts:  50%|█  | 12/24 [00:03<00:03,  3.1it/s]"),
+                    nbformat.v4.new_output("stream", name="stderr", text="UserWarning: the vector is zero"),
+                    nbformat.v4.new_output("stream", name="stdout", text="12/24 [kept]")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    strip_progress(nb)
+    assert [o["text"] for o in nb.cells[0].outputs] == ["UserWarning: the vector is zero", "12/24 [kept]"]
