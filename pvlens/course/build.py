@@ -66,15 +66,32 @@ def kernel_env(quick: bool) -> dict[str, str]:
     return env
 
 
-def execute(nb: Any, cwd: Path, quick: bool, allow_errors: bool = False) -> float:
-    """Run `nb` in place (outputs stored); the wall-clock seconds it took."""
+@dataclass(frozen=True)
+class Timing:
+    """How long a notebook ran: wall clock, and the CPU time of its kernel (the kernel is a child
+    process, reaped at shutdown, so RUSAGE_CHILDREN counts it) — on a shared machine the CPU time
+    is the comparable number."""
+
+    wall: float
+    cpu: float
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def execute(nb: Any, cwd: Path, quick: bool, allow_errors: bool = False) -> Timing:
+    """Run `nb` in place (outputs stored); how long it took."""
     from nbclient import NotebookClient
 
     client = NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT, allow_errors=allow_errors,
                             resources={"metadata": {"path": str(cwd)}})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     client.execute(env=kernel_env(quick))
-    return time.perf_counter() - t0
+    return Timing(time.perf_counter() - t0, _children_cpu() - c0)
 
 
 def error_of(cell: Any) -> str | None:
@@ -110,11 +127,13 @@ def fill_runtime(text: str, seconds: float) -> str:
     return RUNTIME_PHRASE.sub(runtime_text(seconds), text, count=1)
 
 
-def record_runtime(out: Path, stem: str, seconds: float) -> None:
-    """Store a full build's runtime in `out`/runtimes.json (what the syllabus table renders)."""
+def record_runtime(out: Path, stem: str, timing: Timing) -> None:
+    """Store a full build's runtime in `out`/runtimes.json (what the syllabus table renders),
+    with the load average: wall time on a busy machine overstates what a student will wait."""
     path = out / RUNTIMES
     data = json.loads(path.read_text()) if path.exists() else {"chapters": {}}
-    data["chapters"][stem] = {"seconds": round(seconds, 1), "date": date.today().isoformat(),
+    data["chapters"][stem] = {"seconds": round(timing.wall, 1), "cpu_seconds": round(timing.cpu, 1),
+                              "load_avg": round(os.getloadavg()[0], 1), "date": date.today().isoformat(),
                               "cpu": platform.processor() or platform.machine(),
                               "cpus": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
     data["chapters"] = dict(sorted(data["chapters"].items()))
@@ -131,10 +150,11 @@ def build_chapter(source: Path, out: Path, quick: bool = False, run: bool = True
     seconds = None
     if run:
         (out / "solutions").mkdir(parents=True, exist_ok=True)
-        seconds = execute(solution, out / "solutions", quick)
+        timing = execute(solution, out / "solutions", quick)
+        seconds = timing.wall
         strip_progress(solution)
         if not quick:
-            record_runtime(out, source.stem, seconds)
+            record_runtime(out, source.stem, timing)
             for nb in (exercise, solution):
                 nb.cells[0].source = fill_runtime(nb.cells[0].source, seconds)
             text = source.read_text(encoding="utf-8")

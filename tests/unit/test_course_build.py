@@ -100,7 +100,8 @@ def test_build_and_check_a_toy_chapter(tmp_path):
     seconds = build_chapter(source, tmp_path / "out")
     assert seconds is not None and seconds > 0
     runtimes = json.loads((tmp_path / "out" / "runtimes.json").read_text())
-    assert runtimes["chapters"]["09_toy"]["seconds"] == round(seconds, 1)
+    entry = runtimes["chapters"]["09_toy"]
+    assert entry["seconds"] == round(seconds, 1) and entry["cpu_seconds"] > 0  # the kernel's CPU is counted
     assert "measured: X" not in source.read_text()  # the full build filled the header
     solution = tmp_path / "out" / "solutions" / "09_toy.ipynb"
     assert "✓ double passed" in solution.read_text()  # outputs are stored
