@@ -128,3 +128,21 @@ def test_progress_bars_are_dropped_but_warnings_kept():
     nb = nbformat.v4.new_notebook(cells=[cell])
     strip_progress(nb)
     assert [o["text"] for o in nb.cells[0].outputs] == ["UserWarning: the vector is zero", "12/24 [kept]"]
+
+
+def test_cli_builds_and_checks(tmp_path):
+    from typer.testing import CliRunner
+
+    from pvlens.cli import app
+
+    folder = tmp_path / "course" / "chapters"
+    folder.mkdir(parents=True)
+    (folder / "09_toy.py").write_text(TOY)
+    runner = CliRunner()
+    built = runner.invoke(app, ["course", "build", "9", "--root", str(tmp_path), "--no-run"])
+    assert built.exit_code == 0, built.output
+    assert (tmp_path / "course" / "exercises" / "09_toy.ipynb").exists()
+    checked = runner.invoke(app, ["course", "check", "9", "--root", str(tmp_path)])  # the blank exercise notebook
+    assert checked.exit_code == 1
+    assert "✗ check_double" in checked.output and "NotImplementedError: Exercise 9.1" in checked.output
+    assert "0/1 check cells pass" in checked.output
