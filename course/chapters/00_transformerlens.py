@@ -15,7 +15,7 @@
 #
 # **Prerequisites**: PyTorch; what a transformer block is. Chapter 1 (the maths) can be done before or after.
 #
-# **Runtime**: measured: 1.3 min on a 2-core CPU (full size).
+# **Runtime**: measured: 1.4 min on a 2-core CPU (full size).
 
 # %%
 import matplotlib.pyplot as plt

@@ -15,7 +15,7 @@
 #
 # **Prerequisites**: linear algebra (dot products, covariance), PyTorch tensors. No model.
 #
-# **Runtime**: measured: 0.9 min on a 2-core CPU (full size).
+# **Runtime**: measured: 1.1 min on a 2-core CPU (full size).
 
 # %%
 import math

@@ -14,7 +14,7 @@
 #
 # **Prerequisites**: chapter 0 (hooks, `run_with_hooks`), chapter 1 §4 (what α means).
 #
-# **Runtime**: measured: 5.7 min on a 2-core CPU (full size).
+# **Runtime**: measured: 6.0 min on a 2-core CPU (full size).
 
 # %%
 import matplotlib.pyplot as plt
