@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test unit integration lint typecheck docs notebooks bench replicate clean
+.PHONY: install browser demo test unit integration lint typecheck docs notebooks course bench replicate clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,6 +57,12 @@ test: install browser
 replicate: install
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pvlens replicate
 	$(BIN)/python -m pvlens.io.doctables docs/*.md
+
+# The course: every chapter's exercise and executed solution notebook (full size; outputs committed)
+# and its measured runtime (course/runtimes.json). `make course CHAPTERS=0,1` builds a subset.
+course: install
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} nice -n 5 $(BIN)/pvlens course build $(CHAPTERS)
+	$(BIN)/python -m pvlens.io.doctables docs/course.md
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py

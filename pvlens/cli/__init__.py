@@ -96,6 +96,10 @@ def _register() -> None:
 
     app.add_typer(guard.app, name="guard")
 
+    from pvlens.cli import course
+
+    app.add_typer(course.app, name="course")
+
 
 _register()
 

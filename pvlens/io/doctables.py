@@ -29,6 +29,7 @@ BLOCK = re.compile(r"<!-- generated: (?P<src>\S+) (?P<kind>\w+) -->\n(?P<body>.*
 
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
+    from pvlens.course.tables import runtime_table
     from pvlens.finetune.experiments.tables import mitigation_table
     from pvlens.io.benchtables import benchmark_table
     from pvlens.monitor.guard_measure import guard_table
@@ -53,6 +54,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "sae_corpus": manifest_table,
         "directions": directions_table,
         "guard": guard_table,
+        "course_runtimes": runtime_table,
     }
 
 
