@@ -11,7 +11,7 @@
 #
 # **Prerequisites**: chapter 4 (projections, the last prompt token), chapter 1 (nulls).
 #
-# Runtime measured: RUNTIME_PLACEHOLDER
+# Runtime measured: quick mode 102 s in-script on the loaded shared 2-core CPU (35 s CPU); full size not yet measured (run `python course/chapters/05_screening.py`).
 
 # %%
 import json
@@ -163,7 +163,7 @@ print(f"prompt-only approximation: AUROC Level II vs normal = {auroc(approx['lev
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
 for lv, colour in (("normal", "tab:blue"), ("level_ii", "tab:red")):
     ax[0].hist(dp[lv], bins=15, alpha=0.6, color=colour, label=lv)
-ax[0].set(xlabel="sample ΔP (layer %d)" % LAYER, ylabel="samples", title="ΔP by level")
+ax[0].set(xlabel=f"sample ΔP (layer {LAYER})", ylabel="samples", title="ΔP by level")
 ax[0].legend()
 ax[1].scatter(pooled_dp, pooled_ap, s=12)
 ax[1].set(xlabel="ΔP (with base replies)", ylabel="prompt-only approximation", title=f"ρ = {rho:.2f}")

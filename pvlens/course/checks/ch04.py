@@ -8,7 +8,16 @@ import numpy as np
 import torch
 from scipy.stats import pearsonr
 
-from pvlens.course.checks.inputs import LAYER, close, conversations, passed, prompts, run_check, tiny, vector
+from pvlens.course.checks.inputs import (
+    LAYER,
+    close,
+    conversations,
+    passed,
+    prompts,
+    run_check,
+    tiny,
+    vector,
+)
 from pvlens.monitor.projection import projections
 from pvlens.monitor.tokens import token_projections
 

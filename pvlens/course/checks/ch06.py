@@ -79,7 +79,7 @@ def check_train_step(fn: Callable) -> None:
                     p.normal_(0, 0.02, generator=torch.Generator().manual_seed(1))
         opt = torch.optim.SGD(handle.parameters(), lr=0.5)
         v = vector(model.cfg.d_model, seed=6)
-        hooks = [("blocks.0.hook_resid_post", lambda r, hook: r + 2.0 * v.to(r.dtype))]
+        hooks = [("blocks.0.hook_resid_post", Steering(v, 0, 2.0, positions="all").hook)]
         loss = step(model, opt, conversations(model), hooks)
         results.append((torch.tensor(float(loss)), [p.detach().clone() for p in handle.parameters()]))
     (l_ref, p_ref), (l_got, p_got) = results
