@@ -13,10 +13,8 @@
 # **Prerequisites**: chapters 0 (TransformerLens, `run_with_cache`, the prompt/response boundary)
 # and 2 (steering), or the same knowledge.
 #
-# **Runtime**: measured: see the line below (2-core CPU, one torch thread). Quick mode
-# (`PVLENS_COURSE_QUICK=1`) shrinks the sample counts.
-#
-# Runtime measured: full size 14.5 min (872 s in-script, 934 s with start-up) on the shared 2-core CPU while ~8 other jobs ran — expect far less on an idle machine; quick mode 59 s in-script (23 s CPU). Full-size result of that run: r = 0.31 per prompt (95% CI 0.09..0.49, n = 80), r = 0.48 over rung means (95% CI −0.34..0.89, n = 8).
+# **Runtime**: measured: 14.5 min on a 2-core CPU (full size).
+# A script run of the full size took 872 s on the shared machine under load (~8 jobs on 2 cores); quick mode 59 s (23 s CPU). That run's result: r = 0.31 per prompt (95% CI 0.09..0.49, n = 80), r = 0.48 over the 8 rung means (95% CI −0.34..0.89).
 
 # %%
 import time

@@ -11,7 +11,8 @@
 #
 # **Prerequisites**: chapter 4 (projections, the last prompt token), chapter 1 (nulls).
 #
-# Runtime measured: quick mode 102 s in-script on the loaded shared 2-core CPU (35 s CPU); full size not yet measured (run `python course/chapters/05_screening.py`).
+# **Runtime**: measured: ? min on a 2-core CPU (full size).
+# Quick mode: 102 s on the loaded shared machine (35 s CPU).
 
 # %%
 import json

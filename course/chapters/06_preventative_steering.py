@@ -11,7 +11,8 @@
 #
 # **Prerequisites**: chapters 2 (steering hooks), 4 (projections), 5 (the trait datasets).
 #
-# Runtime measured: quick mode 124 s in-script on the loaded shared 2-core CPU (40 s CPU); full size not yet measured.
+# **Runtime**: measured: ? min on a 2-core CPU (full size).
+# Quick mode: 124 s on the loaded shared machine (40 s CPU).
 
 # %%
 import time

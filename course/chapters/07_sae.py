@@ -17,7 +17,8 @@
 # model's own chat replies in `sae/corpus/`. It is far smaller and less trained than a real SAE:
 # read its features as a demonstration of the method.
 #
-# Runtime measured: quick mode 172 s in-script on the loaded shared 2-core CPU (42 s CPU); full size not yet measured.
+# **Runtime**: measured: ? min on a 2-core CPU (full size).
+# Quick mode: 172 s on the loaded shared machine (42 s CPU).
 
 # %%
 import time

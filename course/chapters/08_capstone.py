@@ -13,7 +13,8 @@
 #
 # **Prerequisites**: chapters 2 (steering) and 3 (extraction).
 #
-# Runtime measured: quick mode 237 s in-script on the loaded shared 2-core CPU (extraction kept 4/8 pos, 7/8 neg); full size not yet measured (expected > 10 min).
+# **Runtime**: measured: ? min on a 2-core CPU (full size).
+# Quick mode: 237 s on the loaded shared machine; the full size is expected to exceed 10 min.
 
 # %%
 import tempfile

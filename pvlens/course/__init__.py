@@ -1,4 +1,4 @@
 import os
 
-"""The pvlens course: reduced-size switch shared by every chapter (PVLENS_COURSE_QUICK=1)."""
+"""The pvlens course (course/chapters): `QUICK` shrinks sample counts so every chapter runs in the test suite."""
 QUICK = os.environ.get("PVLENS_COURSE_QUICK") == "1"

@@ -1,10 +1,9 @@
-"""Small fixed inputs for the chapter 4–8 checks: the tiny random model, a few chats, vectors,
-and one way to compare a student's answer with the reference and say what went wrong."""
+"""Small fixed inputs for the chapter 4–8 checks: a few chats on the shared tiny model, seeded
+vectors, and `close` for answers that may come back as numbers or arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -12,6 +11,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import EncodedChat, encode_conversation, encode_messages
+from pvlens.course.checks import common
+from pvlens.course.checks.common import passed, tiny
 
 EXCHANGES = [
     ("What is the capital of France?", "Paris is the capital of France."),
@@ -22,16 +23,6 @@ EXCHANGES = [
 
 LAYER = 1
 """The tiny model's block the checks read (its last one)."""
-
-
-@lru_cache(maxsize=1)
-def tiny() -> HookedTransformer:
-    """The tiny random 2-layer model (built once per process)."""
-    from pvlens.core.model import tiny_model
-
-    model = tiny_model(n_layers=2, d_model=64)
-    model.eval()
-    return model
 
 
 def conversations(model: HookedTransformer) -> list[EncodedChat]:
@@ -53,22 +44,10 @@ def vector(d: int, seed: int = 0) -> Tensor:
 
 
 def close(got: Any, want: Tensor, name: str, hint: str = "", atol: float = 1e-4, rtol: float = 1e-4) -> None:
-    """`torch.testing.assert_close` with the exercise's name and a hint in the message."""
-    if not isinstance(got, Tensor):
-        got = torch.as_tensor(got)
-    got = got.detach().to(torch.float64).cpu()
-    want = want.detach().to(torch.float64).cpu()
-    if got.shape != want.shape:
-        raise AssertionError(f"{name}: shape {tuple(got.shape)}, expected {tuple(want.shape)}. {hint}")
-
-    def message(m: str) -> str:
-        return f"{name}: your result differs from pvlens's reference.\n{m}\n{hint}"
-
-    torch.testing.assert_close(got, want, atol=atol, rtol=rtol, msg=message)
-
-
-def passed(name: str) -> None:
-    print(f"✓ {name} passed")
+    """`common.close` on float64 copies, accepting numbers and arrays as well as tensors."""
+    got = got if isinstance(got, Tensor) else torch.as_tensor(got)
+    common.close(got.detach().to(torch.float64).cpu(), want.detach().to(torch.float64).cpu(), name, hint,
+                 rtol=rtol, atol=atol)
 
 
 def run_check(name: str, body: Callable[[], None]) -> None:
@@ -76,3 +55,5 @@ def run_check(name: str, body: Callable[[], None]) -> None:
     with torch.no_grad():
         body()
     passed(name)
+
+__all__ = ["EXCHANGES", "LAYER", "close", "conversations", "passed", "prompts", "run_check", "tiny", "vector"]
