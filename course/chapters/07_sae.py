@@ -46,7 +46,7 @@ T0 = time.time()
 torch.manual_seed(0)
 N_DOCS = 40 if QUICK else 400  # corpus documents (≈ 130 tokens each)
 D_SAE, K = (1152, 16) if QUICK else (2304, 32)
-STEPS, BATCH = (150, 512) if QUICK else (1500, 1024)
+STEPS, BATCH = (100, 512) if QUICK else (1500, 1024)
 N_NULL = 200 if QUICK else 2000  # random directions in the nulls
 N_Q, N_RAND = (2, 2) if QUICK else (10, 6)  # steering: questions, random features
 MAX_NEW = 16 if QUICK else 40

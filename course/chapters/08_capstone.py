@@ -163,7 +163,7 @@ def choose_alpha(rows: list[dict], coherence_min: float):
 ch08.check_choose_alpha(choose_alpha)
 
 # %%
-scfg = SweepConfig(layers=[MID] if QUICK else [MID - 5, MID, MID + 5], alphas=[0.0, 4.0, 8.0] if QUICK else [0.0, 2.0, 4.0, 6.0, 8.0],
+scfg = SweepConfig(layers=[MID] if QUICK else [MID - 5, MID, MID + 5], alphas=[0.0, 6.0] if QUICK else [0.0, 2.0, 4.0, 6.0, 8.0],
                    n_questions=2 if QUICK else 10, samples=1, max_new_tokens=20 if QUICK else 40, temperature=0.7)
 res = sweep(model, vecs, spec, OUT / "sweep", judge=judge, cfg=scfg)
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
