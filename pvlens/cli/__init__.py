@@ -35,70 +35,46 @@ def _main(
 
 
 def _register() -> None:
-    from pvlens.cli import core, vectors
+    """Attach every topic's commands; imports are local so `pvlens --help` stays cheap to build."""
+    from pvlens.cli import (
+        core,
+        course,
+        datasets,
+        directions,
+        experiment,
+        finetune,
+        guard,
+        judge,
+        monitor,
+        replicate,
+        sae,
+        screen,
+        serve,
+        traits,
+        validate,
+        vectors,
+    )
 
-    app.add_typer(core.model_app, name="model")
     app.command("generate")(core.generate_cmd)
     app.command("extract")(vectors.extract_cmd)
     app.command("sweep")(vectors.sweep_cmd)
     app.command("compare")(vectors.compare_cmd)
     app.command("demo")(vectors.demo_cmd)
-    app.add_typer(vectors.vectors_app, name="vectors")
-
-    from pvlens.cli import traits
-
-    app.add_typer(traits.app, name="traits")
-
-    from pvlens.cli import datasets as datasets_cli
-    from pvlens.cli import monitor as monitor_cli
-    from pvlens.cli import screen as screen_cli
-
-    app.add_typer(monitor_cli.app, name="monitor")
-    app.add_typer(screen_cli.app, name="screen")
-    app.add_typer(datasets_cli.app, name="datasets")
-
-    from pvlens.cli import finetune as finetune_cli
-
-    app.add_typer(finetune_cli.app, name="finetune")
-
-    from pvlens.cli import experiment as experiment_cli
-
-    app.add_typer(experiment_cli.app, name="experiment")
-
-    from pvlens.cli import judge
-
-    app.add_typer(judge.app, name="judge")
-
-    from pvlens.cli import sae
-
-    app.add_typer(sae.app, name="sae")
-
-    from pvlens.cli import serve
-
     app.command("serve")(serve.serve_cmd)
-
-    from pvlens.cli import validate
-
     app.command("validate")(validate.validate_cmd)
-
-    from pvlens.cli import replicate
-
     app.command("replicate")(replicate.replicate_cmd)
-
-    from pvlens.cli import directions
-
+    app.command("off-target")(directions.off_target_cmd)
     vectors.vectors_app.command("directions")(directions.directions_cmd)
     vectors.vectors_app.command("compare-directions")(directions.compare_directions_cmd)
     vectors.vectors_app.command("ablate-weights")(directions.ablate_weights_cmd)
-    app.command("off-target")(directions.off_target_cmd)
-
-    from pvlens.cli import guard
-
-    app.add_typer(guard.app, name="guard")
-
-    from pvlens.cli import course
-
-    app.add_typer(course.app, name="course")
+    groups = {
+        "model": core.model_app, "vectors": vectors.vectors_app, "traits": traits.app,
+        "monitor": monitor.app, "screen": screen.app, "datasets": datasets.app,
+        "finetune": finetune.app, "experiment": experiment.app, "judge": judge.app, "sae": sae.app,
+        "guard": guard.app, "course": course.app,
+    }
+    for name, group in groups.items():
+        app.add_typer(group, name=name)
 
 
 _register()
