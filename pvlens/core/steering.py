@@ -120,8 +120,7 @@ class Steering:
         if self.alpha == 0:
             return resid
         add = (self.alpha * self.tensor).to(device=resid.device, dtype=resid.dtype)
-        batch, seq = resid.shape[0], resid.shape[1]
-        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
+        mask = positions_for(self.positions, resid)
         if mask is None:
             return resid + add
         return resid + mask[..., None].to(resid.dtype) * add
@@ -129,6 +128,17 @@ class Steering:
     def applied(self, model: HookedTransformer):
         """Context manager: the model is steered inside the `with` block."""
         return steer(model, self)
+
+
+def unit_vector(direction: Float[Tensor, " d_model"]) -> Float[Tensor, " d_model"]:
+    """`direction` as a float32 unit vector (a zero vector stays zero)."""
+    d = torch.as_tensor(direction).float()
+    return d / d.norm().clamp_min(1e-12)
+
+
+def positions_for(positions: Positions, resid: Tensor) -> Tensor | None:
+    """The [batch, seq] mask of `positions` for this forward's residual (None: every position)."""
+    return position_mask(positions, current_context(), resid.shape[0], resid.shape[1], resid.device)
 
 
 @dataclass
@@ -144,14 +154,12 @@ class Ablation:
 
     @property
     def unit(self) -> Tensor:
-        d = torch.as_tensor(self.direction).float()
-        return d / d.norm().clamp_min(1e-12)
+        return unit_vector(self.direction)
 
     def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
         u = self.unit.to(device=resid.device, dtype=resid.dtype)
         proj = (resid @ u)[..., None] * u
-        batch, seq = resid.shape[0], resid.shape[1]
-        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
+        mask = positions_for(self.positions, resid)
         if mask is not None:
             proj = proj * mask[..., None].to(resid.dtype)
         return resid - proj
@@ -174,15 +182,13 @@ class Capping:
 
     @property
     def unit(self) -> Tensor:
-        d = torch.as_tensor(self.direction).float()
-        return d / d.norm().clamp_min(1e-12)
+        return unit_vector(self.direction)
 
     def hook(self, resid: Tensor, hook: HookPoint | None = None) -> Tensor:
         u = self.unit.to(device=resid.device, dtype=resid.dtype)
         excess = resid @ u - self.cap
         over = excess > 0
-        batch, seq = resid.shape[0], resid.shape[1]
-        mask = position_mask(self.positions, current_context(), batch, seq, resid.device)
+        mask = positions_for(self.positions, resid)
         if mask is not None:
             over = over & mask
         return torch.where(over[..., None], resid - excess[..., None] * u, resid)
