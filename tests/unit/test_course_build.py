@@ -4,6 +4,7 @@ the runtime phrase; `pvlens course check` on a toy chapter (a real kernel, a few
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,17 @@ def test_cli_builds_and_checks(tmp_path):
     assert checked.exit_code == 1
     assert "✗ check_double" in checked.output and "NotImplementedError: Exercise 9.1" in checked.output
     assert "0/1 check cells pass" in checked.output
+
+
+def test_course_pins_float32_unless_the_user_chose() -> None:
+    """The checks compare fp32 student code with pvlens's references: bf16 (AMX CPUs) must not leak in."""
+    import subprocess
+    import sys
+
+    code = "import pvlens.course; from pvlens.core.device import fast_dtype; print(fast_dtype('cpu'))"
+    env = {k: v for k, v in os.environ.items() if k != "PVLENS_COMPUTE_DTYPE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "torch.float32"
+    env["PVLENS_COMPUTE_DTYPE"] = "bfloat16"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "torch.bfloat16"
