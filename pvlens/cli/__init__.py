@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("PVLENS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    if args and args[0] in ("extract", "datasets"):
+        from pvlens.cli.ray_gen import ray_address_optional
+
+        args = ray_address_optional(args)  # `--ray` alone: a local cluster
     try:
         app(args=args, prog_name="pvlens", standalone_mode=False)
     except typer.Exit as e:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from pvlens.cli.options import DeviceOpt, ModelOpt, OverwriteOpt, SeedOpt, existing_file, float_list
+from pvlens.cli.options import (
+    DeviceOpt,
+    ModelOpt,
+    OverwriteOpt,
+    RayOpt,
+    SeedOpt,
+    WorkersOpt,
+    existing_file,
+    float_list,
+)
 
 app = typer.Typer(help="Finetuning datasets at three severities (normal, level_i, level_ii).",
                   no_args_is_help=True)
@@ -33,6 +42,8 @@ def build_cmd(
     overwrite: OverwriteOpt = False,
     model: ModelOpt = None,
     device: DeviceOpt = None,
+    ray: RayOpt = None,
+    workers: WorkersOpt = 2,
 ) -> None:
     """Generate, judge and filter the sets; writes <out>/<set>/<level>.jsonl, manifest.json, README.md.
 
@@ -40,7 +51,9 @@ def build_cmd(
       pvlens datasets build                      # default sizes
       pvlens datasets build --size 300           # the several-hundred-sample sets (hours on CPU)
       pvlens datasets build --sets math          # only the programmatic maths set, no model
+      pvlens datasets build --ray --workers 2    # answers generated on a (local) Ray cluster
     """
+    from pvlens.cli.ray_gen import ray_generator
     from pvlens.trainsets.datasets import DatasetConfig, build_all
 
     names, lv = _names(sets, levels)
@@ -58,8 +71,9 @@ def build_cmd(
         import pvlens
 
         m = pvlens.load_model(model, device=device)
-    manifest = build_all(m, out, names, lv, cfg, judge_kind=judge, vectors=vecs or None, math_size=math_size,
-                         overwrite=overwrite)
+    with ray_generator(ray if m is not None else None, workers, model, device) as gen:
+        manifest = build_all(m, out, names, lv, cfg, judge_kind=judge, vectors=vecs or None,
+                             math_size=math_size, overwrite=overwrite, generator=gen)
     for s in manifest["sets"]:
         extra = f"  kept-score mean {s['trait_score_kept'].get('mean')}" if "trait_score_kept" in s else ""
         typer.echo(f"{s['trait']:14s} {s['level']:9s} {s['size']:5d} samples{extra}")

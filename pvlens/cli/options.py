@@ -69,3 +69,12 @@ def existing_file(path: Path, what: str) -> Path:
     if not path.exists():
         raise typer.BadParameter(f"{what} {path} does not exist")
     return path
+
+
+RayOpt = Annotated[
+    str | None,
+    typer.Option("--ray", metavar="[ADDRESS]",
+                 help="Generate on a Ray cluster: an address (auto, ray://host:10001), or none / 'local' to "
+                      "start a local one. Same replies and resume state as without. Needs the ray extra (pip install pvlens\\[ray])."),
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="With --ray: actors in the pool (each loads the model once).")]

@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, OutOpt, OverwriteOpt, existing_file
+from pvlens.cli.ray_gen import ray_address_optional
 
 if TYPE_CHECKING:
     from pvlens.trainsets.screen import RayOptions, ScreenConfig, ScreenSummary
@@ -21,18 +22,6 @@ class _DefaultToRun(TyperGroup):
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["run", *args]
         return super().parse_args(ctx, ray_address_optional(args))
-
-
-def ray_address_optional(args: list[str]) -> list[str]:
-    """`--ray` without an address (last, before another option, or before the data file) means
-    `--ray local`."""
-    out = []
-    for i, a in enumerate(args):
-        out.append(a)
-        nxt = args[i + 1] if i + 1 < len(args) else None
-        if a == "--ray" and (nxt is None or nxt.startswith("-") or Path(nxt).exists()):
-            out.append("local")
-    return out
 
 
 app = typer.Typer(

@@ -21,7 +21,9 @@ from pvlens.cli.options import (
     ModelOpt,
     OutOpt,
     OverwriteOpt,
+    RayOpt,
     SeedOpt,
+    WorkersOpt,
     float_list,
     int_list,
 )
@@ -58,11 +60,16 @@ def extract_cmd(
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    ray: RayOpt = None,
+    workers: WorkersOpt = 2,
 ) -> None:
     """Extract a persona vector for every layer from contrastive, judged rollouts.
 
-    Example: pvlens extract evil --out runs/evil
+    Examples:
+      pvlens extract evil --out runs/evil
+      pvlens extract evil --out runs/evil --ray auto --workers 8   (rollouts on a Ray cluster)
     """
+    from pvlens.cli.ray_gen import ray_generator
     from pvlens.core.model import load_model
     from pvlens.judges import load_judge
     from pvlens.traits import load_trait
@@ -76,7 +83,8 @@ def extract_cmd(
     spec = load_trait(trait)
     scorer = load_judge(judge, trait=spec)
     m = load_model(model, device=device)
-    vecs = extract(m, spec, out, judge=scorer, cfg=cfg, model_name=model, overwrite=overwrite)
+    with ray_generator(ray, workers, model, device) as gen:
+        vecs = extract(m, spec, out, judge=scorer, cfg=cfg, model_name=model, overwrite=overwrite, generator=gen)
     c = vecs.metadata["counts"]
     typer.echo(f"kept pos {c['pos_kept']}/{c['pos_total']}, neg {c['neg_kept']}/{c['neg_total']}")
     typer.echo(f"wrote {out}/vectors.safetensors ({vecs.n_layers} layers × {vecs.d_model})")

@@ -40,6 +40,7 @@ from pvlens.core.bulk import bulk_generate
 from pvlens.core.chat import Message
 from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
+from pvlens.core.ray_bulk import BulkGenerator
 from pvlens.core.steering import Intervention, Steering
 from pvlens.io.atomic import read_json_checked, write_json_atomic, write_text_atomic
 from pvlens.io.jsonl import AppendLog, KeyedTextStore
@@ -160,9 +161,10 @@ class GenerationCache:
 
     def run(self, model: HookedTransformer, jobs: Sequence[tuple[str, str]], cfg: DatasetConfig,
             steer: Intervention | None = None, steer_desc: str = "",
-            rounds: Sequence[int] | None = None) -> list[str]:
+            rounds: Sequence[int] | None = None, generator: BulkGenerator | None = None) -> list[str]:
         """Answers for (system, question) jobs, generating the missing ones in one batch.
-        `rounds[i] > 0` asks for a further, independently seeded answer to the same job."""
+        `rounds[i] > 0` asks for a further, independently seeded answer to the same job.
+        `generator` (a `RayGenerator`) makes the replies elsewhere; this process alone writes."""
         rounds = rounds or [0] * len(jobs)
         fp = model_fingerprint(model)
         keys = [self.key(fp, s, q, steer_desc, cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed,
@@ -176,8 +178,8 @@ class GenerationCache:
             seeds = [int(k[:8], 16) for k, _ in todo]
             sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                       top_p=cfg.top_p, seed=cfg.seed)
-            texts = bulk_generate(model, prompts, sampling, steer=steer, batch_size=cfg.batch_size,
-                                  row_seeds=seeds).texts
+            gen = generator or bulk_generate
+            texts = gen(model, prompts, sampling, steer=steer, batch_size=cfg.batch_size, row_seeds=seeds).texts
             self.store.add([k for k, _ in todo], texts)
         return self.store.get(keys)
 
@@ -270,12 +272,14 @@ def build_trait_set(
     cache: GenerationCache | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    generator: BulkGenerator | None = None,
 ) -> dict:
     """Generate, judge and filter one set until `cfg.size` samples pass (or the prompt pool
     runs out); writes `{out}/{trait}/{level}.jsonl` and returns its statistics.
 
     Candidates go to `{out}/{trait}/candidates/{level}/candidates.jsonl` next to the inputs
-    they were made from; a rerun with other inputs raises StaleRunError (`overwrite` discards)."""
+    they were made from; a rerun with other inputs raises StaleRunError (`overwrite` discards).
+    `generator` (a `RayGenerator`) generates on a Ray pool with the same answers and cache keys."""
     spec, cfg = load_trait(trait), cfg or DatasetConfig()
     judge = judge if judge is not None else _default_judge(spec)
     out = Path(out_dir)
@@ -295,7 +299,7 @@ def build_trait_set(
             bar.update(min(kept, cfg.size) - bar.n)
             idx = list(range(pos, pos + _chunk_size(kept, len(cands), end - pos, cfg)))
             jobs = [(systems[i % len(systems)], pool[i % len(pool)]) for i in idx]
-            answers = cache.run(model, jobs, cfg, steer, steer_desc, [i // len(pool) for i in idx])
+            answers = cache.run(model, jobs, cfg, steer, steer_desc, [i // len(pool) for i in idx], generator)
             new = [{"pool_index": i, "system": s, **a}
                    for i, (s, _), a in zip(idx, jobs, judge_answers(judge, jobs, answers), strict=True)]
             log.append(new)
@@ -382,7 +386,7 @@ def build_math_sets(out_dir: str | Path, size: int = 300, seed: int = 0) -> list
 # --- the whole build ---------------------------------------------------------------------
 def _trait_sets(model: HookedTransformer | None, out: Path, traits: Sequence[str], levels: Sequence[str],
                 cfg: DatasetConfig, judges: dict[str, Judge], vectors: Mapping[str, VectorsLike],
-                progress: bool, overwrite: bool) -> list[dict]:
+                progress: bool, overwrite: bool, generator: BulkGenerator | None = None) -> list[dict]:
     """Build every (trait, level) set sharing one generation cache."""
     cache = GenerationCache(out / "generations.jsonl")
     sets = []
@@ -392,7 +396,7 @@ def _trait_sets(model: HookedTransformer | None, out: Path, traits: Sequence[str
         spec = load_trait(trait)
         for level in levels:
             sets.append(build_trait_set(model, spec, level, out, judges[spec.name], cfg,
-                                        vectors.get(spec.name), cache, progress, overwrite))
+                                        vectors.get(spec.name), cache, progress, overwrite, generator))
     return sets
 
 
@@ -421,6 +425,7 @@ def build_all(
     math_size: int = 300,
     progress: bool = True,
     overwrite: bool = False,
+    generator: BulkGenerator | None = None,
 ) -> dict:
     """Every set; writes `manifest.json` (sizes, score distributions, config) and
     `README.md` next to the data. `judges` maps trait → judge object (else `judge_kind`)."""
@@ -432,7 +437,7 @@ def build_all(
     t0 = time.time()
     named = [t for t in traits if t != "math"]
     judges = {t: (judges or {}).get(t) or _default_judge(load_trait(t), judge_kind) for t in named} if model is not None else {}
-    sets = _trait_sets(model, out, traits, levels, cfg, judges, vectors or {}, progress, overwrite)
+    sets = _trait_sets(model, out, traits, levels, cfg, judges, vectors or {}, progress, overwrite, generator)
     if "math" in traits:
         sets += build_math_sets(out, math_size, cfg.seed)
     manifest = {"pvlens_version": __version__, "model": model.cfg.model_name if model is not None else None,

@@ -30,6 +30,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.activations import REDUCTIONS, collect
 from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint
+from pvlens.core.ray_bulk import BulkGenerator
 from pvlens.errors import InputError, PvlensError
 from pvlens.io.atomic import write_json_atomic, write_text_atomic
 from pvlens.io.runs import INPUTS_FILE, StaleRunError, check_inputs, run_lock
@@ -214,12 +215,14 @@ def extract(
     cfg: ExtractConfig | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
+    generator: BulkGenerator | None = None,
 ) -> PersonaVectors:
     """Run the whole pipeline for one trait; returns the vectors (also on disk).
 
     A rerun into `out_dir` with the same inputs resumes; with other inputs (model weights,
     trait spec, seed, sampling or plan, judge) it raises StaleRunError naming what changed,
-    unless `overwrite`, which discards the folder's old results.
+    unless `overwrite`, which discards the folder's old results. `generator` (a `RayGenerator`)
+    makes the rollouts' replies on a Ray pool: the same replies, so the same resume state.
     """
     spec = load_trait(trait)
     cfg = cfg or ExtractConfig()
@@ -229,7 +232,7 @@ def extract(
         _refuse_unrecorded(out, overwrite)
         check_inputs(out, extract_inputs(model, spec, cfg, judge), overwrite=overwrite)
         timings: dict[str, float] = {}
-        rollouts = _timed(timings, "generate_s", lambda: run_rollouts(model, spec, out, cfg))
+        rollouts = _timed(timings, "generate_s", lambda: run_rollouts(model, spec, out, cfg, generator))
         _timed(timings, "judge_s", lambda: judge_rollouts(rollouts, judge))
         kept, counts = keep_or_fail(rollouts, cfg, spec, out)
         acts = _timed(timings, "activations_s", lambda: kept_activations(model, kept, cfg))
@@ -250,14 +253,15 @@ def _refuse_unrecorded(out: Path, overwrite: bool) -> None:
 
 
 def run_rollouts(
-    model: HookedTransformer, spec: TraitSpec, out: Path, cfg: ExtractConfig
+    model: HookedTransformer, spec: TraitSpec, out: Path, cfg: ExtractConfig,
+    generator: BulkGenerator | None = None,
 ) -> list[Rollout]:
     """Step 1: the planned rollouts, generating only those missing from the folder."""
     partial, final = out / "rollouts.partial.jsonl", out / "rollouts.jsonl"
     if final.exists() and not partial.exists():
         final.rename(partial)  # rerun over a finished folder: reuse its generations
     todo = plan(spec, cfg.n_questions, cfg.n_instructions, cfg.samples_per_pair)
-    return generate_rollouts(model, spec, partial, todo, cfg)
+    return generate_rollouts(model, spec, partial, todo, cfg, generator=generator)
 
 
 def judge_rollouts(rollouts: Sequence[Rollout], judge: Judge) -> None:

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from pvlens.core.bulk import bulk_generate
 from pvlens.core.chat import EncodedChat, encode_conversation, encode_prompt
 from pvlens.core.config import SamplingConfig
+from pvlens.core.ray_bulk import BulkGenerator
 from pvlens.io.atomic import write_text_atomic
 from pvlens.io.jsonl import AppendLog
 from pvlens.traits import TraitSpec
@@ -99,15 +100,15 @@ def plan(
 
 def _generate_chunk(
     model: HookedTransformer, trait: TraitSpec, part: Sequence[PlanKey], seeds: Sequence[int],
-    sampling: SamplingConfig,
+    sampling: SamplingConfig, generator: BulkGenerator | None = None,
 ) -> list[Rollout]:
-    """Sample one chunk of planned rollouts; row seeds make each reply independent of its batch."""
+    """Sample one chunk of planned rollouts; row seeds make each reply independent of its batch
+    (and of the process: `generator` may be a `RayGenerator`, with the same replies)."""
     systems = [trait.system_prompt(pol, i) for pol, i, _, _ in part]
     prompts = [encode_prompt(model.tokenizer, trait.extraction_questions[q], system)
                for (_, _, q, _), system in zip(part, systems, strict=True)]
-    texts = bulk_generate(
-        model, prompts, sampling, batch_size=sampling.batch_size, row_seeds=list(seeds)
-    ).texts
+    gen = generator or bulk_generate
+    texts = gen(model, prompts, sampling, batch_size=sampling.batch_size, row_seeds=list(seeds)).texts
     return [
         Rollout(pol, i, q, s, trait.extraction_questions[q], system, chat.text, text)
         for (pol, i, q, s), system, chat, text in zip(part, systems, prompts, texts, strict=True)
@@ -121,8 +122,10 @@ def generate_rollouts(
     todo: Sequence[PlanKey],
     sampling: SamplingConfig,
     chunk: int = 256,
+    generator: BulkGenerator | None = None,
 ) -> list[Rollout]:
-    """Generate the planned rollouts missing from `path`, appending each finished chunk."""
+    """Generate the planned rollouts missing from `path`, appending each finished chunk (this
+    process alone writes `path`; `generator`, e.g. a `RayGenerator`, only makes the replies)."""
     log = AppendLog(path)
     done = {r.key: r for r in read_rollouts(path)}
     missing = [k for k in todo if k not in done]
@@ -132,7 +135,7 @@ def generate_rollouts(
             part = missing[start : start + chunk]
             # Each sample's seed depends only on its plan index, so a resumed run draws the
             # same replies as an uninterrupted one.
-            new = _generate_chunk(model, trait, part, [index[k] for k in part], sampling)
+            new = _generate_chunk(model, trait, part, [index[k] for k in part], sampling, generator)
             done.update((r.key, r) for r in new)
             log.append([asdict(r) for r in new])
             bar.update(len(part))

@@ -133,9 +133,9 @@ def test_normal_contrast_uses_opposing_prompts_and_steers_against_the_vector(mod
     seen = []
     real = ds.GenerationCache.run
 
-    def spy(self, model, jobs, cfg, steer=None, steer_desc="", rounds=None):
+    def spy(self, model, jobs, cfg, steer=None, steer_desc="", rounds=None, generator=None):
         seen.append((steer.alpha, steer.layer, {s for s, _ in jobs}))
-        return real(self, model, jobs, cfg, steer, steer_desc, rounds)
+        return real(self, model, jobs, cfg, steer, steer_desc, rounds, generator)
 
     monkeypatch.setattr(ds.GenerationCache, "run", spy)
     v = torch.randn(model.cfg.n_layers, model.cfg.d_model)

@@ -9,9 +9,7 @@ and their keys. The driver appends the replies to the cache (`KeyedTextStore`) a
 results to `results.jsonl` (`AppendLog`): one writer, so any number of workers cannot corrupt
 either file, and each index is written once.
 
-Faults: an actor whose process dies is restarted by Ray (`max_restarts`) and its running and
-queued blocks are retried on it (`max_task_retries`); when Ray gives up, the driver replaces
-the actor and resubmits the block (up to `max_block_attempts`). A killed worker costs at most
+Faults are handled by the shared pool (`pvlens.core.ray_pool`): a killed worker costs at most
 its blocks' work. A killed driver resumes on rerun: the done indices come from results.jsonl.
 
 Ray is optional (`pip install pvlens[ray]`): it is imported only when a Ray run starts.
@@ -21,19 +19,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
-from pvlens.core.config import Config
 from pvlens.core.fingerprint import model_fingerprint
+from pvlens.core.ray_pool import (
+    ActorPool,
+    BlockRunner,
+    Job,
+    ModelFactory,
+    ModelLoader,
+    RayOptions,
+    connect,
+    model_factory,
+)
 from pvlens.io.atomic import write_json_atomic
 from pvlens.io.jsonl import AppendLog, KeyedTextStore
 from pvlens.io.runs import run_lock
@@ -52,47 +57,6 @@ from pvlens.trainsets.screen.run import (
 )
 from pvlens.trainsets.screen.summary import ScreenSummary, finish
 from pvlens.vectors.coerce import VectorsLike
-
-ModelFactory = Callable[[], HookedTransformer]
-"""Builds the model inside a worker (picklable: a `ModelLoader`, or a module-level function)."""
-
-
-class RayOptions(Config):
-    """Where and how a screening run uses Ray."""
-
-    address: str | None = None
-    """Cluster to join ("auto", "ray://host:10001", "host:6379"); None or "local" starts a local one."""
-    workers: int = Field(2, ge=1)
-    """Actors in the pool (each loads the model once)."""
-    worker_cpus: float = Field(1.0, gt=0)
-    """CPUs reserved per actor; torch in the actor uses that many threads (at least one)."""
-    worker_gpus: float = Field(0.0, ge=0)
-    """GPUs reserved per actor (fractions share a GPU)."""
-    local_cpus: int | None = Field(None, ge=1)
-    """CPUs of a local cluster started here (None: all of this machine's)."""
-    max_restarts: int = Field(3, ge=-1)
-    """Times Ray restarts a dead actor (-1: without limit)."""
-    max_task_retries: int = Field(3, ge=-1)
-    """Times Ray reruns a block whose actor died while running or holding it."""
-    max_block_attempts: int = Field(3, ge=1)
-    """Times the driver itself resubmits a block after Ray gave up on its actor."""
-    blocks_in_flight: int = Field(2, ge=1)
-    """Blocks queued per actor (two keeps an actor busy while the driver writes)."""
-
-
-@dataclass(frozen=True)
-class ModelLoader:
-    """A picklable model factory: `pvlens.load_model(name, device=...)` in the worker."""
-
-    name: str | None = None
-    """Model name or folder (None: the default model)."""
-    device: str | None = "cpu"
-    """Device inside the worker ("cuda" on a GPU actor: Ray sets CUDA_VISIBLE_DEVICES)."""
-
-    def __call__(self) -> HookedTransformer:
-        from pvlens.core.model import load_model
-
-        return load_model(self.name, device=self.device)
 
 
 @dataclass
@@ -134,85 +98,23 @@ class ScreenWorker:
         return BlockResult(records, store.added, model_fingerprint(self.model), time.process_time() - t0)
 
 
-def connect(opts: RayOptions) -> bool:
-    """Join (or start) the cluster; True when this call started Ray (the caller shuts it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if opts.address in (None, "local"):
-        ray.init(address="local", num_cpus=opts.local_cpus, include_dashboard=False,
-                 _node_ip_address="127.0.0.1", log_to_driver=False)
-    else:
-        ray.init(address=opts.address, log_to_driver=False)
-    return True
-
-
-@dataclass
-class Job:
-    """A block in flight: its samples, the actor it went to, how often it was tried."""
-
-    block: list[Sample]
-    slot: int
-    actor: Any
-    attempts: int = 1
-
-
-class WorkerPool:
-    """The actors; replaces one that Ray gave up on."""
+class WorkerPool(ActorPool):
+    """The screening actors (`ScreenWorker`)."""
 
     def __init__(self, factory: ModelFactory, opts: RayOptions) -> None:
-        import ray
-
-        self.opts = opts
-        self.remote = ray.remote(ScreenWorker).options(
-            num_cpus=opts.worker_cpus, num_gpus=opts.worker_gpus, max_restarts=opts.max_restarts,
-            max_task_retries=opts.max_task_retries)
-        self.factory = factory
-        self.actors = [self._new() for _ in range(opts.workers)]
-        self.busy = [0] * opts.workers
-
-    def _new(self) -> Any:
-        return self.remote.remote(self.factory, int(max(1, self.opts.worker_cpus)))
+        super().__init__(ScreenWorker, factory, opts)
 
     def facts(self, cfg: ScreenConfig) -> ModelFacts:
         """The model's facts, after checking every worker loaded the same model."""
-        import ray
-
-        facts = ray.get([a.facts.remote(cfg) for a in self.actors])
+        facts = self.call_all("facts", cfg)
         if len({f.fingerprint for f in facts}) != 1:
             raise ScreenError("the Ray workers loaded different models (fingerprints differ); give every "
                               "node the same model files")
         return facts[0]
 
-    def pids(self) -> list[int]:
-        """Process ids of the current actors."""
-        import ray
-
-        return ray.get([a.pid.remote() for a in self.actors])
-
-    def free_slot(self) -> int:
-        """The actor with the fewest blocks in flight."""
-        return min(range(len(self.actors)), key=lambda i: self.busy[i])
-
-    def replace(self, slot: int, dead: Any) -> None:
-        """Put a fresh actor in `slot` if it still holds the dead one."""
-        import ray
-
-        if self.actors[slot] is dead:
-            ray.kill(dead, no_restart=True)
-            self.actors[slot] = self._new()
-
-    def shutdown(self) -> None:
-        """Stop every actor."""
-        import ray
-
-        for a in self.actors:
-            ray.kill(a, no_restart=True)
-
 
 @dataclass
-class RayRun:
+class RayRun(BlockRunner):
     """The driver of one Ray screening run: submits blocks, writes what comes back."""
 
     pool: WorkerPool
@@ -233,15 +135,14 @@ class RayRun:
         keys = (reply_key(self.facts.fingerprint, self.cfg.max_new_tokens, msgs[:-1]) for _, msgs in block)
         return {k: self.store.known[k] for k in keys if k in self.store}
 
-    def submit(self, block: list[Sample], attempts: int = 1) -> None:
-        """Send a block to the least busy actor."""
-        slot = self.pool.free_slot()
-        actor = self.pool.actors[slot]
-        ref = actor.screen_block.remote(block, self.known(block), self.u, self.layer, self.cfg)
-        self.pool.busy[slot] += 1
-        self.pending[ref] = Job(block, slot, actor, attempts)
+    def call(self, actor: Any, block: list[Sample]) -> Any:
+        """Screen `block` on `actor`, sending its cached base replies along."""
+        return actor.screen_block.remote(block, self.known(block), self.u, self.layer, self.cfg)
 
-    def write(self, res: BlockResult) -> None:
+    def label(self, block: list[Sample]) -> str:
+        return f"the block starting at sample {block[0][0]}"
+
+    def write(self, block: list[Sample], res: BlockResult) -> int:
         """Replies first (a kill between the two loses no generation), then the results, each index once."""
         if res.fingerprint != self.facts.fingerprint:
             raise ScreenError("a Ray worker's model differs from the run's (fingerprint changed mid-run); "
@@ -253,43 +154,7 @@ class RayRun:
         self.log.append(recs)
         self.done.update((r["index"], r) for r in recs)
         self.cpu_seconds += res.cpu_seconds
-
-    def collect_one(self) -> int:
-        """Wait for one block; write it, or resubmit it when its actor died. Returns samples written."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        [ref], _ = ray.wait(list(self.pending), num_returns=1)
-        job = self.pending.pop(ref)
-        self.pool.busy[job.slot] -= 1
-        try:
-            res = ray.get(ref)
-        except RayActorError as e:
-            if job.attempts >= self.pool.opts.max_block_attempts:
-                raise ScreenError(f"a block starting at sample {job.block[0][0]} failed "
-                                  f"{job.attempts} times on dead Ray workers; last: {e}") from e
-            self.pool.replace(job.slot, job.actor)
-            self.submit(job.block, job.attempts + 1)
-            return 0
-        self.write(res)
-        if self.on_block is not None:
-            self.on_block(self.pool)
-        return len(job.block)
-
-    def run(self, blocks: Iterator[list[Sample]], bar: tqdm) -> None:
-        """Keep every actor fed with `blocks_in_flight` blocks until all are written."""
-        capacity = len(self.pool.actors) * self.pool.opts.blocks_in_flight
-        exhausted = False
-        while True:
-            while not exhausted and len(self.pending) < capacity:
-                block = next(blocks, None)
-                if block is None:
-                    exhausted = True
-                else:
-                    self.submit(block)
-            if not self.pending:
-                return
-            bar.update(self.collect_one())
+        return len(block)
 
 
 def screen_on_ray(
@@ -312,7 +177,7 @@ def screen_on_ray(
     runs after each written block (tests use it to kill a worker).
     """
     cfg, opts = cfg or ScreenConfig(), ray or RayOptions()
-    factory = model if callable(model) else ModelLoader(model, "cuda" if opts.worker_gpus > 0 else "cpu")
+    factory = model_factory(model, opts)
     started = connect(opts)
     pool = WorkerPool(factory, opts)
     try:
@@ -342,3 +207,6 @@ def _drive(pool: WorkerPool, data: str | Path, vectors: VectorsLike, out: Path, 
         run.run(chunks(todo_samples(data, split, (0, 1), done), cfg.chunk_size), bar)
         bar.close()
         return finish(out, list(done.values()), data, split, cfg.top_k, layer)
+
+
+__all__ = ["BlockResult", "ModelLoader", "RayOptions", "RayRun", "ScreenWorker", "WorkerPool", "screen_on_ray"]
