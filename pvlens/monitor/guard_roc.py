@@ -156,7 +156,8 @@ def recommend(cells: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
             e, b = f["eliciting"]["rate"], f["benign"]["rate"]
             if e[1] > b[2] and (best is None or e[0] - b[0] > best["gap"]):
                 best = {"layer": c["layer"], "window": c["window"], "fpr": f["fpr"],
-                        "threshold": f["threshold"], "gap": e[0] - b[0]}
+                        "threshold": f["threshold"], "gap": e[0] - b[0],
+                        "by_condition": {k: [v["k"], v["n"]] for k, v in f["eliciting_by_condition"].items()}}
     return best
 
 
@@ -191,7 +192,8 @@ def guard_roc_table(data: dict[str, Any]) -> str:
     n, rec = data["n"], data["recommended"]
     verdict = ("no setting's eliciting trigger rate interval lies above its benign one" if rec is None else
                f"largest separated gap: layer {rec['layer']}, window {rec['window']}, fpr {rec['fpr']} "
-               f"(threshold {rec['threshold']:.3f}, gap {100 * rec['gap']:.0f} points)")
+               f"(threshold {rec['threshold']:.3f}, gap {100 * rec['gap']:.0f} points; eliciting triggers by "
+               "condition: " + ", ".join(f"{k} {h}/{n}" for k, (h, n) in rec["by_condition"].items()) + ")")
     lines += ["", f"n = {n['eliciting']} eliciting prompts ({', '.join(data['conditions'])}), {n['benign']} "
               f"benign prompts, {n['calibration']} calibration answers; greedy, "
               f"{data['config']['max_new_tokens']} new tokens, seed {data['config']['seed']}. Trigger rates in % "
