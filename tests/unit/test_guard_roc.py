@@ -104,3 +104,29 @@ def test_cell_rates_auroc_and_recommendation():
     table = guard_roc_table({"config": cfg.model_dump(), "cells": [c2], "recommended": rec,
                              "n": {"eliciting": 4, "benign": 4, "calibration": 10}, "conditions": ["a", "b"]})
     assert "| 7 | 1 | 1.00" in table and "largest separated gap: layer 7" in table
+
+
+def test_bulk_generate_resets_a_reused_guard(tiny, vec, analytic):
+    """`pvlens guard measure` runs one Guard through two bulk_generate calls (eliciting, then
+    benign): the second must equal a fresh guard's run, not inherit the first's triggers."""
+    from pvlens.core.bulk import bulk_generate
+    from pvlens.core.config import SamplingConfig
+
+    first, second = PROMPTS[:3], PROMPTS[3:]
+    sampling = SamplingConfig(max_new_tokens=N_NEW, temperature=0.0)
+
+    def run(guard, prompts):
+        res = bulk_generate(tiny, prompts, sampling, steer=guard)
+        return res.texts, [(e.row, e.position) for e in guard.events()]
+
+    for thr in _thresholds(analytic, 1):
+        def make(t: float = thr) -> Guard:
+            return Guard([GuardRule(vec, t, "t")], LAYER, alpha=8.0)
+
+        a, b = run(make(), first), run(make(), second)
+        if {r for r, _ in a[1]} - {r for r, _ in b[1]}:  # a row triggers in the first run only
+            reused = make()
+            run(reused, first)
+            assert run(reused, second) == b
+            return
+    pytest.fail("no threshold where the runs trigger on different rows")
