@@ -127,3 +127,40 @@ def measure_cmd(
     write_json_atomic(out, data)
     typer.echo(guard_table(data))
     typer.echo(f"-> {out}")
+
+
+@app.command("roc")
+def roc_cmd(
+    trait: Annotated[str, typer.Option(help="Built-in trait with shipped vectors and an eval set.")] = "evil",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Results JSON.")] = Path("results/guard_roc/results.json"),
+    layers: Annotated[str | None, typer.Option(help="Comma-separated blocks (default: 4 around the middle).")] = None,
+    windows: Annotated[str, typer.Option(help="Comma-separated window lengths.")] = "1,4,8,16",
+    fprs: Annotated[str, typer.Option(help="Comma-separated target false-positive rates.")] = "0.01,0.05,0.1,0.2",
+    n_questions: Annotated[int, typer.Option(min=1, help="Questions per eliciting condition (3 conditions).")] = 8,
+    n_benign: Annotated[int, typer.Option(min=1, help="Held-out benign questions.")] = 24,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per reply.")] = 48,
+    n_random: Annotated[int, typer.Option(min=1, help="Random directions in the AUROC null.")] = 200,
+    seed: SeedOpt = 0,
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Trigger rates (eliciting vs benign) of every (layer, window, fpr) and the AUROC, from one
+    set of unguarded replies (the guard's trigger depends only on activations up to it).
+
+    Example: nice -n 5 pvlens guard roc --out results/guard_roc/results.json
+    """
+    import pvlens
+    from pvlens.cli.options import float_list, int_list
+    from pvlens.io.atomic import write_json_atomic
+    from pvlens.monitor.guard_roc import GuardRocConfig, guard_roc, guard_roc_table
+
+    cfg = GuardRocConfig.model_validate({
+        "trait": trait, "layers": int_list(layers, "--layers"), "windows": int_list(windows, "--windows"),
+        "fprs": float_list(fprs, "--fprs"), "n_questions": n_questions, "n_benign": n_benign,
+        "max_new_tokens": max_new_tokens, "n_random": n_random, "seed": seed})
+    m = pvlens.load_model(model, device=device)
+    data = guard_roc(m, cfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, data)
+    typer.echo(guard_roc_table(data))
+    typer.echo(f"-> {out}")

@@ -44,8 +44,9 @@ from pvlens.core.generation import (
     sample_next,
     to_chats,
 )
+from pvlens.core.guard import Guard
 from pvlens.core.hooks import PositionContext, position_context
-from pvlens.core.steering import Intervention
+from pvlens.core.steering import AnyIntervention, as_list
 from pvlens.core.steering import steer as steering_context
 
 CPU_BATCH = 64
@@ -201,7 +202,7 @@ def bulk_generate(
     sampling: SamplingConfig | None = None,
     *,
     system: str | None = None,
-    steer: Intervention | Sequence[Intervention] | None = None,
+    steer: AnyIntervention | Sequence[AnyIntervention] | None = None,
     batch_size: int | None = None,
     row_seeds: Sequence[int] | None = None,
     dtype: torch.dtype | str | None = None,
@@ -224,6 +225,9 @@ def bulk_generate(
     check_generate_args("auto", sampling.max_new_tokens)
     if row_seeds is not None and len(row_seeds) != len(chats):
         raise ValueError(f"{len(row_seeds)} row_seeds for {len(chats)} prompts")
+    for g in as_list(steer):
+        if isinstance(g, Guard):  # its triggers and windows belong to this run's rows only
+            g.reset()
     with steering_context(model, steer):
         engine = pick_engine(model, "auto", as_dtype(dtype, model.W_E.device))
         if engine is not None:

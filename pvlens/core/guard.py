@@ -232,6 +232,14 @@ def window_means(values: Float[Tensor, " n"], window: int) -> Float[Tensor, " n"
     return out
 
 
+def first_crossing(values: Float[Tensor, " n"], window: int, threshold: float) -> int | None:
+    """Index of the first monitored token whose `window`-token mean exceeds `threshold` (the
+    guard's trigger decision on unguarded activations; index 0 is the last prompt token, so
+    reply_index = index − 1); None when none does."""
+    above = torch.nonzero(window_means(values, window) > threshold).flatten()
+    return int(above[0]) if above.numel() else None
+
+
 def events_by_row(events: Sequence[GuardEvent], n_rows: int) -> list[list[GuardEvent]]:
     """Events grouped per conversation (empty list: the guard never triggered there)."""
     out: list[list[GuardEvent]] = [[] for _ in range(n_rows)]

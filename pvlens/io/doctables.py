@@ -33,6 +33,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     from pvlens.finetune.experiments.tables import mitigation_table
     from pvlens.io.benchtables import benchmark_table
     from pvlens.monitor.guard_measure import guard_table
+    from pvlens.monitor.guard_roc import guard_roc_table
     from pvlens.replicate import benchmarks, extraction, finetuning, models, monitoring, screening
     from pvlens.sae.corpusbuild import manifest_table
     from pvlens.vectors.directions_tables import directions_table
@@ -54,6 +55,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "sae_corpus": manifest_table,
         "directions": directions_table,
         "guard": guard_table,
+        "guard_roc": guard_roc_table,
         "course_runtimes": runtime_table,
     }
 

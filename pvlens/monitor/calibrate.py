@@ -18,12 +18,14 @@ sidecar (vectors re-extracted, or another model) is detected and refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jaxtyping import Float
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.activations import per_token
@@ -89,13 +91,28 @@ def reply_maxima(
     the projection (window 1) or its mean over `window` consecutive tokens, as `Guard` sees it
     (−inf when the reply is shorter than one window)."""
     u = unit_direction(vectors, layer).float()
-    out = []
-    for conv in conversations:
-        chat = encode_any(model, conv)
-        resid = per_token(model, chat, layers=[layer])[0]
-        start = max(chat.prompt_len - 1, 0)
-        out.append(float(window_means(resid[start:] @ u.to(resid.device), window).max()))
-    return out
+    return [max_window(monitored_projections(model, conv, {layer: u[None]})[layer][0], window)
+            for conv in conversations]
+
+
+def monitored_projections(
+    model: HookedTransformer,
+    conversation: EncodedChat | Sequence[Message],
+    directions: Mapping[int, Float[Tensor, "k d_model"]],
+) -> dict[int, Float[Tensor, "k n_monitored"]]:
+    """Per layer, the projection of every token a `Guard` monitors (the last prompt token and
+    each response token) on each row of that layer's `directions` (unit vectors), from one
+    teacher-forced forward; the one projection routine calibration and the ROC analysis share."""
+    chat = encode_any(model, conversation)
+    layers = sorted(directions)
+    resid = per_token(model, chat, layers=layers)
+    start = max(chat.prompt_len - 1, 0)
+    return {layer: (resid[i, start:] @ directions[layer].to(resid).T).T for i, layer in enumerate(layers)}
+
+
+def max_window(values: Float[Tensor, " n"], window: int) -> float:
+    """The largest `window`-token mean of `values` (−inf when there are fewer than `window`)."""
+    return float(window_means(values, window).max())
 
 
 def threshold_at_fpr(maxima: Sequence[float], fpr: float) -> float:

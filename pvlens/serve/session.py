@@ -16,6 +16,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -27,10 +28,12 @@ from pvlens.core.activations import per_token
 from pvlens.core.chat import EncodedChat, encode_prompt
 from pvlens.core.config import Config, default_layer
 from pvlens.core.generation import generate
+from pvlens.core.guard import Guard, GuardRule
 from pvlens.core.steering import Steering
 from pvlens.errors import InputError
 from pvlens.judges import Judge, load_judge
 from pvlens.monitor import token_projections
+from pvlens.monitor.calibrate import load_calibration
 from pvlens.vectors.coerce import VectorsLike, vector_table
 
 T = TypeVar("T")
@@ -64,6 +67,17 @@ class TraitAlpha(BaseModel):
     alpha: float
 
 
+class GuardOption(BaseModel):
+    """Guard the steered reply: monitor `trait` at the request's layer with the threshold
+    calibrated in its vectors' sidecar (`pvlens guard calibrate`) and subtract α·v once crossed."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    trait: str
+    alpha: float = Field(4.0, gt=0)
+    window: int = Field(8, ge=1)
+    fpr: float | None = None
+
+
 class SteerRequest(BaseModel):
     """What the page sends: a prompt, the traits with their α, a layer, a reply length."""
 
@@ -74,6 +88,7 @@ class SteerRequest(BaseModel):
     max_new_tokens: int | None = None
     colour_trait: str | None = None
     judge: bool = False
+    guard: GuardOption | None = None
 
 
 @dataclass
@@ -87,6 +102,9 @@ class Plan:
     max_new_tokens: int
     colour_trait: str
     judge: bool
+    guard: GuardOption | None = None
+    threshold: float | None = None
+    """The guard's calibrated threshold (None: no guard)."""
 
 
 @dataclass
@@ -124,6 +142,8 @@ class Session:
         self.model_name = model_name or model.cfg.model_name
         self.n_layers = model.cfg.n_layers
         self.tables = {name: self._table(name, v) for name, v in vectors.items()}
+        self.sources = {name: Path(v) for name, v in vectors.items() if isinstance(v, str | Path)}
+        """Vectors given as files: where a guard's sidecar thresholds are looked up."""
         self.norms = residual_norms(model, self.settings.system)
         self.judge_factory = judge_factory or (lambda trait: load_judge("offline", trait=trait))
         self.judges: dict[str, Judge | str] = {}
@@ -156,6 +176,7 @@ class Session:
                 {"name": n, "alpha_max": [self.alpha_max(n, layer) for layer in range(self.n_layers)]}
                 for n in self.tables
             ],
+            "guard_traits": sorted(self.sources),
         }
 
     def plan(self, req: SteerRequest) -> Plan:
@@ -171,7 +192,19 @@ class Session:
         if colour not in names:
             raise InputError(f"colour_trait {colour!r} is not one of the steered traits {names}")
         return Plan(req.prompt, self._encode(req.prompt), req.layer, list(req.traits),
-                    self._new_tokens(req.max_new_tokens), colour, req.judge)
+                    self._new_tokens(req.max_new_tokens), colour, req.judge, req.guard,
+                    self._threshold(req.guard, req.layer))
+
+    def _threshold(self, guard: GuardOption | None, layer: int) -> float | None:
+        """The sidecar threshold for a guard request; InputError naming the fix when missing."""
+        if guard is None:
+            return None
+        if guard.trait not in self.tables:
+            raise InputError(f"unknown guard trait {guard.trait!r}; this playground has {sorted(self.tables)}")
+        if guard.trait not in self.sources:
+            raise InputError(f"the guard needs {guard.trait!r} as a vectors file with calibrated thresholds "
+                             "(`pvlens guard calibrate FILE`); it was given as a tensor")
+        return load_calibration(self.sources[guard.trait], layer, self.model, guard.fpr, guard.window).threshold
 
     def _check_trait(self, t: TraitAlpha, layer: int) -> None:
         if t.name not in self.tables:
@@ -208,19 +241,36 @@ class Session:
 
     def steers(self, plan: Plan) -> list[Steering]:
         """One Steering per trait, on every position from the last prompt token on."""
+        mask = self.response_mask(plan)
+        return [Steering(self.tables[t.name][plan.layer], plan.layer, t.alpha, mask) for t in plan.traits]
+
+    def response_mask(self, plan: Plan) -> Tensor:
+        """Positions from the last prompt token on, for every length the reply can reach."""
         p = len(plan.chat.ids)
         mask = torch.zeros(p + plan.max_new_tokens + 1, dtype=torch.bool)
         mask[p - 1 :] = True
-        return [Steering(self.tables[t.name][plan.layer], plan.layer, t.alpha, mask) for t in plan.traits]
+        return mask
 
-    def continue_reply(self, plan: Plan, reply: list[int], steered: bool) -> tuple[list[int], bool]:
-        """The reply after up to `chunk_tokens` more greedy tokens, and whether it ended."""
+    def guard(self, plan: Plan) -> Guard | None:
+        """The steered side's guard, monitoring from the last prompt token on (an explicit mask,
+        so re-reading the reply so far sees every monitored token again, as one-shot would)."""
+        if plan.guard is None or plan.threshold is None:
+            return None
+        g = plan.guard
+        rule = GuardRule(self.tables[g.trait][plan.layer], plan.threshold, g.trait)
+        return Guard([rule], plan.layer, g.alpha, window=g.window, positions=self.response_mask(plan))
+
+    def continue_reply(self, plan: Plan, reply: list[int], steered: bool) -> tuple[list[int], bool, int | None]:
+        """The reply after up to `chunk_tokens` more greedy tokens, whether it ended, and the
+        reply index where the guard (steered side) triggered."""
         n = min(self.settings.chunk_tokens, plan.max_new_tokens - len(reply))
         chat = EncodedChat(plan.chat.ids + reply, len(plan.chat.ids) + len(reply))
+        guard = self.guard(plan) if steered else None
         out = generate(self.model, [chat], steer=self.steers(plan) if steered else None,
-                       max_new_tokens=n, temperature=0.0, progress=False)
-        new = out.chats[0].response_ids
-        return reply + new, out.finished[0] or len(reply) + len(new) >= plan.max_new_tokens
+                       max_new_tokens=n, temperature=0.0, progress=False, guard=guard)
+        new, event = out.chats[0].response_ids, out.triggered[0]
+        at = None if event is None else event.position - len(plan.chat.ids)
+        return reply + new, out.finished[0] or len(reply) + len(new) >= plan.max_new_tokens, at
 
     def decode(self, ids: list[int]) -> str:
         return str(self.model.tokenizer.decode(ids, skip_special_tokens=True))
@@ -271,11 +321,12 @@ class Session:
     async def stream(self, plan: Plan) -> AsyncIterator[dict[str, Any]]:
         """Events of one request: text of each side as it grows, then colours, scores, done."""
         replies: dict[str, list[int]] = {"unsteered": [], "steered": []}
-        open_sides = list(replies)
+        open_sides, triggered = list(replies), None
         while open_sides:
             for side in list(open_sides):
-                replies[side], ended = await self.run(self.continue_reply, plan, replies[side],
-                                                      side == "steered")
+                replies[side], ended, at = await self.run(self.continue_reply, plan, replies[side],
+                                                          side == "steered")
+                triggered = at if side == "steered" else triggered
                 if ended:
                     open_sides.remove(side)
                 text = self.decode(replies[side])
@@ -285,7 +336,9 @@ class Session:
         yield await self.run(self.colour_view, plan, replies)
         if plan.judge:
             yield await self.run(self.judge_scores, plan, texts)
-        yield {"type": "done", **texts}
+        guard = None if plan.guard is None else {"trait": plan.guard.trait, "threshold": plan.threshold,
+                                                  "window": plan.guard.window, "triggered_at": triggered}
+        yield {"type": "done", **texts, "guard": guard}
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -16,7 +16,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.bulk import bulk_generate
 from pvlens.core.config import SamplingConfig
 from pvlens.core.generation import PromptLike
-from pvlens.core.steering import Intervention
+from pvlens.core.steering import AnyIntervention
 from pvlens.judges.base import Judge
 
 
@@ -33,7 +33,7 @@ def evaluate_steered(
     model: HookedTransformer,
     questions: Sequence[str],
     judge: Judge,
-    steer: Intervention | Sequence[Intervention] | None = None,
+    steer: AnyIntervention | Sequence[AnyIntervention] | None = None,
     sampling: SamplingConfig | None = None,
     samples: int = 1,
     system: str | None = None,
