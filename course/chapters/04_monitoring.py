@@ -13,7 +13,7 @@
 # **Prerequisites**: chapters 0 (TransformerLens, `run_with_cache`, the prompt/response boundary)
 # and 2 (steering), or the same knowledge.
 #
-# **Runtime**: measured: 14.5 min on a 2-core CPU (full size).
+# **Runtime**: measured: 1.8 min on a 2-core CPU (full size).
 # A script run of the full size took 872 s on the shared machine under load (~8 jobs on 2 cores); quick mode 59 s (23 s CPU). That run's result: r = 0.31 per prompt (95% CI 0.09..0.49, n = 80), r = 0.48 over the 8 rung means (95% CI −0.34..0.89).
 
 # %%

