@@ -11,7 +11,7 @@
 #
 # **Prerequisites**: chapter 4 (projections, the last prompt token), chapter 1 (nulls).
 #
-# **Runtime**: measured: 16.1 min on a 2-core CPU (full size).
+# **Runtime**: measured: 3.5 min on a 2-core CPU (full size).
 # (Built with `pvlens course build` on a shared machine under load, ~8 jobs on 2 cores; quick mode: 102 s, 35 s CPU.)
 
 # %%

@@ -11,7 +11,7 @@
 #
 # **Prerequisites**: chapters 2 (steering hooks), 4 (projections), 5 (the trait datasets).
 #
-# **Runtime**: measured: 13.9 min on a 2-core CPU (full size).
+# **Runtime**: measured: 4.2 min on a 2-core CPU (full size).
 # (Built with `pvlens course build` on a shared machine under load, ~8 jobs on 2 cores; quick mode: 124 s, 40 s CPU.)
 
 # %%
