@@ -12,6 +12,8 @@ from pvlens.cli.options import (
     OverwriteOpt,
     RayOpt,
     SeedOpt,
+    WorkerCpusOpt,
+    WorkerGpusOpt,
     WorkersOpt,
     existing_file,
     float_list,
@@ -44,6 +46,8 @@ def build_cmd(
     device: DeviceOpt = None,
     ray: RayOpt = None,
     workers: WorkersOpt = 2,
+    worker_cpus: WorkerCpusOpt = 1.0,
+    worker_gpus: WorkerGpusOpt = 0.0,
 ) -> None:
     """Generate, judge and filter the sets; writes <out>/<set>/<level>.jsonl, manifest.json, README.md.
 
@@ -71,7 +75,7 @@ def build_cmd(
         import pvlens
 
         m = pvlens.load_model(model, device=device)
-    with ray_generator(ray if m is not None else None, workers, model, device) as gen:
+    with ray_generator(ray if m is not None else None, workers, model, device, worker_cpus, worker_gpus) as gen:
         manifest = build_all(m, out, names, lv, cfg, judge_kind=judge, vectors=vecs or None,
                              math_size=math_size, overwrite=overwrite, generator=gen)
     for s in manifest["sets"]:

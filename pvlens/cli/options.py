@@ -78,3 +78,7 @@ RayOpt = Annotated[
                       "start a local one. Same replies and resume state as without. Needs the ray extra (pip install pvlens\\[ray])."),
 ]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="With --ray: actors in the pool (each loads the model once).")]
+WorkerCpusOpt = Annotated[float, typer.Option("--worker-cpus", min=0.01,
+                                              help="With --ray: CPUs per actor (its torch threads).")]
+WorkerGpusOpt = Annotated[float, typer.Option("--worker-gpus", min=0.0,
+                                              help="With --ray: GPUs per actor (fractions share a GPU; >0 loads the model on cuda).")]

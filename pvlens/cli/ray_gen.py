@@ -25,15 +25,17 @@ def ray_address_optional(args: list[str]) -> list[str]:
 
 
 @contextmanager
-def ray_generator(address: str | None, workers: int, model: str | None, device: str | None
-                  ) -> Iterator[RayGenerator | None]:
-    """A generator pool on `address` whose workers load `model` (None: no --ray, no pool)."""
+def ray_generator(address: str | None, workers: int, model: str | None, device: str | None,
+                  worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> Iterator[RayGenerator | None]:
+    """A generator pool on `address` whose workers load `model` (None: no --ray, no pool); actors
+    with GPUs load it on cuda unless `device` says otherwise."""
     if address is None:
         yield None
         return
     from pvlens.core.ray_bulk import RayGenerator
     from pvlens.core.ray_pool import ModelLoader, RayOptions
 
-    opts = RayOptions(address=address, workers=workers)
-    with RayGenerator(ModelLoader(model, device or "cpu"), opts, progress=True) as gen:
+    opts = RayOptions(address=address, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus)
+    loader = ModelLoader(model, device or ("cuda" if worker_gpus > 0 else "cpu"))
+    with RayGenerator(loader, opts, progress=True) as gen:
         yield gen

@@ -28,7 +28,14 @@ def replicate_cmd(
       pvlens replicate --only monitoring,models
       pvlens replicate --quick
     """
+    import os
+
+    from pvlens.core.device import COMPUTE_DTYPE_ENV
     from pvlens.replicate import Context, run_experiment, select
+
+    # fp32 activation passes on every CPU: "auto" picks bf16 on AMX machines, and the docs'
+    # numbers must not depend on which machine regenerated them (an explicit setting wins).
+    os.environ.setdefault(COMPUTE_DTYPE_ENV, "float32")
     from pvlens.replicate.experiments import REGISTRY
 
     names = [x.strip() for x in only.split(",") if x.strip()] if only else None

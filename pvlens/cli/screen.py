@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING
 import typer
 from typer.core import TyperGroup
 
-from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, OutOpt, OverwriteOpt, existing_file
+from pvlens.cli.options import (
+    DeviceOpt,
+    LayerOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    WorkerCpusOpt,
+    WorkerGpusOpt,
+    WorkersOpt,
+    existing_file,
+)
 from pvlens.cli.ray_gen import ray_address_optional
 
 if TYPE_CHECKING:
@@ -52,9 +62,9 @@ def run_cmd(
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
                             help="Screen on a Ray cluster: an address (auto, ray://host:10001), or none / "
                                  "'local' to start a local one. Needs `pip install pvlens[ray]`."),
-    workers: int = typer.Option(2, min=1, help="With --ray: actors in the pool (each loads the model once)."),
-    worker_cpus: float = typer.Option(1.0, min=0.01, help="With --ray: CPUs per actor (its torch threads)."),
-    worker_gpus: float = typer.Option(0.0, min=0.0, help="With --ray: GPUs per actor (fractions share a GPU)."),
+    workers: WorkersOpt = 2,
+    worker_cpus: WorkerCpusOpt = 1.0,
+    worker_gpus: WorkerGpusOpt = 0.0,
 ) -> None:
     """Dataset- and sample-level ΔP = proj(dataset response) − proj(base model's reply).
 

@@ -23,6 +23,8 @@ from pvlens.cli.options import (
     OverwriteOpt,
     RayOpt,
     SeedOpt,
+    WorkerCpusOpt,
+    WorkerGpusOpt,
     WorkersOpt,
     float_list,
     int_list,
@@ -62,6 +64,8 @@ def extract_cmd(
     overwrite: OverwriteOpt = False,
     ray: RayOpt = None,
     workers: WorkersOpt = 2,
+    worker_cpus: WorkerCpusOpt = 1.0,
+    worker_gpus: WorkerGpusOpt = 0.0,
 ) -> None:
     """Extract a persona vector for every layer from contrastive, judged rollouts.
 
@@ -83,7 +87,7 @@ def extract_cmd(
     spec = load_trait(trait)
     scorer = load_judge(judge, trait=spec)
     m = load_model(model, device=device)
-    with ray_generator(ray, workers, model, device) as gen:
+    with ray_generator(ray, workers, model, device, worker_cpus, worker_gpus) as gen:
         vecs = extract(m, spec, out, judge=scorer, cfg=cfg, model_name=model, overwrite=overwrite, generator=gen)
     c = vecs.metadata["counts"]
     typer.echo(f"kept pos {c['pos_kept']}/{c['pos_total']}, neg {c['neg_kept']}/{c['neg_total']}")

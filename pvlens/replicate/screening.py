@@ -22,14 +22,17 @@ TRAIT_SETS = (("sycophantic", "sycophantic"), ("hallucinating", "hallucinating")
 """The other traits' sets with their own vectors (`screening_traits`)."""
 FULL_N, CONTROL_N, QUICK_N, LAYER = 20, 40, 3, 15
 DATA = Path(__file__).resolve().parents[1] / "data"
+DTYPE = "float32"
+"""Activation passes in fp32 on every machine: "auto" would pick bf16 on AMX CPUs, so the docs'
+numbers would depend on which CPU regenerated them."""
 
 
 def _plan(ctx: Context, sets: tuple[tuple[str, str], ...] = FULL_SETS, control: bool = True) -> dict[str, Any]:
     if ctx.quick:
         return {"sets": [["evil", "random"]], "levels": ["normal", "level_ii"], "n": QUICK_N, "layer": 1,
-                "control_n": QUICK_N if control else 0, "max_new_tokens": 4}
+                "control_n": QUICK_N if control else 0, "max_new_tokens": 4, "dtype": DTYPE}
     return {"sets": [list(s) for s in sets], "levels": list(LEVELS), "n": FULL_N, "layer": LAYER,
-            "control_n": CONTROL_N if control else 0, "max_new_tokens": 64}
+            "control_n": CONTROL_N if control else 0, "max_new_tokens": 64, "dtype": DTYPE}
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
@@ -104,7 +107,7 @@ def _run(ctx: Context, folder: Path, plan: dict[str, Any]) -> dict[str, Any]:
     from pvlens.trainsets.screen import ScreenConfig, histogram, load_results, screen
 
     work = folder / "work"
-    cfg = ScreenConfig(layer=plan["layer"], top_k=5, max_new_tokens=plan["max_new_tokens"])
+    cfg = ScreenConfig(layer=plan["layer"], top_k=5, max_new_tokens=plan["max_new_tokens"], dtype=plan["dtype"])
     rows: dict[str, Any] = {}
 
     def one(data: Path, trait: str, key: str) -> list[float]:
