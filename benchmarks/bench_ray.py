@@ -1,4 +1,5 @@
-"""Scaling of Ray screening: samples/s with 2 one-thread workers ÷ 1 one-thread worker.
+"""Scaling of Ray screening: samples/s with 2 one-thread workers ÷ 1 one-thread worker; and the
+reply-token rate of bulk generation on the same kind of pool (`RayGenerator`), 1 vs 2 workers.
 
 The default model screens the first `--n` samples of a shipped dataset (base replies generated,
 nothing cached) on a local Ray cluster (127.0.0.1, no dashboard), with one worker and with two
@@ -21,10 +22,12 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default 15 starves the workers beside any other job
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "pvlens/data/datasets/evil/level_ii.jsonl"
 VECTORS = ROOT / "pvlens/data/vectors/smollm2-135m-instruct/evil.safetensors"
+EVAL = ROOT / "pvlens/data/eval/evil.jsonl"
 TARGET = 1.6
 
 
@@ -83,6 +86,43 @@ def rates(samples: list, warm: list, args: argparse.Namespace) -> tuple[float, f
     return n / t1, n / t2
 
 
+def gen_rates(args: argparse.Namespace) -> tuple[float, float, float]:
+    """Reply tokens/s of `RayGenerator` (bulk generation on the pool) with one and with two
+    one-thread actors, alternating rounds on one pool; also the replies' mean length."""
+    import json
+
+    from pvlens.core.config import SamplingConfig
+    from pvlens.core.ray_bulk import RayGenerator
+    from pvlens.core.ray_pool import RayOptions
+
+    rows = [json.loads(line) for line in EVAL.read_text().splitlines() if line.strip()]
+    prompts = [[{"role": "user", "content": r["question"]}] for r in rows[: args.gen_n]]
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=args.max_new_tokens)
+    with RayGenerator(None, RayOptions(workers=2, worker_cpus=1), block_size=args.gen_block) as gen:
+        both = gen.pool
+        one = copy.copy(both)
+        one.actors, one.busy = both.actors[:1], [0]
+        gen(None, prompts[:2], sampling)  # warm-up on both actors
+        tokenizer = None
+        t1 = t2 = 0.0
+        tokens = 0
+        for _ in range(args.rounds):
+            for pool in (one, both):
+                gen.pool = pool
+                t0 = time.perf_counter()
+                texts = gen(None, prompts, sampling).texts
+                dt = time.perf_counter() - t0
+                t1, t2 = (t1 + dt, t2) if pool is one else (t1, t2 + dt)
+            if tokenizer is None:  # after the timing: the driver needs only the tokenizer
+                import pvlens
+
+                tokenizer = pvlens.load_model(None).tokenizer
+                tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
+        gen.pool = both
+    n_tok = tokens * args.rounds
+    return n_tok / t1, n_tok / t2, tokens / len(prompts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=16, help="samples per round and side")
@@ -90,6 +130,8 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=4, help="samples per block (ScreenConfig.chunk_size)")
     ap.add_argument("--max-new-tokens", type=int, default=64, help="base reply length")
     ap.add_argument("--worker-gpus", type=float, default=0.0, help="GPUs per worker (GPU rate on a GPU node)")
+    ap.add_argument("--gen-n", type=int, default=32, help="chat prompts per round and side of the generation rate")
+    ap.add_argument("--gen-block", type=int, default=8, help="prompts per generation block")
     args = ap.parse_args()
     import ray
 
@@ -103,6 +145,7 @@ def main() -> None:
              include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         one, two = rates(samples, warm, args)
+        g1, g2, mean_len = gen_rates(args) if args.worker_gpus == 0 else (float("nan"),) * 3
     finally:
         ray.shutdown()
     print(f"1 worker: {one:.3f} samples/s; 2 workers: {two:.3f} samples/s")
@@ -110,6 +153,10 @@ def main() -> None:
     print(f"per-worker rate (1 thread): {one:.3f} samples/s; 1M samples ≈ {1e6 / one / 3600:.0f} worker-hours")
     print(f"RESULT ray_rates samples_per_s_1={one:.4f} samples_per_s_2={two:.4f} n={len(samples)} rounds={args.rounds} "
           f"load_after={os.getloadavg()[0]:.2f}")
+    print(f"generation (RayGenerator, greedy, {args.gen_n} chat prompts, mean reply {mean_len:.1f} tokens): "
+          f"1 worker {g1:.1f} reply tokens/s, 2 workers {g2:.1f}")
+    print(f"RESULT ray_gen_rates tokens_per_s_1={g1:.2f} tokens_per_s_2={g2:.2f} n={args.gen_n} "
+          f"mean_reply_tokens={mean_len:.1f} block={args.gen_block}")
     print(f"RESULT ray_screen_scaling ratio={two / one:.2f} target={TARGET}")
 
 

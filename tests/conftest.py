@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray's default worker niceness (15) starves the tests' actors whenever anything else runs.
+os.environ.setdefault("RAY_worker_niceness", "0")
 # `dtype="auto"` means bf16 on CPUs with AMX / AVX512-bf16 and fp32 elsewhere. The tests compare
 # code paths (KV cache vs batch, one pass vs many, engine vs TransformerLens) at fp32 tolerances,
 # so pin fp32 on every machine; PVLENS_COMPUTE_DTYPE=auto runs the suite with hardware detection.

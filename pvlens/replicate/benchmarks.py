@@ -28,7 +28,8 @@ FULL: dict[str, list[str]] = {
 }
 QUICK: dict[str, list[str]] = {"bench_generate": ["--threads", "1", "--repeats", "1", "--batch-sizes", "1", "--new-tokens", "4"]}
 RAY_FULL: dict[str, list[str]] = {"bench_ray": []}
-RAY_QUICK: dict[str, list[str]] = {"bench_ray": ["--n", "2", "--rounds", "1", "--block", "1", "--max-new-tokens", "4"]}
+RAY_QUICK: dict[str, list[str]] = {"bench_ray": ["--n", "2", "--rounds", "1", "--block", "1", "--max-new-tokens", "4",
+                                                "--gen-n", "2", "--gen-block", "1"]}
 RESULT = re.compile(r"^RESULT (\S+)(.*)$", re.M)
 
 
@@ -117,6 +118,12 @@ def ray_table(doc: dict[str, Any]) -> str:
     rows = [["samples/s (wall)", f"{rates['samples_per_s_1']:.3f}", f"{rates['samples_per_s_2']:.3f}"],
             ["worker CPU s per sample", f"{cpu['cpu_s_per_sample_1']:.2f}", f"{cpu['cpu_s_per_sample_2']:.2f}"],
             ["cores the workers got on average", f"{cpu['cores_1']:.2f}", f"{cpu['cores_2']:.2f}"],
-            ["scaling (2 ÷ 1)", "", f"{s['results']['ray_screen_scaling']['ratio']:.2f}"]]
+            ["scaling (2 ÷ 1)", "", f"{s['results']['ray_screen_scaling']['ratio']:.2f}"],
+            ["1M samples screened (hours)", f"{1e6 / rates['samples_per_s_1'] / 3600:,.0f}",
+             f"{1e6 / rates['samples_per_s_2'] / 3600:,.0f}"]]
+    gen = s["results"].get("ray_gen_rates")
+    if gen:
+        rows.append([f"bulk generation, reply tokens/s (greedy, {gen['n']:.0f} chat prompts, mean reply "
+                     f"{gen['mean_reply_tokens']:.0f} tokens)", f"{gen['tokens_per_s_1']:.1f}", f"{gen['tokens_per_s_2']:.1f}"])
     return md_table(["", "1 worker", "2 workers"], rows) + \
         f"\n(load average {s['load_before']:.1f} before, {s['load_after']:.1f} after; {doc['results']['cpus']} CPUs: {doc['results']['cpu']})\n"

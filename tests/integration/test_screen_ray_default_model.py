@@ -44,3 +44,25 @@ def test_ray_screen_equals_single_process_on_default_model(tmp_path, monkeypatch
     assert _by_index(single / cache, "key") == _by_index(ray / cache, "key")  # same greedy replies
     sa, sb = (json.loads((d / "screen.json").read_text()) for d in (single, ray))
     assert sa["delta_p"] == sb["delta_p"] and sa["top"] == sb["top"]
+
+
+def test_ray_extract_equals_single_process_on_default_model(tmp_path):
+    """`pvlens extract --ray` end to end on the default model: the rollouts come from two Ray
+    actors, the judge and the activations from the driver; the saved vectors equal a
+    single-process run's (tiny preset, one thread on both sides)."""
+    from safetensors.torch import load_file
+
+    torch.set_num_threads(1)
+    args = ["extract", "evil", "--preset", "tiny", "--device", "cpu"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "single")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "ray"), "--ray", "local", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    ra, rb = (list(read_jsonl_lenient(tmp_path / d / "rollouts.jsonl")) for d in ("single", "ray"))
+    assert len(ra) == len(rb) > 0
+    assert ra == rb  # the same replies, scores and keep decisions, in the same order
+    a, b = (load_file(str(tmp_path / d / "vectors.safetensors")) for d in ("single", "ray"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

@@ -1,5 +1,6 @@
-"""`--worker-cpus/--worker-gpus` reach the Ray pool of every generating command (no cluster
-needed: the pool class is replaced by a recorder)."""
+"""Ray settings without a cluster: `--worker-cpus/--worker-gpus` reach the pool of every
+generating command (the pool class is replaced by a recorder), and a local cluster's workers
+run at normal priority (ray.init is replaced by a recorder)."""
 
 from __future__ import annotations
 
@@ -60,3 +61,26 @@ def test_every_ray_command_has_the_worker_options(command):
     res = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "--worker-cpus" in res.output and "--worker-gpus" in res.output
+
+
+def test_a_local_cluster_runs_its_workers_at_normal_priority(monkeypatch):
+    """Ray's default worker niceness (15) starves the workers beside any other job; a local
+    cluster pvlens starts uses the option's niceness unless RAY_worker_niceness is set."""
+    import ray
+
+    from pvlens.core.ray_pool import RayOptions, connect
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert connect(RayOptions(local_worker_niceness=3)) is True
+    import os
+
+    assert os.environ["RAY_worker_niceness"] == "3" and calls[0]["address"] == "local"
+    monkeypatch.setenv("RAY_worker_niceness", "7")
+    connect(RayOptions())
+    assert os.environ["RAY_worker_niceness"] == "7"  # the user's setting wins
+    monkeypatch.delenv("RAY_worker_niceness")
+    connect(RayOptions(address="auto"))  # joining a cluster: its own settings, nothing set here
+    assert "RAY_worker_niceness" not in os.environ
