@@ -79,7 +79,7 @@ SECTIONS: tuple[Section, ...] = (
 )
 """The paper's sections in its order, each with the entries that measure it."""
 
-OTHER_ENTRIES = ("models", "benchmarks", "ray")
+OTHER_ENTRIES = ("judges", "models", "benchmarks", "ray")
 """Registry entries that back docs pages but no paper section (listed with their status)."""
 
 

@@ -42,3 +42,34 @@ def test_a_changed_number_is_caught_and_refresh_fixes_it(tmp_path):
     assert body != render_block(src, kind, tmp_path)
     assert refresh_doc(doc, tmp_path) and "| none | 20 | 3 | 51.0 [40.0, 60.0] |" in doc.read_text()
     assert not refresh_doc(doc, tmp_path)  # up to date: unchanged
+
+
+@pytest.mark.parametrize("doc", DOCS + [ROOT / "README.md"], ids=[d.name for d in DOCS] + ["README.md"])
+def test_pending_markers_name_a_known_renderer(doc):
+    from pvlens.io.doctables import pending_blocks, renderers
+
+    for src, kind in pending_blocks(doc.read_text()):
+        assert kind in renderers(), f"{doc.name}: pending table {src} names an unknown renderer {kind!r}"
+        assert src.startswith("results/"), f"{doc.name}: a pending table waits for a results/ file, not {src}"
+
+
+def test_a_pending_marker_becomes_a_block_once_its_results_exist(tmp_path):
+    res = {"layer": 15, "summary": []}
+    doc = tmp_path / "d.md"
+    doc.write_text("intro\n<!-- pending: r.json mitigation -->\nend\n")
+    assert not refresh_doc(doc, tmp_path)  # no results yet: unchanged, no numbers
+    (tmp_path / "r.json").write_text(json.dumps(res))
+    assert refresh_doc(doc, tmp_path)
+    assert doc.read_text() == ("intro\n<!-- generated: r.json mitigation -->\n" + render_block("r.json", "mitigation", tmp_path)
+                               + "<!-- /generated -->\nend\n")
+
+
+def test_a_block_with_several_sources_gets_them_all(tmp_path, monkeypatch):
+    from pvlens.io import doctables
+
+    for name, k in (("a.json", 32), ("b.json", 64)):
+        (tmp_path / name).write_text(json.dumps({"k": k}))
+    seen: list[dict] = []
+    monkeypatch.setattr(doctables, "renderers", lambda: {"probe": lambda d: seen.append(d) or "|x|\n"})
+    assert render_block("a.json,b.json", "probe", tmp_path) == "|x|\n"
+    assert seen == [{"sources": [{"k": 32}, {"k": 64}]}]
