@@ -12,6 +12,11 @@ marker, `<!-- pending: results/x/results.json mitigation -->`: `refresh_doc` tur
 generated block once that file exists, so a docs page can name its future table without
 showing numbers.
 
+Prose that quotes a results file sits between `<!-- numbers: SRC RENDERER[,RENDERER] ... -->` and
+`<!-- /numbers -->`: every decimal number in it (outside `code`) must be what a number of the
+tables SRC renders rounds to, so a quoted number cannot drift from its run either
+(`unbacked_numbers`; numbers derived by hand, such as differences, belong in the table).
+
 `generated_blocks(text)` finds them; `render_block` renders one from its JSON; `refresh_doc`
 rewrites every block of a doc (`python -m pvlens.io.doctables docs/finetune.md`, from the
 repository root, after a new result is committed); the unit test compares
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +44,7 @@ PENDING = re.compile(r"<!-- pending: (?P<src>\S+) (?P<kind>\w+) -->\n")
 def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     """Renderer name → function from the JSON object to the markdown table."""
     from pvlens.course.tables import runtime_table
-    from pvlens.finetune.experiments.tables import mitigation_table
+    from pvlens.finetune.experiments.tables import mitigation_table, mitigation_time_text
     from pvlens.io.benchtables import benchmark_table
     from pvlens.monitor.guard_measure import guard_table
     from pvlens.monitor.guard_roc import guard_roc_table
@@ -59,6 +65,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
 
     return {
         "mitigation": mitigation_table,
+        "mitigation_time": mitigation_time_text,
         "monitor": monitoring.monitor_table,
         "monitor_r": monitoring.monitor_r_table,
         "screen": screening.screen_table,
@@ -82,6 +89,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "sae_reconstruction": sae.sae_reconstruction_table,
         "sae_features": sae.sae_features_table,
         "sae_steering": sae.sae_steering_table,
+        "sae_null": sae.sae_null_table,
         "datasets": datasets_table,
         "judge_eval": judging.judge_eval_table,
         "judge_parts": judging.judge_parts_table,
@@ -102,6 +110,37 @@ def render_block(src: str, kind: str, root: Path) -> str:
         raise InputError(f"unknown table renderer {kind!r} (known: {sorted(table)})")
     docs = [json.loads((root / one).read_text()) for one in src.split(",")]
     return table[kind](docs[0] if len(docs) == 1 else {"sources": docs})
+
+
+CHECKED = re.compile(r"<!-- numbers: (?P<spec>[^>]+?) -->\n(?P<body>.*?)<!-- /numbers -->", re.S)
+"""Prose whose decimal numbers must come from the tables its sources render: the marker lists
+`SRC RENDERER[,RENDERER]` pairs, separated by spaces."""
+DECIMAL = re.compile(r"\d+\.\d+")
+
+
+def rounds_to(have: str, quoted: str) -> bool:
+    """True when the table's number `have` (unsigned decimal text) rounded to `quoted`'s places is `quoted`."""
+    places = len(quoted.split(".")[1])
+    if len(have.split(".")[1]) < places:
+        return False
+    step = Decimal(1).scaleb(-places)
+    return any(Decimal(have).quantize(step, rounding=r) == Decimal(quoted) for r in (ROUND_HALF_EVEN, ROUND_HALF_UP))
+
+
+def unbacked_numbers(text: str, root: Path) -> list[str]:
+    """`source: number` for every decimal number in checked prose that its source's tables do not hold."""
+    bad = []
+    for m in CHECKED.finditer(text):
+        spec = m["spec"].split()
+        if len(spec) % 2:
+            raise InputError(f"<!-- numbers: {m['spec']} -->: expected SRC RENDERER pairs")
+        pairs = list(zip(spec[::2], spec[1::2], strict=True))
+        rendered = "".join(render_block(src, kind, root) for src, kinds in pairs for kind in kinds.split(","))
+        have = DECIMAL.findall(rendered)
+        body = re.sub(r"`[^`]*`", "", m["body"])
+        where = " + ".join(src for src, _ in pairs)
+        bad += [f"{where}: {x}" for x in DECIMAL.findall(body) if not any(rounds_to(h, x) for h in have)]
+    return bad
 
 
 def pending_blocks(text: str) -> list[tuple[str, str]]:

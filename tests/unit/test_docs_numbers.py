@@ -80,3 +80,20 @@ def test_the_lint_flags_a_typed_results_table_and_not_an_options_table() -> None
     assert [ln for ln, _, _ in hand_typed_tables("intro\n\n" + generated + "\n" + typed)] == [9]
     assert numeric_cells(["| Gemma | 5.5e-6 |"]) == ["5.5e-6"]
     assert numeric_cells(["| `--max-push` | `1.0` |"]) == []
+
+
+NORM = re.compile(r"‖v(?P<sub>[₀-₉]*)‖ (?:=|≈) (?P<x>\d+\.\d+)")
+SUBSCRIPT = str.maketrans("₀₁₂₃₄₅₆₇₈₉", "0123456789")
+
+
+def test_quoted_norms_are_the_shipped_evil_vectors() -> None:
+    """Prose quotes ‖v_L‖ of the shipped evil vector (bare ‖v‖: layer 15, the default layer)."""
+    from pvlens import PersonaVectors
+
+    norms = PersonaVectors.builtin("evil").norms()
+    quoted = [(doc.name, m) for doc in DOCS for m in NORM.finditer(GENERATED.sub("", doc.read_text()))]
+    assert len(quoted) >= 5  # steering, quickstart, sweep, finetune, serve
+    for name, m in quoted:
+        layer = int(m["sub"].translate(SUBSCRIPT) or 15)
+        places = len(m["x"].split(".")[1])
+        assert round(float(norms[layer]), places) == float(m["x"]), f"{name}: {m[0]} but the shipped ‖v‖ is {norms[layer]:.3f}"
