@@ -62,6 +62,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     from pvlens.trainsets.datasets_tables import datasets_table
     from pvlens.vectors.directions_tables import directions_table
     from pvlens.vectors.formats.llamacpp_check import llamacpp_check_table
+    from pvlens.vectors.validation_report import validation_doc_table
 
     return {
         "mitigation": mitigation_table,
@@ -90,6 +91,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "sae_features": sae.sae_features_table,
         "sae_steering": sae.sae_steering_table,
         "sae_null": sae.sae_null_table,
+        "validation": validation_doc_table,
         "datasets": datasets_table,
         "judge_eval": judging.judge_eval_table,
         "judge_parts": judging.judge_parts_table,
