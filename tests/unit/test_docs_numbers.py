@@ -97,3 +97,13 @@ def test_quoted_norms_are_the_shipped_evil_vectors() -> None:
         layer = int(m["sub"].translate(SUBSCRIPT) or 15)
         places = len(m["x"].split(".")[1])
         assert round(float(norms[layer]), places) == float(m["x"]), f"{name}: {m[0]} but the shipped ‖v‖ is {norms[layer]:.3f}"
+
+
+def test_the_off_target_norm_range_is_the_shipped_vectors() -> None:
+    """docs/directions.md quotes the range of the three shipped vectors' norms at layer 15."""
+    from pvlens import PersonaVectors
+
+    m = re.search(r"similar norms there, (\d+\.\d)–(\d+\.\d)", (ROOT / "docs" / "directions.md").read_text())
+    assert m is not None
+    norms = [float(PersonaVectors.builtin(t).norms()[15]) for t in ("evil", "sycophantic", "hallucinating")]
+    assert (round(min(norms), 1), round(max(norms), 1)) == (float(m[1]), float(m[2]))
