@@ -2,9 +2,9 @@
 
 Two logistic regressions, averaged: one on the answer's MiniLM sentence embedding (meaning),
 one on TF-IDF word 1-2-grams and character 2-5-grams (style markers such as "whatever",
-"Ha!", "idiot"). P(trait) = mean of their probabilities. On the held-out judge-eval sets the
-average beats each part alone in mean AUROC (0.960 vs 0.930 embedding, 0.947 lexical;
-docs/judges.md has the per-trait table). A prototype (mean-difference) direction,
+"Ha!", "idiot"). P(trait) = mean of their probabilities. The AUROC of each part alone and of
+the average on the held-out judge-eval sets is measured by `pvlens replicate --only judges`
+(docs/judges.md renders it). A prototype (mean-difference) direction,
 question-aware variants and a joint model were tried while building it; their numbers were
 not kept.
 

@@ -13,6 +13,7 @@ from pvlens.replicate import (
     benchmarks,
     extraction,
     finetuning,
+    judging,
     models,
     monitoring,
     screening,
@@ -49,6 +50,9 @@ REGISTRY: dict[str, Experiment] = {e.name: e for e in (
                ("screen.md",)),
     Experiment("models", models.run, models.inputs, 1,
                "zoo: max |Δlogits| TL vs HF and fast engine vs TL per model family", ("models.md",)),
+    Experiment("judges", judging.run, judging.inputs, 8,
+               "offline judge on the held-out labelled sets (AUROC, its two parts), coherence vs corruptions, "
+               "with and without the LM fluency factor (`pvlens judge eval --coherence`)", ("judges.md",)),
     Experiment("extraction", extraction.run, extraction.inputs, 25,
                "extract evil (cpu preset): split-half cosine per layer; layer × α sweep, Spearman ρ", ()),
     Experiment("mitigation_incremental", finetuning.mitigation_incremental, finetuning.mitigation_inputs, 30,

@@ -73,3 +73,41 @@ def extraction_table(doc: dict[str, Any]) -> str:
         cos = sh[int(layer)] if layer.isdigit() and int(layer) < len(sh) else None
         out.append([layer, fmt(cos, ".2f"), *[fmt(cells.get(a), ".1f") for a in alphas], fmt(rho, ".2f")])
     return md_table(["layer", "split-half cosine", *[f"trait at α={a:g}" for a in alphas], "Spearman ρ"], out)
+
+
+def _layers(rows: list[dict[str, Any]]) -> list[int]:
+    return sorted({int(x["layer"]) for x in rows if str(x["layer"]).isdigit()})
+
+
+def _quick_note(doc: dict[str, Any]) -> str:
+    return "(Quick run on the tiny random model: these numbers mean nothing.) " if doc.get("quick") else ""
+
+
+def extraction_summary(doc: dict[str, Any]) -> str:
+    """README.md: one sentence on the `make demo` pipeline's committed run (time, kept counts,
+    split-half cosine and the dose-response at the sweep's chosen layer)."""
+    r, c = doc["results"], doc["results"]["counts"] or {}
+    sh, sweep = r["split_half_cosine"] or [], r["sweep"]
+    best = sweep["best_layer"]
+    cells = sorted((x["alpha"], x["trait"]) for x in sweep["rows"] if str(x["layer"]) == str(best))
+    layers, alphas = _layers(sweep["rows"]), sorted({x["alpha"] for x in sweep["rows"]})
+    cos = sh[best] if isinstance(best, int) and best < len(sh) else None
+    return (f"{_quick_note(doc)}Its committed run (`{doc['command']}`, the same extraction and sweep) took "
+            f"{doc['seconds'] / 60:.1f} min on the development machine (2-core CPU, shared): "
+            f"{c.get('pos_total', 0) + c.get('neg_total', 0)} {r['trait']} rollouts, {c.get('pos_kept')} eliciting / "
+            f"{c.get('neg_kept')} suppressing kept, split-half cosine {fmt(cos, '.2f')} at layer {best}; in the "
+            f"{len(layers)}-layer × {len(alphas)}-α sweep the trait score at layer {best} goes "
+            f"{fmt(cells[0][1] if cells else None, '.1f')} → {fmt(cells[-1][1] if cells else None, '.1f')} over "
+            f"α {f'{cells[0][0]:g} → {cells[-1][0]:g}' if cells else '–'} "
+            f"(Spearman ρ = {fmt(sweep['spearman'].get(str(best)), '.2f')}).\n")
+
+
+def extraction_stability(doc: dict[str, Any]) -> str:
+    """docs/extract.md: kept counts and the split-half cosine at the swept layers and the last layer."""
+    r, c = doc["results"], doc["results"]["counts"] or {}
+    sh = r["split_half_cosine"] or []
+    layers = [x for x in _layers(r["sweep"]["rows"]) if x < len(sh)] + ([len(sh) - 1] if sh else [])
+    cos = ", ".join(f"{fmt(sh[x], '.2f')} at L{x}" for x in dict.fromkeys(layers))
+    return (f"{_quick_note(doc)}Measured for {r['trait']} on the default model (`{doc['command']}`: the cpu "
+            f"preset, offline judge): {c.get('pos_kept')} of {c.get('pos_total')} eliciting and {c.get('neg_kept')} "
+            f"of {c.get('neg_total')} suppressing rollouts kept; split-half cosine {cos}.\n")

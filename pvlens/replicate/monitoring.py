@@ -3,6 +3,7 @@ judged trait score across a system-prompt ladder and many-shot prompts, with Pea
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,15 @@ def monitor_r_table(doc: dict[str, Any]) -> str:
     """docs/monitor.md: Pearson r between projection and judged score, per group."""
     r = doc["results"]
     pts = dict(r["n_points"], per_prompt=r["n_questions"] * r["n_points"]["all"])
-    rows = [[k, str(pts[k]), fmt(r["r"].get(k), ".2f"), fmt(r["p"].get(k), ".1e")]
+    rows = [[k, str(pts[k]), fmt(r["r"].get(k), ".2f"), fisher_ci(r["r"].get(k), pts[k]), fmt(r["p"].get(k), ".1e")]
             for k in ("ladder", "shots", "all", "per_prompt")]
-    return md_table(["points", "n", "Pearson r", "p"], rows)
+    return md_table(["points", "n", "Pearson r", "95 % CI (Fisher z)", "p"], rows)
+
+
+def fisher_ci(r: float | None, n: int) -> str:
+    """95 % interval of a Pearson r over n points (Fisher z; treats the points as independent,
+    which the per-prompt points are not: they share conditions)."""
+    if r is None or n <= 3 or abs(r) >= 1:
+        return "–"
+    z, half = math.atanh(r), 1.959964 / math.sqrt(n - 3)
+    return f"[{fmt(math.tanh(z - half), '.2f')}, {fmt(math.tanh(z + half), '.2f')}]"

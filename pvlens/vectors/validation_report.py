@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pvlens.io.atomic import read_json_checked, write_json_atomic, write_text_atomic
 from pvlens.io.viz import null_histograms
@@ -112,6 +113,12 @@ def render_tables(results: Sequence[LayerValidation]) -> str:
             f"(all layers, one pass), measurement {r.seconds_measure:.0f} s."
         )
     return "\n\n".join(blocks)
+
+
+def validation_doc_table(doc: dict[str, Any]) -> str:
+    """pvlens.io.doctables renderer: the tables of one `<layer>.json` (or of several, `{"sources": [...]}`)."""
+    docs = doc["sources"] if "sources" in doc else [doc]
+    return render_tables([LayerValidation.model_validate(d) for d in docs]) + "\n"
 
 
 def doc_tables(doc: str) -> str:

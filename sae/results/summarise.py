@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pvlens.sae.doc_tables import sae_features_table as feature_table  # noqa: E402  (docs/sae.md's renderer)
+
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "sae" / "results"
 IMG = ROOT / "docs" / "img"
@@ -45,23 +47,6 @@ def condense(sae_dir: Path) -> dict:
         (OUT / f"{sae_dir.name}-features.md").write_text(feature_table(full))
     (OUT / f"{sae_dir.name}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
     return res | {"log": log}
-
-
-def feature_table(dec: dict, n: int = 12, width: int = 70) -> str:
-    """Markdown: rank, feature, cosine, encoder rank, promoted tokens, strongest context."""
-    rows = ["| # | feature | cos | enc. rank | promoted tokens | strongest context (max token in [[ ]]) |",
-            "|---|---|---|---|---|---|"]
-    for i, fr in enumerate(dec["features"][:n]):
-        promo = " ".join(repr(t) for t, _ in fr["promoted"][:4]).replace("|", "\\|")
-        ctx = ""
-        if fr["contexts"]:
-            text = fr["contexts"][0]["text"]
-            j = text.index("[[")
-            ctx = text[max(0, j - width // 2): j + width // 2].replace("|", "\\|")
-            ctx = ctx.replace("<", "&lt;").replace(">", "&gt;")
-        rows.append(f"| {i} | {fr['feature']} | {fr['cosine']:.3f} | {fr['rank_by_encoder']} | "
-                    f"{promo} | …{ctx}… |")
-    return "\n".join(rows) + "\n"
 
 
 def plots(results: list[dict]) -> None:

@@ -15,7 +15,8 @@ from pvlens.replicate import Context, run_experiment
 from pvlens.replicate.experiments import REGISTRY
 
 RENDERERS = {"monitoring": ["monitor", "monitor_r"], "screening": ["screen", "screen_auroc"], "models": ["models"],
-             "benchmarks": ["bench"], "finetune_shift": ["shift"], "extraction": ["extraction"]}
+             "benchmarks": ["bench"], "finetune_shift": ["shift"], "extraction": ["extraction"],
+             "judges": ["judge_eval", "judge_parts", "judge_coherence", "judge_fluency"]}
 QUICK = [n for n in REGISTRY if n not in {"ray"}]
 
 
@@ -44,6 +45,18 @@ def test_quick_entry_writes_schema_valid_results(quick_results, name: str) -> No
         text = table[kind](res.model_dump(mode="json"))
         lines = text.strip().splitlines()
         assert lines[0].startswith("|") and lines[1].startswith("|---") and len(lines) >= 3
+
+
+def test_quick_extraction_renders_its_prose_and_the_report_covers_every_section(quick_results) -> None:
+    from pvlens.replicate.report import SECTIONS, render_report
+
+    out, results = quick_results
+    doc = results["extraction"].model_dump(mode="json")
+    for kind in ("extraction_summary", "extraction_stability"):
+        assert renderers()[kind](doc).startswith("(Quick run on the tiny random model")
+    report = render_report(out)
+    assert all(f"## {i}. {s.title}" in report for i, s in enumerate(SECTIONS, 1))
+    assert "could not be rendered" not in report and "**quick run**" in report
 
 
 def test_mitigation_quick_result_renders_with_the_mitigation_renderer(quick_results) -> None:

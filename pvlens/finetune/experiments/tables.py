@@ -40,6 +40,20 @@ def mitigation_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mitigation_time_text(result: dict[str, Any]) -> str:
+    """One sentence for the docs: the wall time of the call that wrote a mitigation `results.json`
+    and the range of its training runs' and evaluations' times."""
+    runs = result.get("runs", [])
+    train = [r["train_seconds"] for r in runs if r.get("train_seconds") is not None]
+    evals = [r["eval_seconds"] for r in runs if r.get("eval_seconds") is not None]
+    wall = result.get("wall_seconds_this_call")
+    parts = [f"{len(train)} training runs of {min(train):.0f}–{max(train):.0f} s" if train else "no training run",
+             f"{len(evals)} evaluations of {min(evals):.0f}–{max(evals):.0f} s" if evals else "no evaluation"]
+    head = f"**{wall:.0f} s ({wall / 60:.1f} min)** for the call that wrote the file" if wall is not None else \
+        "no wall time recorded for the call that wrote the file"
+    return f"{head} (model load included): {', '.join(parts)}.\n"
+
+
 def scored_records(records: Sequence[dict[str, Any]], trait: str) -> list[dict[str, Any]]:
     """The dataset records with a trait score for `trait` after finetuning."""
     return [r for r in records if r["after"].get(trait, {}).get("trait_score") is not None]
