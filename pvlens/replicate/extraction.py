@@ -72,7 +72,11 @@ def extraction_table(doc: dict[str, Any]) -> str:
         cells = {x["alpha"]: x["trait"] for x in rows if str(x["layer"]) == layer}
         cos = sh[int(layer)] if layer.isdigit() and int(layer) < len(sh) else None
         out.append([layer, fmt(cos, ".2f"), *[fmt(cells.get(a), ".1f") for a in alphas], fmt(rho, ".2f")])
-    return md_table(["layer", "split-half cosine", *[f"trait at α={a:g}" for a in alphas], "Spearman ρ"], out)
+    ns = sorted({int(x["n"]) for x in rows if x.get("n")})
+    per_cell = f" (mean of {'/'.join(map(str, ns))} answers)" if ns else ""
+    return (md_table(["layer", "split-half cosine", *[f"trait at α={a:g}" for a in alphas], "Spearman ρ"], out)
+            + f"\nTrait score per cell{per_cell}, one sampled answer per evaluation question, one seed; "
+              "the per-answer scores are in `run/sweep/sweep.jsonl` next to this file.\n")
 
 
 def _layers(rows: list[dict[str, Any]]) -> list[int]:
