@@ -1,0 +1,63 @@
+"""A stored result is reused only when every input that determines it is identical: for each
+reuse site fixed by the reuse audit, store a result, change exactly one input, and check that
+the rerun refuses (naming the input) or recomputes instead of serving the stored number."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pvlens
+from pvlens.core.device import COMPUTE_DTYPE_ENV, resolved_dtype_name
+from pvlens.io.runs import StaleRunError
+from pvlens.vectors import PersonaVectors
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pvlens.tiny_model(n_layers=2)
+
+
+def _vecs(model, seed: int = 0) -> PersonaVectors:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.randn(model.cfg.n_layers, model.cfg.d_model, generator=g) * 3
+    return PersonaVectors({"response_avg": t}, {"trait": f"t{seed}"})
+
+
+class ConstJudge:
+    """Scores by answer length (deterministic, no model)."""
+
+    def score_many(self, pairs):
+        return [float(len(a) % 100) for _, a in pairs]
+
+    def coherence_many(self, pairs):
+        return [80.0] * len(pairs)
+
+    def describe(self):
+        return {"kind": "const"}
+
+
+def test_resolved_dtype_name_follows_auto_and_the_environment(monkeypatch):
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    assert resolved_dtype_name("auto", "cpu") == "bfloat16"
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    assert resolved_dtype_name("auto", "cpu") == "float32"
+    assert resolved_dtype_name(None, "cpu", torch.bfloat16) == "bfloat16"
+    assert resolved_dtype_name(torch.float16, "cpu") == "float16"
+
+
+def test_prompt_shift_refuses_a_run_made_at_another_compute_dtype(model, tmp_path, monkeypatch):
+    from pvlens.monitor import PromptShiftConfig, prompt_shift
+
+    cfg = PromptShiftConfig(n_questions=1, samples=1, max_new_tokens=2, shots=(), ladder=True)
+    v = _vecs(model)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+    # the same inputs resume
+    prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+    # what "auto" picks on an AMX CPU: projections in bf16 must not be mixed with fp32 ones
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    with pytest.raises(StaleRunError, match="compute_dtype"):
+        prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
