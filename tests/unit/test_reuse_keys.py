@@ -61,3 +61,34 @@ def test_prompt_shift_refuses_a_run_made_at_another_compute_dtype(model, tmp_pat
     monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
     with pytest.raises(StaleRunError, match="compute_dtype"):
         prompt_shift(model, "evil", v, 1, tmp_path, judge=ConstJudge(), cfg=cfg, progress=False)
+
+
+def _rollouts_file(model, path):
+    from pvlens.core.activations import collect
+    from pvlens.vectors.directions import mean_difference
+    from pvlens.vectors.rollouts import Rollout, write_rollouts
+
+    rs = [Rollout(p, 0, q, 0, f"question {q}?", "You are an assistant.", "p",
+                  f"{'cruel ' if p == 'pos' else 'kind '}answer number {q} " * 3, 80.0, 80.0, True)
+          for q in range(4) for p in ("pos", "neg")]
+    write_rollouts(path, rs)
+    acts = {p: collect(model, [r.chat(model.tokenizer) for r in rs if r.polarity == p], ("response_avg",),
+                       dtype=torch.float32, progress=False)["response_avg"] for p in ("pos", "neg")}
+    return PersonaVectors({"response_avg": mean_difference(acts["pos"], acts["neg"])}, {"trait": "evil"})
+
+
+def test_saved_directions_are_recomputed_at_another_compute_dtype(model, tmp_path, monkeypatch):
+    from pvlens.vectors import directions_run
+
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    vecs = _rollouts_file(model, tmp_path / "r.jsonl")
+    saved = tmp_path / "saved.safetensors"
+    directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved)
+    calls: list[str] = []
+    monkeypatch.setattr(directions_run, "add_directions", lambda *a, **k: calls.append("recomputed") or vecs)
+    monkeypatch.setattr(PersonaVectors, "save", lambda self, path: path)
+    directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved)
+    assert calls == []  # same inputs: the saved file is served
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved)
+    assert calls == ["recomputed"]  # pca/probe from bf16 activations are not the saved fp32 ones
