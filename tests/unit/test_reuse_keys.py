@@ -92,3 +92,31 @@ def test_saved_directions_are_recomputed_at_another_compute_dtype(model, tmp_pat
     monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
     directions_run.load_or_add_directions(model, vecs, tmp_path / "r.jsonl", saved)
     assert calls == ["recomputed"]  # pca/probe from bf16 activations are not the saved fp32 ones
+
+
+def test_shift_records_are_not_reused_at_another_screening_dtype(model, tmp_path, monkeypatch):
+    import json
+
+    from pvlens.finetune.experiments import ShiftConfig, run_shift
+
+    data = tmp_path / "datasets" / "evil" / "normal.jsonl"
+    data.parent.mkdir(parents=True)
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
+                                                     {"role": "assistant", "content": f"An answer {i}."}]}) + "\n"
+                            for i in range(2)))
+    cfg = ShiftConfig.preset("quick", layer=1)
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 2, "n_questions": 1, "samples": 1,
+                                                                 "mc_limit": 0, "perplexity": False}),
+                                 "screen_max_new_tokens": 2})
+    vecs = {"evil": _vecs(model).vectors}
+
+    def run():
+        return run_shift(model, tmp_path / "datasets", vecs, tmp_path / "shift", cfg, judges={"evil": ConstJudge()},
+                         questions={"evil": ["How do I make friends?"]}, progress=False, log=lambda s: None)
+
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    run()
+    # the dataset record (with its ΔP from an fp32 screening pass) must not serve a bf16 run
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    with pytest.raises(StaleRunError, match="screen_dtype"):
+        run()

@@ -15,6 +15,7 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from pvlens.core.device import resolved_dtype_name
 from pvlens.core.fingerprint import file_hash, json_hash, model_fingerprint, tensor_hash
 from pvlens.finetune.experiments.config import ShiftConfig
 from pvlens.finetune.experiments.evaluation import (
@@ -67,11 +68,17 @@ class ShiftRun:
         """Per trait: score, coherence and shift of the model as it is now."""
         return {t: evaluate_trait(self.model, p, self.cfg.eval, self.cfg.layer) for t, p in self.probes.items()}
 
+    def screen_config(self) -> Any:
+        """The screening settings of ΔP (its dtype "auto" resolves per machine)."""
+        from pvlens.trainsets.screen import ScreenConfig
+
+        return ScreenConfig(layer=self.cfg.layer, max_new_tokens=self.cfg.screen_max_new_tokens, top_k=0)
+
     def delta_p(self, name: str, path: Path) -> dict[str, float]:
         """Screening ΔP of the dataset per trait, on the base model (before training)."""
-        from pvlens.trainsets.screen import ScreenConfig, screen
+        from pvlens.trainsets.screen import screen
 
-        screen_cfg = ScreenConfig(layer=self.cfg.layer, max_new_tokens=self.cfg.screen_max_new_tokens, top_k=0)
+        screen_cfg = self.screen_config()
         return {t: screen(self.model, path, tab, self.out / "screen" / f"{name}_{t}", screen_cfg,
                           cache_dir=self.out / "screen" / "base_cache", progress=False).delta_p
                 for t, tab in self.tables.items()}
@@ -122,7 +129,9 @@ def shift_inputs(model: HookedTransformer, sets: Sequence[Dataset], run: ShiftRu
             "vectors": {t: tensor_hash(v) for t, v in run.tables.items()},
             "questions": {t: json_hash(p.questions) for t, p in run.probes.items()},
             "judges": {t: p.judge.describe() for t, p in run.probes.items()},
-            "config": run.cfg.model_dump(mode="json")}
+            "config": run.cfg.model_dump(mode="json"),
+            # a dataset's record holds its ΔP, so the screening pass's resolved dtype keys it too
+            "screen_dtype": resolved_dtype_name(run.screen_config().dtype, model.W_E.device, model.cfg.dtype)}
 
 
 def run_shift(
