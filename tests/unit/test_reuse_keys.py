@@ -120,3 +120,51 @@ def test_shift_records_are_not_reused_at_another_screening_dtype(model, tmp_path
     monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
     with pytest.raises(StaleRunError, match="screen_dtype"):
         run()
+
+
+def _sae_corpus(path):
+    import json
+
+    path.write_text("".join(json.dumps({"text": f"Document {i} is about topic {i % 5} and more words."}) + "\n"
+                            for i in range(24)))
+    return path
+
+
+def test_sae_activation_cache_is_keyed_by_the_resolved_dtype(model, tmp_path, monkeypatch):
+    from pvlens.sae.corpus import read_documents
+    from pvlens.sae.train import SaeTrainConfig, _cache_file
+
+    docs = read_documents(_sae_corpus(tmp_path / "c.jsonl"), model.tokenizer)
+    cfg = SaeTrainConfig(layer=1, activation_cache=str(tmp_path / "cache"))  # dtype "auto"
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    fp32 = _cache_file(cfg, model, 1, docs)
+    fp32.parent.mkdir(parents=True)
+    fp32.write_bytes(b"fp32 activations")  # a stored cache
+    assert _cache_file(cfg, model, 1, docs) == fp32  # same inputs: reused
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    assert _cache_file(cfg, model, 1, docs) != fp32  # bf16 activations are another cache
+
+
+def test_sae_resume_refuses_checkpoints_of_another_model_corpus_or_dtype(model, tmp_path, monkeypatch):
+    from pvlens.sae.train import SaeTrainConfig, train_sae
+
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    corpus = _sae_corpus(tmp_path / "c.jsonl")
+    cfg = SaeTrainConfig(layer=1, expansion=2, k=4, training_tokens=32 * 6, batch_size=32, buffer_tokens=64,
+                         lr_warm_up_steps=1, n_checkpoints=1, holdout_fraction=0.1, scaling_tokens=64,
+                         calibrate_threshold=False)
+    out = train_sae(model, corpus, cfg, tmp_path / "sae", progress=False)
+    assert list((out / "checkpoints").iterdir())
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    with pytest.raises(ValueError, match="compute_dtype"):
+        train_sae(model, corpus, cfg, out, progress=False)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    other = _sae_corpus(tmp_path / "d.jsonl")
+    other.write_text(other.read_text().replace("topic", "subject"))
+    with pytest.raises(ValueError, match="documents"):
+        train_sae(model, other, cfg, out, progress=False)
+    changed = pvlens.tiny_model(n_layers=2)
+    with torch.no_grad():
+        changed.W_E.add_(0.01)
+    with pytest.raises(ValueError, match="model"):
+        train_sae(changed, corpus, cfg, out, progress=False)
