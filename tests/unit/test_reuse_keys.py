@@ -168,3 +168,39 @@ def test_sae_resume_refuses_checkpoints_of_another_model_corpus_or_dtype(model, 
         changed.W_E.add_(0.01)
     with pytest.raises(ValueError, match="model"):
         train_sae(changed, corpus, cfg, out, progress=False)
+
+
+def test_sae_chat_corpus_refuses_to_extend_a_file_made_with_other_inputs(model, tmp_path, monkeypatch):
+    from pvlens.sae.corpus import CorpusConfig, build_corpus
+
+    out = tmp_path / "c.jsonl"
+    cfg = CorpusConfig(limit=3, max_new_tokens=2, traits=[], batch_size=4)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    build_corpus(model, out, cfg, progress=False)
+    build_corpus(model, out, cfg.model_copy(update={"limit": 4}), progress=False)  # a larger limit extends it
+    assert len(out.read_text().splitlines()) == 4
+    with pytest.raises(StaleRunError, match="config.temperature"):
+        build_corpus(model, out, cfg.model_copy(update={"limit": 5, "temperature": 1.0}), progress=False)
+    other = pvlens.tiny_model(n_layers=2)
+    with torch.no_grad():
+        other.W_E.add_(0.01)
+    with pytest.raises(StaleRunError, match="model"):
+        build_corpus(other, out, cfg.model_copy(update={"limit": 5}), progress=False)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    with pytest.raises(StaleRunError, match="compute_dtype"):
+        build_corpus(model, out, cfg.model_copy(update={"limit": 5}), progress=False)
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_file_inputs_refuse_an_unrecorded_result(tmp_path):
+    from pvlens.io.runs import check_file_inputs
+
+    out = tmp_path / "old.jsonl"
+    out.write_text('{"key": "a"}\n')
+    with pytest.raises(StaleRunError, match="no record"):
+        check_file_inputs(out, {"model": "x"})
+    fresh = tmp_path / "sub" / "new.jsonl"
+    assert check_file_inputs(fresh, {"model": "x"}) is False
+    assert check_file_inputs(fresh, {"model": "x"}) is True
+    with pytest.raises(StaleRunError, match="model"):
+        check_file_inputs(fresh, {"model": "y"})
