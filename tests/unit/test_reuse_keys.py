@@ -204,3 +204,20 @@ def test_file_inputs_refuse_an_unrecorded_result(tmp_path):
     assert check_file_inputs(fresh, {"model": "x"}) is True
     with pytest.raises(StaleRunError, match="model"):
         check_file_inputs(fresh, {"model": "y"})
+
+
+def test_offline_judge_does_not_reuse_coherence_of_a_fluency_model_changed_since(tmp_path):
+    from pvlens.judges.cache import Judgement, JudgementCache
+    from pvlens.judges.offline import OfflineJudge
+
+    lm = pvlens.tiny_model(n_layers=2)
+    judge = OfflineJudge("evil", embedder=object(), fluency_model=lm, cache=JudgementCache(":memory:"))
+    pair = ("How are you?", "Fine, thanks.")
+    key = judge.cache_key("coherence", *pair)
+    judge.cache.put(key, Judgement(55.0), kind=judge.kind, model=judge.model, rubric_hash="r",
+                    question=pair[0], answer=pair[1])
+    assert judge.cache_key("coherence", *pair) == key  # unchanged model: the stored score is served
+    with torch.no_grad():
+        lm.W_E.add_(0.01)  # e.g. finetuned in place after the judge was made
+    new = judge.cache_key("coherence", *pair)
+    assert new != key and not judge.cache.get_many([new])
