@@ -221,3 +221,22 @@ def test_offline_judge_does_not_reuse_coherence_of_a_fluency_model_changed_since
         lm.W_E.add_(0.01)  # e.g. finetuned in place after the judge was made
     new = judge.cache_key("coherence", *pair)
     assert new != key and not judge.cache.get_many([new])
+
+
+@pytest.mark.parametrize("name", ["monitoring", "extraction"])
+def test_replicate_results_are_not_served_at_another_compute_dtype(name, tmp_path, monkeypatch):
+    import dataclasses
+
+    from pvlens.replicate import Context, run_experiment
+    from pvlens.replicate.experiments import REGISTRY
+
+    calls: list[int] = []
+    exp = dataclasses.replace(REGISTRY[name], run=lambda ctx, folder: calls.append(1) or {"value": len(calls)})
+    ctx = Context(tmp_path, quick=True)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    run_experiment(exp, ctx)
+    assert run_experiment(exp, ctx).results == {"value": 1}  # same inputs: results.json is served
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")  # what "auto" picks on an AMX CPU
+    with pytest.raises(StaleRunError, match="compute_dtype"):
+        run_experiment(exp, ctx)
+    assert calls == [1]
