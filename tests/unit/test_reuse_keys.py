@@ -240,3 +240,33 @@ def test_replicate_results_are_not_served_at_another_compute_dtype(name, tmp_pat
     with pytest.raises(StaleRunError, match="compute_dtype"):
         run_experiment(exp, ctx)
     assert calls == [1]
+
+
+def test_sae_corpus_build_refuses_to_resume_with_other_trait_specs_or_steering_vectors(model, tmp_path, monkeypatch):
+    import pvlens.traits
+    import pvlens.vectors.coerce
+    from pvlens.sae.corpusbuild import RunConfig, SaeCorpusConfig, build_sae_corpus
+
+    def vector(seed):
+        return lambda trait, layer: torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(seed))
+
+    cfg = SaeCorpusConfig(n_composed=12, builtin_prompts=False, trait_questions=False, prompt_traits=["evil"],
+                          steer_traits=["evil"], neutral_weight=1, max_new_tokens=2, limit=4)
+    run = RunConfig(batch_size=4, package_text=False, shipped_datasets=False)
+    out = tmp_path / "corpus"
+    monkeypatch.setattr(pvlens.vectors.coerce, "direction", vector(0))
+    build_sae_corpus(model, out, cfg, run, progress=False)
+    build_sae_corpus(model, out, cfg, run, progress=False)  # same inputs: resumes
+    monkeypatch.setattr(pvlens.vectors.coerce, "direction", vector(1))  # the shipped vector re-extracted
+    with pytest.raises(StaleRunError, match="vectors.evil"):
+        build_sae_corpus(model, out, cfg, run, progress=False)
+    monkeypatch.setattr(pvlens.vectors.coerce, "direction", vector(0))
+    real = pvlens.traits.load_trait
+
+    def edited(name):
+        spec = real(name)
+        return spec.model_copy(update={"description": spec.description + " (edited)"})
+
+    monkeypatch.setattr(pvlens.traits, "load_trait", edited)  # the trait's system prompts changed
+    with pytest.raises(StaleRunError, match="traits.evil"):
+        build_sae_corpus(model, out, cfg, run, progress=False)
