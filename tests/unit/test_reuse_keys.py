@@ -270,3 +270,15 @@ def test_sae_corpus_build_refuses_to_resume_with_other_trait_specs_or_steering_v
     monkeypatch.setattr(pvlens.traits, "load_trait", edited)  # the trait's system prompts changed
     with pytest.raises(StaleRunError, match="traits.evil"):
         build_sae_corpus(model, out, cfg, run, progress=False)
+
+
+def test_trait_set_refuses_to_continue_over_a_changed_prompt_pool(model, tmp_path, monkeypatch):
+    import pvlens.trainsets.datasets as ds
+
+    cfg = ds.DatasetConfig(size=2, max_new_tokens=2, chunk=3, batch_size=4)
+    ds.build_trait_set(model, "evil", "normal", tmp_path, ConstJudge(), cfg, progress=False)
+    real = ds.prompt_pool
+    monkeypatch.setattr(ds, "prompt_pool", lambda trait: ["A new first question?", *real(trait)])
+    # candidates continue at a pool position: a shifted pool would repeat or skip questions
+    with pytest.raises(StaleRunError, match="pool"):
+        ds.build_trait_set(model, "evil", "normal", tmp_path, ConstJudge(), cfg.changed(size=3), progress=False)
