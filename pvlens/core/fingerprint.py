@@ -104,3 +104,15 @@ def json_hash(value: Any, length: int = 16) -> str:
     """Hex digest of a JSON-able value in canonical form (sorted keys)."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()[:length]
+
+
+def source_hash(*paths: str | Path, length: int = 16) -> str:
+    """Hash of the content of Python source files and of every `.py` under the folders given
+    (names relative to each argument): the code that computed a stored number, for numbers that
+    depend on pvlens's own implementation (engine parity, benchmark timings)."""
+    files: dict[str, str] = {}
+    for root in map(Path, paths):
+        found = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for f in found:
+            files[f"{root.name}/{f.relative_to(root)}" if root.is_dir() else f.name] = file_hash(f)
+    return json_hash(files, length)

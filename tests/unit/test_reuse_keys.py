@@ -4,6 +4,8 @@ the rerun refuses (naming the input) or recomputes instead of serving the stored
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -282,3 +284,27 @@ def test_trait_set_refuses_to_continue_over_a_changed_prompt_pool(model, tmp_pat
     # candidates continue at a pool position: a shifted pool would repeat or skip questions
     with pytest.raises(StaleRunError, match="pool"):
         ds.build_trait_set(model, "evil", "normal", tmp_path, ConstJudge(), cfg.changed(size=3), progress=False)
+
+
+@pytest.mark.parametrize("name, attr", [("models", "CORE"), ("benchmarks", "PVLENS_SRC")])
+def test_replicate_code_measurements_are_not_served_after_the_code_changed(name, attr, tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from pvlens.replicate import Context, benchmarks, models, run_experiment
+    from pvlens.replicate.experiments import REGISTRY
+
+    module = {"models": models, "benchmarks": benchmarks}[name]
+    src = tmp_path / "src"
+    shutil.copytree(Path(pvlens.__file__).parent / "core", src / "core")
+    monkeypatch.setattr(module, attr, src / "core", raising=False)
+    calls: list[int] = []
+    exp = dataclasses.replace(REGISTRY[name], run=lambda ctx, folder: calls.append(1) or {"value": 1})
+    ctx = Context(tmp_path / "results", quick=True)
+    run_experiment(exp, ctx)
+    run_experiment(exp, ctx)
+    assert calls == [1]  # same code: the stored measurement is served
+    engine = src / "core" / "engine.py"
+    engine.write_text(engine.read_text() + "\n# a faster kernel\n")
+    with pytest.raises(StaleRunError, match="pvlens_code"):
+        run_experiment(exp, ctx)
