@@ -308,3 +308,20 @@ def test_replicate_code_measurements_are_not_served_after_the_code_changed(name,
     engine.write_text(engine.read_text() + "\n# a faster kernel\n")
     with pytest.raises(StaleRunError, match="pvlens_code"):
         run_experiment(exp, ctx)
+
+
+def test_replies_cached_under_one_chat_template_setting_are_not_served_under_another():
+    from pvlens.core.fingerprint import model_fingerprint
+    from pvlens.core.templates import use_template
+    from pvlens.trainsets.screen.base_replies import MemoryReplies, reply_key
+
+    lm = pvlens.tiny_model(n_layers=2)  # its own tokenizer: the template change stays here
+    prompt = [{"role": "user", "content": "Hello?"}]
+    before = model_fingerprint(lm)
+    store = MemoryReplies({reply_key(before, 8, prompt): "a reply made with the default template"})
+    assert model_fingerprint(lm) == before  # unchanged: the stored reply is served
+    use_template(lm.tokenizer, enable_thinking=False)  # e.g. Qwen3 with thinking switched off
+    after = model_fingerprint(lm)
+    assert after != before and store.missing([reply_key(after, 8, prompt)])
+    use_template(lm.tokenizer, enable_thinking=True)
+    assert model_fingerprint(lm) not in (before, after)
