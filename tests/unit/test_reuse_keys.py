@@ -325,3 +325,30 @@ def test_replies_cached_under_one_chat_template_setting_are_not_served_under_ano
     assert after != before and store.missing([reply_key(after, 8, prompt)])
     use_template(lm.tokenizer, enable_thinking=True)
     assert model_fingerprint(lm) not in (before, after)
+
+
+def test_replicate_finetune_shift_is_not_served_after_its_data_or_dtype_changed(tmp_path, monkeypatch):
+    import dataclasses
+    import shutil
+
+    from pvlens.replicate import Context, finetuning, run_experiment
+    from pvlens.replicate.experiments import REGISTRY
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(pvlens.__file__).parent / "data" / "datasets" / "evil", data / "datasets" / "evil")
+    monkeypatch.setattr(finetuning, "DATA", data)
+    calls: list[int] = []
+    exp = dataclasses.replace(REGISTRY["finetune_shift"], run=lambda ctx, folder: calls.append(1) or {"value": 1})
+    ctx = Context(tmp_path / "results", quick=True)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    run_experiment(exp, ctx)
+    run_experiment(exp, ctx)
+    assert calls == [1]  # same inputs: results.json is served
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "bfloat16")
+    with pytest.raises(StaleRunError, match="screen_dtype"):
+        run_experiment(exp, ctx)
+    monkeypatch.setenv(COMPUTE_DTYPE_ENV, "float32")
+    level = data / "datasets" / "evil" / "level_ii.jsonl"
+    level.write_text(level.read_text().replace("e", "E", 1))  # one character of one training set
+    with pytest.raises(StaleRunError, match="datasets"):
+        run_experiment(exp, ctx)

@@ -134,6 +134,25 @@ def shift_inputs(model: HookedTransformer, sets: Sequence[Dataset], run: ShiftRu
             "screen_dtype": resolved_dtype_name(run.screen_config().dtype, model.W_E.device, model.cfg.dtype)}
 
 
+def plan_shift(
+    model: HookedTransformer, datasets: Sequence[Dataset] | str | Path, vectors: Mapping[str, VectorsLike],
+    out_dir: str | Path, cfg: ShiftConfig | None = None, judges: Mapping[str, Judge] | None = None,
+    judge_kind: str = "offline", questions: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[list[Dataset], ShiftRun]:
+    """The datasets and the run `run_shift` makes of these arguments (nothing computed yet);
+    `shift_inputs(model, *plan_shift(...))` is what its folder is keyed by."""
+    cfg = (cfg or ShiftConfig()).resolved(model)
+    sets = find_datasets(datasets) if isinstance(datasets, str | Path) else list(datasets)
+    if not sets:
+        raise ValueError(f"no datasets found in {datasets}")
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    tables = {t: as_table(v, n_layers, d_model) for t, v in vectors.items()}
+    probes = {t: TraitProbe(load_questions(t, cfg.eval.n_questions, (questions or {}).get(t)),
+                            load_trait_judge(t, (judges or {}).get(t), judge_kind), unit_table(tab, n_layers))
+              for t, tab in tables.items()}
+    return sets, ShiftRun(model, Path(out_dir), cfg, probes, tables)
+
+
 def run_shift(
     model: HookedTransformer,
     datasets: Sequence[Dataset] | str | Path,
@@ -157,17 +176,8 @@ def run_shift(
             vectors are not scored.
         overwrite: discard results in `out_dir` made with other inputs (else they are refused).
     """
-    cfg = (cfg or ShiftConfig()).resolved(model)
-    out = Path(out_dir)
-    sets = find_datasets(datasets) if isinstance(datasets, str | Path) else list(datasets)
-    if not sets:
-        raise ValueError(f"no datasets found in {datasets}")
-    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
-    tables = {t: as_table(v, n_layers, d_model) for t, v in vectors.items()}
-    probes = {t: TraitProbe(load_questions(t, cfg.eval.n_questions, (questions or {}).get(t)),
-                            load_trait_judge(t, (judges or {}).get(t), judge_kind), unit_table(tab, n_layers))
-              for t, tab in tables.items()}
-    run = ShiftRun(model, out, cfg, probes, tables)
+    sets, run = plan_shift(model, datasets, vectors, out_dir, cfg, judges, judge_kind, questions)
+    out, probes = run.out, run.probes
     with run_lock(out):
         check_inputs(out, shift_inputs(model, sets, run), overwrite=overwrite)
         for t, p in probes.items():
