@@ -352,3 +352,20 @@ def test_replicate_finetune_shift_is_not_served_after_its_data_or_dtype_changed(
     level.write_text(level.read_text().replace("e", "E", 1))  # one character of one training set
     with pytest.raises(StaleRunError, match="datasets"):
         run_experiment(exp, ctx)
+
+
+def test_ray_screening_refuses_workers_that_would_compute_in_different_dtypes():
+    from pvlens.trainsets.screen import ScreenConfig, ScreenError
+    from pvlens.trainsets.screen.ray_runner import WorkerPool
+    from pvlens.trainsets.screen.run import ModelFacts
+
+    def facts(dtype):
+        return ModelFacts("tiny", "same-weights", 2, 64, 512, dtype)
+
+    pool = WorkerPool.__new__(WorkerPool)  # no Ray: only the check of what the workers report
+    pool.call_all = lambda name, cfg: [facts("torch.float32"), facts("torch.float32")]  # type: ignore[method-assign]
+    assert pool.facts(ScreenConfig()).dtype == "torch.float32"
+    # one node with AMX resolves "auto" to bf16: its results would be mixed into an fp32 run
+    pool.call_all = lambda name, cfg: [facts("torch.float32"), facts("torch.bfloat16")]  # type: ignore[method-assign]
+    with pytest.raises(ScreenError, match="different dtypes"):
+        pool.facts(ScreenConfig())
