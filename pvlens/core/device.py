@@ -97,3 +97,20 @@ def as_dtype(
     if dtype not in DTYPE_NAMES:
         raise InputError(f"unknown dtype {dtype!r}; use 'auto' or one of {sorted(DTYPE_NAMES)}")
     return DTYPE_NAMES[dtype]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32", "bfloat16", ... (the torch name without its "torch." prefix)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def resolved_dtype_name(
+    dtype: torch.dtype | str | None, device: str | torch.device, default: torch.dtype = torch.float32
+) -> str:
+    """The name of the dtype a `dtype` argument resolves to on `device` ("auto": this machine's
+    `fast_dtype`, PVLENS_COMPUTE_DTYPE included; None: `default`, the caller's model dtype).
+
+    For the inputs of stored results: "auto" is not an input, the dtype it picks is, so a
+    number computed in bf16 on an AMX CPU is never reused for an fp32 run elsewhere.
+    """
+    return dtype_name(as_dtype(dtype, device) or default)

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from pvlens.core.templates import TEMPLATE_OPTIONS_ATTR
+
 _MEMO: dict[tuple, str] = {}
 
 
@@ -70,12 +72,13 @@ def weights_version(model: nn.Module) -> tuple:
 
 def model_fingerprint(model: nn.Module, length: int = 16) -> str:
     """Hash of every named parameter and buffer (names, shapes, dtypes, bytes) of `model`, and
-    of its parametrizations' settings (a disabled LoRA gives the base model's weights).
+    of its parametrizations' settings (a disabled LoRA gives the base model's weights), and of
+    its tokenizer's chat template and options once `use_template` changed them.
     Sorted by name, so registration order (e.g. after an adapter is removed) does not matter."""
     named = sorted([*model.named_parameters(), *model.named_buffers()], key=lambda kv: kv[0])
     memo_key = weights_version(model)
     if memo_key in _MEMO:
-        return _MEMO[memo_key][:length]
+        return _with_template(_MEMO[memo_key], model)[:length]
     h = hashlib.blake2b(digest_size=16)
     h.update(type(model).__name__.encode())
     if memo_key[1]:  # parametrized: hash their settings (unchanged digest for plain models)
@@ -88,7 +91,20 @@ def model_fingerprint(model: nn.Module, length: int = 16) -> str:
     if len(_MEMO) > 64:
         _MEMO.clear()
     _MEMO[memo_key] = digest
-    return digest[:length]
+    return _with_template(digest, model)[:length]
+
+
+def _with_template(digest: str, model: nn.Module) -> str:
+    """`digest` extended by the chat template and its options when they were set with
+    `pvlens.core.templates.use_template` (e.g. Qwen3's enable_thinking): the same weights then
+    answer other prompts, so nothing cached for the other template may be served. Models whose
+    template was never changed keep their weights-only digest."""
+    tok = getattr(model, "tokenizer", None)
+    options = getattr(tok, TEMPLATE_OPTIONS_ATTR, None) if tok is not None else None
+    if options is None:
+        return digest
+    state = json.dumps([digest, getattr(tok, "chat_template", None), options], sort_keys=True, default=str)
+    return hashlib.blake2b(state.encode(), digest_size=16).hexdigest()
 
 
 def file_hash(path: str | Path, length: int = 16) -> str:
@@ -104,3 +120,15 @@ def json_hash(value: Any, length: int = 16) -> str:
     """Hex digest of a JSON-able value in canonical form (sorted keys)."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()[:length]
+
+
+def source_hash(*paths: str | Path, length: int = 16) -> str:
+    """Hash of the content of Python source files and of every `.py` under the folders given
+    (names relative to each argument): the code that computed a stored number, for numbers that
+    depend on pvlens's own implementation (engine parity, benchmark timings)."""
+    files: dict[str, str] = {}
+    for root in map(Path, paths):
+        found = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for f in found:
+            files[f"{root.name}/{f.relative_to(root)}" if root.is_dir() else f.name] = file_hash(f)
+    return json_hash(files, length)

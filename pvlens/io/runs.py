@@ -68,15 +68,8 @@ def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: b
     path = out / INPUTS_FILE
     inputs = normalise_inputs(inputs)
     if path.exists() and not overwrite:
-        old = read_json_checked(path)
-        diff = changed_inputs(old, inputs)
-        if diff:
-            lines = "; ".join(_describe(k, old, inputs) for k in diff[:6])
-            more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
-            raise StaleRunError(
-                f"{out} holds results made with other inputs — {lines}{more}. "
-                "Use a new output folder, or pass --overwrite (overwrite=True) to discard them."
-            )
+        _refuse_changed(out, read_json_checked(path), inputs,
+                        "Use a new output folder, or pass --overwrite (overwrite=True) to discard them.")
         return True
     if overwrite and out.exists():
         for child in out.iterdir():
@@ -85,6 +78,35 @@ def check_inputs(out_dir: str | Path, inputs: Mapping[str, Any], *, overwrite: b
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, inputs)
+    return False
+
+
+def _refuse_changed(where: Path, old: Mapping[str, Any], new: Mapping[str, Any], fix: str) -> None:
+    """StaleRunError naming every input that differs (up to six, with old → new values)."""
+    diff = changed_inputs(old, new)
+    if diff:
+        lines = "; ".join(_describe(k, old, new) for k in diff[:6])
+        more = f" (+{len(diff) - 6} more)" if len(diff) > 6 else ""
+        raise StaleRunError(f"{where} holds results made with other inputs — {lines}{more}. {fix}")
+
+
+def check_file_inputs(result: str | Path, inputs: Mapping[str, Any]) -> bool:
+    """`check_inputs` for a result that is one file (it may share its folder with others): the
+    inputs are recorded next to it in `<name>.inputs.json`. Returns True when the same inputs
+    are recorded (resume); raises StaleRunError naming the changes when they differ, or when the
+    file exists with no record (it cannot be checked); records them otherwise."""
+    result = Path(result)
+    record = result.with_name(f"{result.name}.inputs.json")
+    inputs = normalise_inputs(inputs)
+    fix = f"Write to another file, or delete {result} (and {record.name}) to start over."
+    if record.exists():
+        _refuse_changed(result, read_json_checked(record), inputs, fix)
+        return True
+    if result.exists() and result.stat().st_size:
+        raise StaleRunError(f"{result} holds results with no record of their inputs ({record.name}), so they "
+                            f"cannot be checked against this run. {fix}")
+    result.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(record, inputs)
     return False
 
 

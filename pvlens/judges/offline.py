@@ -55,11 +55,6 @@ class OfflineJudge(Judge):
             raise ValueError("an HF fluency_model needs fluency_tokenizer=...")
         self.classifier_dir = Path(classifier_dir) if classifier_dir is not None else None
         self._classifier: TraitClassifier | None = None
-        self._fluency_id = None
-        if fluency_model is not None:
-            from pvlens.judges.local import judge_model_id
-
-            self._fluency_id = judge_model_id(fluency_model)
 
     @property
     def model(self) -> str:
@@ -70,6 +65,16 @@ class OfflineJudge(Judge):
         if self._classifier is None:
             self._classifier = load_or_fit(self.trait, self.embedder, self.classifier_dir)
         return self._classifier
+
+    @property
+    def _fluency_id(self) -> str | None:
+        """The fluency model's name and weight fingerprint now (memoised until a weight changes):
+        a fluency model finetuned after the judge was made must not reuse the older scores."""
+        if self.fluency_model is None:
+            return None
+        from pvlens.judges.local import judge_model_id
+
+        return judge_model_id(self.fluency_model)
 
     def settings(self) -> dict[str, Any]:
         return {"fluency_model": self._fluency_id}

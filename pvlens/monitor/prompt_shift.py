@@ -21,6 +21,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.activations import collect
 from pvlens.core.chat import encode_messages
 from pvlens.core.config import SamplingConfig
+from pvlens.core.device import resolved_dtype_name
 from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
 from pvlens.io.atomic import write_json_atomic
 from pvlens.io.jsonl import AppendLog
@@ -31,6 +32,10 @@ from pvlens.traits import TraitSpec, load_trait
 from pvlens.traits.prompts import Condition, many_shot, prompt_ladder
 from pvlens.vectors.coerce import VectorsLike, unit_direction
 from pvlens.vectors.evaluate import evaluate_steered
+
+PROJECTION_DTYPE = "auto"
+"""Compute dtype of the projections' activation pass ("auto": bf16 where the CPU is fast at it);
+the dtype it resolves to is one of the run's recorded inputs."""
 
 
 class PromptShiftConfig(SamplingConfig):
@@ -77,10 +82,12 @@ def prompt_shift_inputs(
     model: HookedTransformer, spec: TraitSpec, u: Tensor, layer: int, judge: Judge,
     cfg: PromptShiftConfig,
 ) -> dict[str, Any]:
-    """Everything that determines a prompt-shift run's results (recorded in inputs.json)."""
+    """Everything that determines a prompt-shift run's results (recorded in inputs.json),
+    including the dtype the projections' activation pass runs in ("auto" decides per machine)."""
     return {"model": model_fingerprint(model), "trait": json_hash(spec.model_dump()),
             "direction": tensor_hash(u), "layer": layer, "judge": judge.describe(),
-            "config": cfg.model_dump(mode="json")}
+            "config": cfg.model_dump(mode="json"),
+            "compute_dtype": resolved_dtype_name(PROJECTION_DTYPE, model.W_E.device, model.cfg.dtype)}
 
 
 def run_condition(
@@ -89,7 +96,8 @@ def run_condition(
 ) -> dict[str, Any]:
     """One condition: last-prompt projections (no generation), then judged sampled answers."""
     chats = [encode_messages(model.tokenizer, cond.messages(q)) for q in questions]
-    acts = collect(model, chats, ("last_prompt",), layers=[layer], progress=False)["last_prompt"]
+    acts = collect(model, chats, ("last_prompt",), layers=[layer], dtype=PROJECTION_DTYPE,
+                   progress=False)["last_prompt"]
     proj = project(acts[:, 0], u, cfg.cosine).tolist()
     answers = evaluate_steered(model, questions, judge, sampling=cfg, samples=cfg.samples,
                                prompts=chats)

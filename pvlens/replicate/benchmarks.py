@@ -19,6 +19,8 @@ from pvlens.replicate.tables import md_table
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
+PVLENS_SRC = Path(__file__).resolve().parents[1]
+"""pvlens's sources: the code the benchmarks time (part of their inputs)."""
 FULL: dict[str, list[str]] = {
     "bench_generate": ["--threads", "1"],
     "bench_activations": ["--threads", "1"],
@@ -72,10 +74,12 @@ def run_script(name: str, args: list[str], folder: Path) -> dict[str, Any]:
 
 
 def _inputs(ctx: Context, plan: dict[str, list[str]]) -> dict[str, Any]:
-    from pvlens.core.fingerprint import file_hash
+    from pvlens.core.fingerprint import file_hash, source_hash
 
     return {"scripts": {n: {"args": a, "hash": file_hash(BENCH / f"{n}.py")} for n, a in plan.items()},
-            "cpu": _cpu(), "cpus": os.cpu_count()}
+            "cpu": _cpu(), "cpus": os.cpu_count(),
+            # the timings measure pvlens's code: a changed pvlens is another benchmark
+            "pvlens_code": source_hash(PVLENS_SRC)}
 
 
 def _run(plan: dict[str, list[str]], folder: Path) -> dict[str, Any]:

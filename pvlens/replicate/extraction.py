@@ -11,6 +11,8 @@ from pvlens.replicate.registry import Context
 from pvlens.replicate.tables import fmt, md_table
 
 TRAIT = "evil"
+EXTRACT_DTYPE = "auto"
+"""What `extract`'s activation pass runs in (`collect`'s default: bf16 where the CPU is fast at it)."""
 
 
 class TextHashJudge:
@@ -41,10 +43,25 @@ def _configs(ctx: Context) -> tuple[Any, Any]:
             SweepConfig(layers=[0, 1], alphas=[0.0, 2.0], n_questions=2, samples=1, max_new_tokens=4))
 
 
+def _judge(ctx: Context) -> Any:
+    if ctx.quick:
+        return TextHashJudge()
+    from pvlens.judges import load_judge
+
+    return load_judge("offline", trait=TRAIT)
+
+
 def inputs(ctx: Context) -> dict[str, Any]:
+    """Model, trait spec, judge, configs and the resolved dtype of extraction's activation pass
+    (the split-half cosines and the vectors the sweep steers with come from it)."""
+    from pvlens.core.device import resolved_dtype_name
+    from pvlens.core.fingerprint import json_hash
+    from pvlens.traits import load_trait
+
     ecfg, scfg = _configs(ctx)
-    return {"model": ctx.model_key(), "trait": TRAIT, "judge": "text-hash" if ctx.quick else "offline", "extract": ecfg.model_dump(mode="json"),
-            "sweep": scfg.model_dump(mode="json")}
+    return {"model": ctx.model_key(), "trait": TRAIT, "judge": _judge(ctx).describe(), "extract": ecfg.model_dump(mode="json"),
+            "sweep": scfg.model_dump(mode="json"), "trait_spec": json_hash(load_trait(TRAIT).model_dump(mode="json")),
+            "compute_dtype": resolved_dtype_name(EXTRACT_DTYPE, ctx.model.W_E.device, ctx.model.cfg.dtype)}
 
 
 def run(ctx: Context, folder: Path) -> dict[str, Any]:
@@ -52,7 +69,7 @@ def run(ctx: Context, folder: Path) -> dict[str, Any]:
     from pvlens.vectors.sweep import sweep
 
     ecfg, scfg = _configs(ctx)
-    judge: Any = TextHashJudge() if ctx.quick else None
+    judge = _judge(ctx)
     vecs = extract(ctx.model, TRAIT, folder / "run", judge=judge, cfg=ecfg)
     res = sweep(ctx.model, vecs, TRAIT, folder / "run" / "sweep", judge=judge, cfg=scfg)
     meta = vecs.metadata

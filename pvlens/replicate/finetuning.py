@@ -58,8 +58,16 @@ def mitigation_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def shift_inputs(ctx: Context) -> dict[str, Any]:
-    return {"seeds": list(SHIFT_SEEDS[:2] if ctx.quick else SHIFT_SEEDS),
-            "note": "each seed's run_shift folder records its own inputs.json"}
+    """Every seed's run_shift inputs (model, datasets, vectors, questions, judges, config, ΔP
+    dtype): results.json is served only when all of them are unchanged."""
+    from pvlens.finetune.experiments.shift import plan_shift
+    from pvlens.finetune.experiments.shift import shift_inputs as run_inputs
+
+    sets, vectors, cfg = _shift_plan(ctx)
+    seeds = SHIFT_SEEDS[:2] if ctx.quick else SHIFT_SEEDS
+    runs = {str(s): run_inputs(ctx.model, *plan_shift(ctx.model, sets, vectors, ctx.out, cfg.changed(
+        train=cfg.train.changed(seed=s)))) for s in seeds}
+    return {"seeds": list(seeds), "runs": runs}
 
 
 def _shift_plan(ctx: Context) -> tuple[Any, dict[str, Any], Any]:

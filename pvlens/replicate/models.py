@@ -7,8 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pvlens.core.fingerprint import source_hash
 from pvlens.replicate.registry import Context
 from pvlens.replicate.tables import md_table
+
+CORE = Path(__file__).resolve().parents[1] / "core"
+MEASURED_MODULES = ("model", "families", "zoo", "engine", "tl_speedups", "batching", "chat")
+"""pvlens modules the measured deltas depend on (loading, conversion, the fast engine, padding)."""
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
@@ -18,9 +23,11 @@ def inputs(ctx: Context) -> dict[str, Any]:
 
     from pvlens.core.zoo import FAMILIES
 
-    # the checkpoints are built from seeded random weights; what changes them is the libraries
+    # the checkpoints are built from seeded random weights; what changes them is the libraries,
+    # and the deltas are measured on pvlens's own loading and engine code
     return {"families": list(FAMILIES), "torch": torch.__version__, "transformers": transformers.__version__,
-            "transformer_lens": getattr(transformer_lens, "__version__", "?")}
+            "transformer_lens": getattr(transformer_lens, "__version__", "?"),
+            "pvlens_code": source_hash(*(CORE / f"{m}.py" for m in MEASURED_MODULES))}
 
 
 def _engine_delta(model: Any) -> float | None:

@@ -30,9 +30,18 @@ def _vectors(ctx: Context) -> Any:
 
 
 def inputs(ctx: Context) -> dict[str, Any]:
-    # prompt_shift records the full inputs (model, direction, judge, config) in run/inputs.json
-    return {"model": ctx.model_key(), "trait": TRAIT, "layer": 1 if ctx.quick else LAYER,
-            "config": _cfg(ctx).model_dump(mode="json")}
+    """The inputs prompt_shift keys run/ by (model, trait spec, direction, layer, judge, config,
+    resolved compute dtype): the registry serves results.json only when all of them match."""
+    from pvlens.judges import load_judge
+    from pvlens.monitor.prompt_shift import prompt_shift_inputs
+    from pvlens.traits import load_trait
+    from pvlens.vectors.coerce import unit_direction
+
+    layer, spec = 1 if ctx.quick else LAYER, load_trait(TRAIT)
+    run = prompt_shift_inputs(ctx.model, spec, unit_direction(_vectors(ctx), layer), layer,
+                              load_judge("offline", trait=spec), _cfg(ctx))
+    return {"model": ctx.model_key(), "trait": TRAIT, "layer": layer, "config": _cfg(ctx).model_dump(mode="json"),
+            "run": run}
 
 
 def run(ctx: Context, folder: Path) -> dict[str, Any]:

@@ -31,9 +31,11 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.core.chat import encode_conversation, encode_messages, stop_token_ids
-from pvlens.core.device import as_dtype, fast_dtype
+from pvlens.core.device import as_dtype, resolved_dtype_name
+from pvlens.core.fingerprint import json_hash, model_fingerprint
 from pvlens.core.generation import generate
 from pvlens.io.jsonl import iter_jsonl
+from pvlens.io.runs import check_file_inputs
 
 PROMPTS_PATH = Path(__file__).resolve().parent.parent / "data" / "sae_prompts.jsonl"
 
@@ -162,12 +164,13 @@ def build_corpus(
     cfg = cfg or CorpusConfig()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_file_inputs(out, corpus_inputs(model, cfg))
     done = _done_keys(out)
     todo = [j for j in corpus_jobs(cfg) if j.key not in done]
     _repair_tail(out)
     chunk = cfg.batch_size * 4
     bar = tqdm(total=len(todo), desc="corpus", disable=not progress or not todo)
-    dtype = fast_dtype(model.W_E.device) if cfg.dtype == "auto" else as_dtype(cfg.dtype)
+    dtype = as_dtype(cfg.dtype, model.W_E.device)
     for start in range(0, len(todo), chunk):
         group = todo[start : start + chunk]
         conversations = [_messages(job.system, job.user) for job in group]
@@ -187,6 +190,17 @@ def build_corpus(
         bar.update(len(group))
     bar.close()
     return out
+
+
+def corpus_inputs(model: HookedTransformer, cfg: CorpusConfig) -> dict[str, object]:
+    """What the generated replies depend on (recorded in `<corpus>.inputs.json`): the model's
+    weights, every job's text (prompts file and trait specs), the sampling settings, the batch
+    size (a batch's seed comes from its first job) and the resolved dtype. Not `limit`: a larger
+    limit resumes and extends the same corpus."""
+    jobs = corpus_jobs(cfg.model_copy(update={"limit": None}))
+    return {"model": model_fingerprint(model), "jobs": json_hash([(j.key, j.system, j.user) for j in jobs]),
+            "config": cfg.model_dump(mode="json", exclude={"limit", "prompts_path", "dtype"}),
+            "compute_dtype": resolved_dtype_name(cfg.dtype, model.W_E.device, model.cfg.dtype)}
 
 
 def _messages(system: str | None, user: str) -> list[dict]:

@@ -100,6 +100,24 @@ def plan_jobs(cfg: SaeCorpusConfig) -> list[dict[str, Any]]:
     return jobs[: cfg.limit] if cfg.limit is not None else jobs
 
 
+def corpus_inputs(model: HookedTransformer, cfg: SaeCorpusConfig) -> dict[str, Any]:
+    """What the generated replies depend on besides the config and the model's weights: the
+    plan's prompt texts (composed, built-in file, trait questions), the trait specs behind the
+    system prompts, and the shipped vectors the steered conditions add."""
+    from pvlens.core.config import default_layer
+    from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
+    from pvlens.traits import builtin_traits, load_trait
+    from pvlens.vectors.coerce import direction
+
+    plan = plan_jobs(cfg.model_copy(update={"limit": None}))
+    traits = builtin_traits() if cfg.prompt_traits is None else cfg.prompt_traits
+    steered = shipped_steer_traits(cfg.steer_traits) if cfg.steer_alpha else []
+    return {"config": cfg.model_dump(mode="json"), "model": model_fingerprint(model),
+            "plan": json_hash([(j["key"], j["user"]) for j in plan]),
+            "traits": {t: json_hash(load_trait(t).model_dump(mode="json")) for t in traits},
+            "vectors": {t: tensor_hash(direction(t, default_layer(model))) for t in steered}}
+
+
 def shipped_steer_traits(names: list[str] | None) -> list[str]:
     """Traits with a shipped vector for the default model (or `names`)."""
     if names is not None:
@@ -279,7 +297,7 @@ def build_sae_corpus(
     cfg, run = cfg or SaeCorpusConfig(), run or RunConfig()
     out = Path(out)
     t0 = time.monotonic()
-    check_inputs(out, {"config": cfg.model_dump(mode="json"), "model": model_fingerprint(model)})
+    check_inputs(out, corpus_inputs(model, cfg))
     log = AppendLog(out / "generated.jsonl")
     timing = generate_replies(model, log, cfg, run, progress)
     old = out / "manifest.json"

@@ -32,12 +32,14 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from pvlens.core.config import Config, default_layer
+from pvlens.core.device import dtype_name
 from pvlens.core.fingerprint import model_fingerprint
 from pvlens.core.hooks import check_layer, resid_hook_name
 from pvlens.io.atomic import read_json_checked, write_json_atomic
 from pvlens.io.jsonl import AppendLog
+from pvlens.io.runs import changed_inputs, normalise_inputs
 from pvlens.sae.corpus import Document, read_documents, split_documents
-from pvlens.sae.provider import ActivationProvider
+from pvlens.sae.provider import ActivationProvider, sae_compute_dtype
 
 Corpus = str | Path | Sequence[str | Path] | Sequence[Document]
 """Corpus files or folders, or documents."""
@@ -259,8 +261,9 @@ def train_sae(
     sources = _source_names(corpus)
     docs = _as_documents(corpus, model, cfg.context_size)
     train_docs, held = split_documents(docs, cfg.holdout_fraction, cfg.seed)
-    checkpoint = _start_or_resume(out, cfg, resume)
-    _write_meta(out, {"status": "training", **_meta(cfg, model, layer, sources, docs, held)})
+    inputs = resume_inputs(cfg, model, train_docs)
+    checkpoint = _start_or_resume(out, cfg, resume, inputs)
+    _write_meta(out, {"status": "training", **_meta(cfg, model, layer, sources, docs, held), "inputs": inputs})
     sae = build_sae(cfg, model)
     trainer = _Trainer(
         cfg=trainer_config(cfg, out), sae=sae, data_provider=iter(()),
@@ -287,7 +290,7 @@ def train_sae(
     calibrated = _calibrate(sae, provider, cfg) if cfg.calibrate_threshold else None
     sae.save_inference_model(out)
     _write_meta(out, {
-        **_meta(cfg, model, layer, sources, docs, held),
+        **_meta(cfg, model, layer, sources, docs, held), "inputs": inputs,
         "status": "done", "scaling_factor": scale, "threshold_ema": ema,
         "threshold_calibrated": calibrated, "train_seconds": round(time.time() - t0, 1),
         "resumed_from": checkpoint.name if checkpoint is not None else None,
@@ -296,8 +299,23 @@ def train_sae(
     return out
 
 
-def _start_or_resume(out: Path, cfg: SaeTrainConfig, resume: bool) -> Path | None:
-    """The checkpoint to resume from (checked against the recorded config), or None after
+RESUME_FREE = frozenset({"n_checkpoints", "log_every", "activation_cache", "calibrate_threshold", "calibration_tokens"})
+"""Config fields a resumed run may change: cadence, cache location, and the after-training threshold
+calibration (the checkpoints do not depend on them)."""
+
+
+def resume_inputs(cfg: SaeTrainConfig, model: HookedTransformer, train_docs: Sequence[Document]) -> dict[str, Any]:
+    """What a checkpoint depends on: every training setting, the model's weights (adapters too),
+    the training documents' tokens and the resolved forward dtype ("auto" differs per CPU)."""
+    h = hashlib.sha1()
+    for d in train_docs:
+        h.update(b"|" + ",".join(map(str, d.ids)).encode())
+    return {**cfg.model_dump(mode="json", exclude=set(RESUME_FREE)), "model": model_fingerprint(model),
+            "documents": h.hexdigest()[:16], "compute_dtype": dtype_name(sae_compute_dtype(model, cfg.dtype))}
+
+
+def _start_or_resume(out: Path, cfg: SaeTrainConfig, resume: bool, inputs: dict[str, Any]) -> Path | None:
+    """The checkpoint to resume from (checked against the recorded inputs), or None after
     clearing old checkpoints and log when not resuming."""
     if not resume:
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
@@ -305,7 +323,7 @@ def _start_or_resume(out: Path, cfg: SaeTrainConfig, resume: bool) -> Path | Non
         return None
     checkpoint = _latest_checkpoint(out)
     if checkpoint is not None:
-        _check_resume_config(out, cfg)
+        _check_resume_config(out, cfg, inputs)
     return checkpoint
 
 
@@ -352,11 +370,19 @@ def _cache_file(cfg: SaeTrainConfig, model: HookedTransformer, layer: int, docs:
     h = hashlib.sha1()
     # every weight (adapters included): a finetuned model of the same name differs
     settings = (model.cfg.model_name, model.cfg.d_model, layer, cfg.skip_first,
-                cfg.max_norm_ratio, cfg.dtype, cfg.context_size, model_fingerprint(model))
+                cfg.max_norm_ratio, _dtype_key(cfg, model), cfg.context_size, model_fingerprint(model))
     h.update(repr(settings).encode())
     for d in docs:
         h.update(b"|" + ",".join(map(str, d.ids)).encode())
     return Path(cfg.activation_cache) / f"{model.cfg.model_name}-L{layer}-{h.hexdigest()[:16]}.safetensors"
+
+
+def _dtype_key(cfg: SaeTrainConfig, model: HookedTransformer) -> str:
+    """The forward dtype `cfg.dtype` resolves to here ("auto" is bf16 on AMX CPUs, fp32 elsewhere),
+    as the name it was recorded by before ("float32", "bfloat16"; an explicit name stays as given)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    return dtype_name(sae_compute_dtype(model, cfg.dtype))
 
 
 def _source_names(corpus: Corpus) -> list[str]:
@@ -404,12 +430,16 @@ def read_meta(sae_dir: str | Path) -> dict:
     return read_json_checked(path) if path.exists() else {}
 
 
-def _check_resume_config(out: Path, cfg: SaeTrainConfig) -> None:
-    old = read_meta(out).get("train_config")
-    if old is None:
-        return
-    fixed = ("layer", "expansion", "d_sae", "k", "batch_size", "training_tokens", "seed")
-    changed = [f for f in fixed if old.get(f) != getattr(cfg, f)]
+def _check_resume_config(out: Path, cfg: SaeTrainConfig, inputs: dict[str, Any]) -> None:
+    meta = read_meta(out)
+    if "inputs" in meta:  # recorded since the reuse audit: every input of the checkpoints
+        changed = changed_inputs(meta["inputs"], normalise_inputs(inputs))
+    else:  # an older folder recorded only its config: check the fields it always checked
+        old = meta.get("train_config")
+        if old is None:
+            return
+        fixed = ("layer", "expansion", "d_sae", "k", "batch_size", "training_tokens", "seed")
+        changed = [f for f in fixed if old.get(f) != getattr(cfg, f)]
     if changed:
         raise ValueError(
             f"{out} holds checkpoints of a run with different {', '.join(changed)}; "

@@ -226,7 +226,9 @@ def _steering(spec: TraitSpec, level: str, cfg: DatasetConfig, vectors: VectorsL
 def set_inputs(model: HookedTransformer, spec: TraitSpec, level: str, judge: Judge, cfg: DatasetConfig,
                steer_desc: str) -> dict[str, Any]:
     """What a set's candidates depend on (a rerun with other inputs refuses to mix them in).
-    `size` and `chunk` are left out: a larger size resumes and extends the same candidates."""
+    `size` and `chunk` are left out: a larger size resumes and extends the same candidates.
+    `build_trait_set` adds the prompt pool and the level's system prompts (a resume continues
+    at a pool position, so a changed pool would repeat or skip questions)."""
     return {"model": model_fingerprint(model), "trait": json_hash(spec.model_dump()), "level": level,
             "judge": judge.describe(), "steering": steer_desc,
             "config": cfg.model_dump(mode="json", exclude={"size", "chunk", "batch_size"})}
@@ -289,7 +291,8 @@ def build_trait_set(
     steer, steer_desc = _steering(spec, level, cfg, vectors)
     run_dir, t0 = out / spec.name / "candidates" / level, time.time()
     with run_lock(run_dir):
-        check_inputs(run_dir, set_inputs(model, spec, level, judge, cfg, steer_desc), overwrite=overwrite)
+        check_inputs(run_dir, {**set_inputs(model, spec, level, judge, cfg, steer_desc),
+                               "pool": json_hash(pool), "systems": json_hash(systems)}, overwrite=overwrite)
         log = AppendLog(run_dir / "candidates.jsonl")
         cands = log.read()
         bar = tqdm(total=cfg.size, desc=f"{spec.name}/{level}", disable=not progress)

@@ -17,12 +17,16 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from pvlens.core.activations import collect
+from pvlens.core.device import resolved_dtype_name
 from pvlens.core.fingerprint import file_hash, model_fingerprint, tensor_hash
 from pvlens.errors import InputError
 from pvlens.vectors.directions import check_methods, mean_difference, method_key, method_tensors
 from pvlens.vectors.persona import PersonaVectors
 from pvlens.vectors.rollouts import Rollout, read_rollouts
 
+ACTIVATION_DTYPE = "auto"
+"""Compute dtype of the recomputed activations ("auto": bf16 where the CPU is fast at it); the
+dtype it resolves to is part of a saved file's inputs."""
 MIN_MATCH_COSINE = 0.99
 """Recomputed vs stored mean difference: lowest per-layer cosine accepted as 'same rollouts'."""
 
@@ -49,7 +53,8 @@ def kept_activations(
     """Per reduction, `[n, n_layers, d_model]` activations of the kept pos and neg replies."""
     tok = model.tokenizer
     return tuple(  # type: ignore[return-value]
-        collect(model, [r.chat(tok) for r in rs], list(reductions), batch_size=batch_size, progress=False)
+        collect(model, [r.chat(tok) for r in rs], list(reductions), batch_size=batch_size, dtype=ACTIVATION_DTYPE,
+                progress=False)
         for rs in (pos, neg)
     )
 
@@ -83,7 +88,8 @@ def directions_inputs(model: HookedTransformer, vecs: PersonaVectors, rollouts_p
                       methods: Sequence[str], seed: int) -> dict[str, object]:
     """Everything the added directions depend on (a saved file is reused only when all are equal)."""
     return {"model": model_fingerprint(model), "rollouts": file_hash(rollouts_path), "seed": seed,
-            "methods": sorted(methods), "vectors": {k: tensor_hash(vecs.tensors[k]) for k in base_reductions(vecs)}}
+            "methods": sorted(methods), "vectors": {k: tensor_hash(vecs.tensors[k]) for k in base_reductions(vecs)},
+            "compute_dtype": resolved_dtype_name(ACTIVATION_DTYPE, model.W_E.device, model.cfg.dtype)}
 
 
 def load_or_add_directions(

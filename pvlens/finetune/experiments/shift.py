@@ -15,6 +15,7 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from pvlens.core.device import resolved_dtype_name
 from pvlens.core.fingerprint import file_hash, json_hash, model_fingerprint, tensor_hash
 from pvlens.finetune.experiments.config import ShiftConfig
 from pvlens.finetune.experiments.evaluation import (
@@ -67,11 +68,17 @@ class ShiftRun:
         """Per trait: score, coherence and shift of the model as it is now."""
         return {t: evaluate_trait(self.model, p, self.cfg.eval, self.cfg.layer) for t, p in self.probes.items()}
 
+    def screen_config(self) -> Any:
+        """The screening settings of ΔP (its dtype "auto" resolves per machine)."""
+        from pvlens.trainsets.screen import ScreenConfig
+
+        return ScreenConfig(layer=self.cfg.layer, max_new_tokens=self.cfg.screen_max_new_tokens, top_k=0)
+
     def delta_p(self, name: str, path: Path) -> dict[str, float]:
         """Screening ΔP of the dataset per trait, on the base model (before training)."""
-        from pvlens.trainsets.screen import ScreenConfig, screen
+        from pvlens.trainsets.screen import screen
 
-        screen_cfg = ScreenConfig(layer=self.cfg.layer, max_new_tokens=self.cfg.screen_max_new_tokens, top_k=0)
+        screen_cfg = self.screen_config()
         return {t: screen(self.model, path, tab, self.out / "screen" / f"{name}_{t}", screen_cfg,
                           cache_dir=self.out / "screen" / "base_cache", progress=False).delta_p
                 for t, tab in self.tables.items()}
@@ -122,7 +129,28 @@ def shift_inputs(model: HookedTransformer, sets: Sequence[Dataset], run: ShiftRu
             "vectors": {t: tensor_hash(v) for t, v in run.tables.items()},
             "questions": {t: json_hash(p.questions) for t, p in run.probes.items()},
             "judges": {t: p.judge.describe() for t, p in run.probes.items()},
-            "config": run.cfg.model_dump(mode="json")}
+            "config": run.cfg.model_dump(mode="json"),
+            # a dataset's record holds its ΔP, so the screening pass's resolved dtype keys it too
+            "screen_dtype": resolved_dtype_name(run.screen_config().dtype, model.W_E.device, model.cfg.dtype)}
+
+
+def plan_shift(
+    model: HookedTransformer, datasets: Sequence[Dataset] | str | Path, vectors: Mapping[str, VectorsLike],
+    out_dir: str | Path, cfg: ShiftConfig | None = None, judges: Mapping[str, Judge] | None = None,
+    judge_kind: str = "offline", questions: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[list[Dataset], ShiftRun]:
+    """The datasets and the run `run_shift` makes of these arguments (nothing computed yet);
+    `shift_inputs(model, *plan_shift(...))` is what its folder is keyed by."""
+    cfg = (cfg or ShiftConfig()).resolved(model)
+    sets = find_datasets(datasets) if isinstance(datasets, str | Path) else list(datasets)
+    if not sets:
+        raise ValueError(f"no datasets found in {datasets}")
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    tables = {t: as_table(v, n_layers, d_model) for t, v in vectors.items()}
+    probes = {t: TraitProbe(load_questions(t, cfg.eval.n_questions, (questions or {}).get(t)),
+                            load_trait_judge(t, (judges or {}).get(t), judge_kind), unit_table(tab, n_layers))
+              for t, tab in tables.items()}
+    return sets, ShiftRun(model, Path(out_dir), cfg, probes, tables)
 
 
 def run_shift(
@@ -148,17 +176,8 @@ def run_shift(
             vectors are not scored.
         overwrite: discard results in `out_dir` made with other inputs (else they are refused).
     """
-    cfg = (cfg or ShiftConfig()).resolved(model)
-    out = Path(out_dir)
-    sets = find_datasets(datasets) if isinstance(datasets, str | Path) else list(datasets)
-    if not sets:
-        raise ValueError(f"no datasets found in {datasets}")
-    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
-    tables = {t: as_table(v, n_layers, d_model) for t, v in vectors.items()}
-    probes = {t: TraitProbe(load_questions(t, cfg.eval.n_questions, (questions or {}).get(t)),
-                            load_trait_judge(t, (judges or {}).get(t), judge_kind), unit_table(tab, n_layers))
-              for t, tab in tables.items()}
-    run = ShiftRun(model, out, cfg, probes, tables)
+    sets, run = plan_shift(model, datasets, vectors, out_dir, cfg, judges, judge_kind, questions)
+    out, probes = run.out, run.probes
     with run_lock(out):
         check_inputs(out, shift_inputs(model, sets, run), overwrite=overwrite)
         for t, p in probes.items():

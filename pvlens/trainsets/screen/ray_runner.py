@@ -105,11 +105,16 @@ class WorkerPool(ActorPool):
         super().__init__(ScreenWorker, factory, opts)
 
     def facts(self, cfg: ScreenConfig) -> ModelFacts:
-        """The model's facts, after checking every worker loaded the same model."""
+        """The model's facts, after checking every worker loaded the same model and computes in
+        the same dtype ("auto" resolves per node: bf16 on AMX CPUs, fp32 elsewhere)."""
         facts = self.call_all("facts", cfg)
         if len({f.fingerprint for f in facts}) != 1:
             raise ScreenError("the Ray workers loaded different models (fingerprints differ); give every "
                               "node the same model files")
+        if len({f.dtype for f in facts}) != 1:
+            raise ScreenError(f"the Ray workers would compute in different dtypes ({sorted({f.dtype for f in facts})}): "
+                              "dtype 'auto' resolves per node; set PVLENS_COMPUTE_DTYPE=float32 on every node "
+                              "(or ScreenConfig(dtype='float32')) so one run's results share one precision")
         return facts[0]
 
 
