@@ -36,6 +36,18 @@ def tiny():
     return pvlens.tiny_model()
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs, 127.0.0.1) for every test module that uses Ray: starting
+    one takes 10-20 s on a 2-core machine. Modules free their actors when they finish."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
 class Playground:
     """The `pvlens serve` page in headless Debian chromium, driven by Playwright (no browser
     download: the system chromium is launched; `make install` installs it)."""

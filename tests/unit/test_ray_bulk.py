@@ -10,7 +10,7 @@ import os
 import signal
 
 import pytest
-import ray  # the `ray` extra: in the dev dependencies, so `make test` has it
+import ray  # noqa: F401  # the `ray` extra: in the dev dependencies, so `make test` has it
 import torch
 
 import pvlens
@@ -32,12 +32,7 @@ GREEDY = SamplingConfig(max_new_tokens=6, temperature=0.0)
 SAMPLED = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_cluster")  # the session's local cluster (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-import ray  # the `ray` extra: in the dev dependencies, so `make test` has it
+import ray  # noqa: F401  # the `ray` extra: in the dev dependencies, so `make test` has it
 import torch
 
 import pvlens
@@ -32,12 +32,7 @@ FACTORY = functools.partial(pvlens.tiny_model, n_layers=3)
 OPTS = RayOptions(workers=2, worker_cpus=1, max_restarts=2, max_task_retries=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_cluster")  # the session's local cluster (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
