@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pvlens.cli.options import ModelOpt
+from pvlens.cli.options import ModelOpt, OverwriteOpt
 
 
 def replicate_cmd(
@@ -19,6 +19,7 @@ def replicate_cmd(
     report: bool = typer.Option(False, "--report", help="Only rewrite <out>/report.md (the results laid out like "
                                 "the paper's sections) from the results already there; runs nothing."),
     model: ModelOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Regenerate the measured numbers the docs show: each experiment writes results/<name>/,
     resumes when its inputs are unchanged and refuses (naming the change) when they differ.
@@ -57,7 +58,7 @@ def replicate_cmd(
         out = Path(tempfile.mkdtemp(prefix="pvlens-replicate-quick-")) if quick else Path("results")
     if quick and out.resolve() == Path("results").resolve():
         raise typer.BadParameter("--quick results must not overwrite the committed full results: choose another --out")
-    ctx = Context(out, quick=quick, model_name=model)
+    ctx = Context(out, quick=quick, model_name=model, overwrite=overwrite)
     for e in chosen:
         typer.echo(f"{e.name}: running (full run ~{e.minutes:.0f} min)" if not quick else f"{e.name}: quick")
         res = run_experiment(e, ctx)

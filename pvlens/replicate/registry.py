@@ -8,6 +8,7 @@ changed. `quick` runs a tiny version (tiny random model or a few samples) for th
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from pvlens.errors import InputError
 from pvlens.io.atomic import read_json_checked, write_json_atomic
-from pvlens.io.runs import check_inputs, inputs_key, run_lock
+from pvlens.io.runs import StaleRunError, check_inputs, inputs_key, run_lock
 
 RESULTS_FILE = "results.json"
 
@@ -42,6 +43,9 @@ class Context:
     out: Path
     quick: bool = False
     model_name: str | None = None
+    overwrite: bool = False
+    """Discard an entry's stored results when its inputs changed (otherwise that is refused);
+    results whose inputs are unchanged are still reused."""
 
     @cached_property
     def model(self) -> Any:
@@ -90,7 +94,12 @@ def run_experiment(exp: Experiment, ctx: Context) -> ReplicateResult:
         return _run_native(exp, ctx, folder)
     inputs = {"experiment": exp.name, "quick": ctx.quick, **exp.inputs(ctx)}
     with run_lock(folder):
-        same = check_inputs(folder, inputs)
+        try:
+            same = check_inputs(folder, inputs)
+        except StaleRunError:
+            if not ctx.overwrite:
+                raise
+            same = check_inputs(folder, inputs, overwrite=True)  # other inputs: start over
         path = folder / RESULTS_FILE
         if same and path.exists():
             return ReplicateResult.model_validate(read_json_checked(path))
@@ -105,7 +114,13 @@ def run_experiment(exp: Experiment, ctx: Context) -> ReplicateResult:
 def _run_native(exp: Experiment, ctx: Context, folder: Path) -> ReplicateResult:
     """A command that keys and resumes its own folder: run it, check its results file."""
     start = time.time()
-    results = exp.run(ctx, folder)
+    try:
+        results = exp.run(ctx, folder)
+    except StaleRunError:
+        if not ctx.overwrite:
+            raise
+        shutil.rmtree(folder)  # made with other inputs: start this entry over
+        results = exp.run(ctx, folder)
     path = folder / str(results.get("file", exp.native))  # a quick run may name another file
     if not path.exists():
         raise InputError(f"{exp.name}: the run wrote no {path}")

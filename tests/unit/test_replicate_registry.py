@@ -36,6 +36,39 @@ def test_same_inputs_reuse_the_result_and_changed_inputs_are_refused(tmp_path: P
     assert calls == [1]
 
 
+def test_overwrite_reruns_only_entries_whose_inputs_changed(tmp_path: Path) -> None:
+    calls: list[int] = []
+    size = {"n": 3}
+    exp = _experiment(calls, size)
+    run_experiment(exp, Context(tmp_path, quick=True))
+    again = Context(tmp_path, quick=True, overwrite=True)
+    run_experiment(exp, again)
+    assert calls == [1]  # same inputs: still reused
+    size["n"] = 5
+    assert run_experiment(exp, again).results == {"value": 10} and calls == [1, 1]
+    assert run_experiment(exp, Context(tmp_path, quick=True)).results == {"value": 10}  # the new record
+
+
+def test_overwrite_restarts_a_native_entry_that_refuses(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def run(ctx: Context, folder: Path) -> dict[str, Any]:
+        calls.append(1)
+        if (folder / "old").exists():
+            raise StaleRunError("made with other inputs")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "out.json").write_text("{}")
+        return {}
+
+    exp = Experiment("native", run, lambda ctx: {}, 0.1, "a native toy", native="out.json")
+    (tmp_path / "native").mkdir()
+    (tmp_path / "native" / "old").write_text("x")
+    with pytest.raises(StaleRunError):
+        run_experiment(exp, Context(tmp_path))
+    run_experiment(exp, Context(tmp_path, overwrite=True))
+    assert calls == [1, 1, 1] and not (tmp_path / "native" / "old").exists()
+
+
 def test_a_run_killed_before_its_results_runs_again(tmp_path: Path) -> None:
     calls: list[int] = []
     exp, ctx = _experiment(calls, {"n": 1}), Context(tmp_path)
