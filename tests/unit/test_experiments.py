@@ -83,12 +83,15 @@ def test_mitigation_runs_resumes_and_reports(tiny, tmp_path):
     for f in ("results.json", "table.md", "mitigation.png"):
         assert (out / f).exists()
     assert "prevent_L0-1_a2" in (out / "table.md").read_text()
-    # a rerun loads every arm from disk (no training, no generation)
+    # a rerun loads every arm from disk (no training, no generation) and leaves the report as it
+    # was: its wall time is the computing call's, which the docs quote
+    report = (out / "results.json").read_bytes()
     calls = []
     again = run_mitigation(tiny, data, vecs, out, cfg, judge=LengthJudge(), questions=QUESTIONS,
                            progress=False, log=calls.append)
     assert [r["trait"] for r in again] == [r["trait"] for r in rows]
     assert all("done earlier" in c for c in calls)
+    assert (out / "results.json").read_bytes() == report
     # a deleted arm is redone alone; changed settings are refused
     (out / "arms" / "caft_L1_s0.json").unlink()
     calls.clear()
