@@ -103,9 +103,7 @@ def gen_rates(args: argparse.Namespace) -> tuple[float, float, float]:
         one = copy.copy(both)
         one.actors, one.busy = both.actors[:1], [0]
         gen(None, prompts[:2], sampling)  # warm-up on both actors
-        tokenizer = None
         t1 = t2 = 0.0
-        tokens = 0
         for _ in range(args.rounds):
             for pool in (one, both):
                 gen.pool = pool
@@ -113,12 +111,11 @@ def gen_rates(args: argparse.Namespace) -> tuple[float, float, float]:
                 texts = gen(None, prompts, sampling).texts
                 dt = time.perf_counter() - t0
                 t1, t2 = (t1 + dt, t2) if pool is one else (t1, t2 + dt)
-            if tokenizer is None:  # after the timing: the driver needs only the tokenizer
-                import pvlens
-
-                tokenizer = pvlens.load_model(None).tokenizer
-                tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
         gen.pool = both
+    import pvlens  # after the timing: the driver needs only the tokenizer; greedy replies are the same every round
+
+    tokenizer = pvlens.load_model(None).tokenizer
+    tokens = sum(len(tokenizer(t)["input_ids"]) for t in texts)
     n_tok = tokens * args.rounds
     return n_tok / t1, n_tok / t2, tokens / len(prompts)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pvlens.core.ray_bulk import RayGenerator
+    from pvlens.core.ray_pool import ModelLoader
 
 
 def ray_address_optional(args: list[str]) -> list[str]:
@@ -24,6 +25,13 @@ def ray_address_optional(args: list[str]) -> list[str]:
     return out
 
 
+def worker_loader(model: str | None, device: str | None, worker_gpus: float) -> ModelLoader:
+    """What each Ray actor loads: `model` on `device`, or on cuda when actors hold GPUs."""
+    from pvlens.core.ray_pool import ModelLoader
+
+    return ModelLoader(model, device or ("cuda" if worker_gpus > 0 else "cpu"))
+
+
 @contextmanager
 def ray_generator(address: str | None, workers: int, model: str | None, device: str | None,
                   worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> Iterator[RayGenerator | None]:
@@ -33,9 +41,8 @@ def ray_generator(address: str | None, workers: int, model: str | None, device: 
         yield None
         return
     from pvlens.core.ray_bulk import RayGenerator
-    from pvlens.core.ray_pool import ModelLoader, RayOptions
+    from pvlens.core.ray_pool import RayOptions
 
     opts = RayOptions(address=address, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus)
-    loader = ModelLoader(model, device or ("cuda" if worker_gpus > 0 else "cpu"))
-    with RayGenerator(loader, opts, progress=True) as gen:
+    with RayGenerator(worker_loader(model, device, worker_gpus), opts, progress=True) as gen:
         yield gen

@@ -19,7 +19,7 @@ from pvlens.cli.options import (
     WorkersOpt,
     existing_file,
 )
-from pvlens.cli.ray_gen import ray_address_optional
+from pvlens.cli.ray_gen import ray_address_optional, worker_loader
 
 if TYPE_CHECKING:
     from pvlens.trainsets.screen import RayOptions, ScreenConfig, ScreenSummary
@@ -106,9 +106,9 @@ def _run_on_ray(model: str | None, device: str | None, data: Path, vectors: Path
                 cfg: ScreenConfig, opts: RayOptions, cache: Path | None, split: str | None,
                 overwrite: bool) -> ScreenSummary:
     """`--ray`: the pool's workers load the model (on the GPU when they reserve one)."""
-    from pvlens.trainsets.screen import ModelLoader, screen_on_ray
+    from pvlens.trainsets.screen import screen_on_ray
 
-    loader = ModelLoader(model, device or ("cuda" if opts.worker_gpus > 0 else "cpu"))
+    loader = worker_loader(model, device, opts.worker_gpus)
     return screen_on_ray(loader, data, vectors, out, cfg, opts, cache_dir=cache, split=split, overwrite=overwrite)
 
 
