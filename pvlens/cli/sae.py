@@ -23,7 +23,10 @@ def build_corpus_cmd(
     max_new_tokens: int = typer.Option(128, help="Reply length cap."),
     temperature: float = typer.Option(0.7, help="Sampling temperature."),
     steer_alpha: float = typer.Option(4.0, help="Steering strength for the steered replies (raw vector units)."),
-    batch_size: int = typer.Option(32, help="Generation batch size."),
+    replies_per_prompt: int = typer.Option(1, help="Conditions each prompt is answered under (all different)."),
+    batch_size: int = typer.Option(64, help="Cache slots of continuous batching per process."),
+    shard: str = typer.Option(None, help="I/N: generate slice I of N of the plan only (run N processes, then once without --shard to write the corpus)."),
+    fill_tokens: int = typer.Option(None, help="Top up with Python stdlib docstrings (PSF-2.0) until the corpus has this many tokens."),
     max_minutes: float = typer.Option(None, help="Stop generating after this long (rerun to resume)."),
     extra: list[Path] = typer.Option(None, help="More JSONL / text files to include (e.g. rollouts)."),
     package_text: bool = typer.Option(True, help="Include licensed English text from installed packages."),
@@ -44,17 +47,36 @@ def build_corpus_cmd(
         existing_file(path, "--extra")
     finite(steer_alpha, "--steer-alpha")
     cfg = SaeCorpusConfig(n_composed=n_composed, limit=limit, max_new_tokens=max_new_tokens,
-                          temperature=temperature, steer_alpha=steer_alpha, seed=seed)
+                          temperature=temperature, steer_alpha=steer_alpha, seed=seed,
+                          replies_per_prompt=replies_per_prompt)
     run = RunConfig(batch_size=batch_size, max_minutes=max_minutes, extra=list(extra or []),
-                    package_text=package_text)
+                    package_text=package_text, fill_tokens=fill_tokens, shard=_shard(shard))
     typer.echo(f"{len(plan_jobs(cfg))} replies in the plan -> {out}")
     m = pvlens.load_model(model, device=device)
     manifest = build_sae_corpus(m, out, cfg, run)
+    if run.shard is not None:
+        gen = manifest["generation"]
+        typer.echo(f"shard {shard}: {gen['generated_now']} replies in {gen['seconds']:.0f} s; "
+                   f"{'done' if gen['complete'] else 'incomplete (rerun to resume)'}")
+        return
     for name, st in manifest["sources"].items():
         typer.echo(f"  {name:28s} rows {st['rows']:>6}  dup {st['duplicates']:>5}  tokens {st['tokens']:>9}")
     typer.echo(f"total {manifest['total_tokens']} tokens; generation "
                f"{'complete' if manifest['generation']['complete'] else 'incomplete (rerun to resume)'}; "
                f"wrote {out}/manifest.json")
+
+
+def _shard(spec: str | None) -> tuple[int, int] | None:
+    """'I/N' -> (I, N), checked."""
+    if spec is None:
+        return None
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"--shard {spec!r}: expected I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise typer.BadParameter(f"--shard {spec!r}: need 0 <= I < N")
+    return i, n
 
 
 @app.command("train")

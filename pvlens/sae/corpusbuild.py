@@ -12,7 +12,13 @@ Two kinds of source go into `<out>/corpus.jsonl` (rows `{"messages"|"text", "sou
 - **existing text**: model-generated text that ships with pvlens (the trait datasets), files the
   user names (`--extra`, e.g. rollouts), and English text from installed packages whose licence
   allows reuse (Python's `pydoc_data` topics, PSF-2.0; scikit-learn's dataset descriptions,
-  BSD-3-Clause).
+  BSD-3-Clause), topped up to `fill_tokens` with docstrings of CPython's standard library
+  (PSF-2.0; modules in a seeded order, so the fill samples the whole library).
+
+Generation is continuous batching (`bulk_generate`). On a CPU two one-thread processes decode
+~1.4x faster than one two-thread process, so `--shard I/N` runs a slice of the plan (keys by
+hash) into its own log, `generated.shard<I>of<N>.jsonl`; a final run without `--shard` finds
+nothing left to generate and writes the corpus from every log.
 
 Exact duplicates (same rendered content) are dropped across all sources. `manifest.json` records
 rows, duplicates and token counts per source, the generation time and the inputs.
@@ -21,7 +27,9 @@ rows, duplicates and token counts per source, the generation time and the inputs
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import platform
 import random
 import time
 import zlib
@@ -37,7 +45,10 @@ from pvlens.io.jsonl import AppendLog, iter_jsonl
 from pvlens.sae.promptplan import Condition, composed_prompts, conditions
 
 PACKAGE_TEXT_LICENCES = {"pydoc_data": "PSF-2.0 (Python Software Foundation License)",
-                         "sklearn_descr": "BSD-3-Clause (scikit-learn)"}
+                         "sklearn_descr": "BSD-3-Clause (scikit-learn)",
+                         "stdlib_docstrings": "PSF-2.0 (Python Software Foundation License)"}
+MIN_DOCSTRING_CHARS = 200
+"""Shorter docstrings (one-liners, "Return x.") add little but format."""
 
 
 class SaeCorpusConfig(BaseModel):
@@ -45,7 +56,8 @@ class SaeCorpusConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_composed: int = Field(3000, ge=0, description="Composed prompts (templates × tasks × topics).")
+    n_composed: int = Field(3000, ge=0, description="Composed prompts (templates × tasks × topics; at most the grid's 972).")
+    replies_per_prompt: int = Field(1, ge=1, description="Conditions each prompt is answered under (consecutive in the cycle, so all differ).")
     builtin_prompts: bool = Field(True, description="Add pvlens/data/sae_prompts.jsonl (~380 prompts).")
     trait_questions: bool = Field(True, description="Add every built-in trait's 40 questions.")
     prompt_traits: list[str] | None = Field(None, description="Traits whose system prompts are conditions (None: all built-ins).")
@@ -64,11 +76,13 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(32, ge=1, description="Generation batch size.")
+    batch_size: int = Field(64, ge=1, description="Cache slots of continuous batching (64: one CPU thread's best).")
     max_minutes: float | None = Field(None, gt=0, description="Stop generating after this long (rerun to resume).")
     extra: list[Path] = Field(default_factory=list, description="More JSONL/text files to include (rollouts, chat data).")
     package_text: bool = Field(True, description="Include licensed English text from installed packages.")
     shipped_datasets: bool = Field(True, description="Include pvlens's shipped trait datasets.")
+    fill_tokens: int | None = Field(None, ge=0, description="Top up with stdlib docstrings until the corpus has this many tokens (None: no fill).")
+    shard: tuple[int, int] | None = Field(None, description="(I, N): generate only slice I of N of the plan into its own log; no corpus is written.")
 
 
 # --- the generation plan -----------------------------------------------------------------------
@@ -93,9 +107,14 @@ def plan_jobs(cfg: SaeCorpusConfig) -> list[dict[str, Any]]:
     cycle = conditions(traits, shipped_steer_traits(cfg.steer_traits), cfg.neutral_weight)
     rng = random.Random(cfg.seed)
     rng.shuffle(prompts)
-    jobs = [{"key": f"{cycle[i % len(cycle)].name}|{pid}", "user": user, "condition": cycle[i % len(cycle)],
-             "meta": {**meta, "prompt_id": pid, "condition": cycle[i % len(cycle)].name}}
-            for i, (pid, user, meta) in enumerate(prompts)] if cycle else []
+    r_n = min(cfg.replies_per_prompt, len(cycle))
+    jobs = []
+    for i, (pid, user, meta) in enumerate(prompts):
+        for r in range(r_n if cycle else 0):
+            cond = cycle[(i * r_n + r) % len(cycle)]
+            key = f"{cond.name}|{pid}" if r == 0 else f"{cond.name}|{pid}|{r}"
+            jobs.append({"key": key, "user": user, "condition": cond,
+                         "meta": {**meta, "prompt_id": pid, "condition": cond.name}})
     rng.shuffle(jobs)
     return jobs[: cfg.limit] if cfg.limit is not None else jobs
 
@@ -105,6 +124,7 @@ def corpus_inputs(model: HookedTransformer, cfg: SaeCorpusConfig) -> dict[str, A
     plan's prompt texts (composed, built-in file, trait questions), the trait specs behind the
     system prompts, and the shipped vectors the steered conditions add."""
     from pvlens.core.config import default_layer
+    from pvlens.core.device import resolved_dtype_name
     from pvlens.core.fingerprint import json_hash, model_fingerprint, tensor_hash
     from pvlens.traits import builtin_traits, load_trait
     from pvlens.vectors.coerce import direction
@@ -115,7 +135,8 @@ def corpus_inputs(model: HookedTransformer, cfg: SaeCorpusConfig) -> dict[str, A
     return {"config": cfg.model_dump(mode="json"), "model": model_fingerprint(model),
             "plan": json_hash([(j["key"], j["user"]) for j in plan]),
             "traits": {t: json_hash(load_trait(t).model_dump(mode="json")) for t in traits},
-            "vectors": {t: tensor_hash(direction(t, default_layer(model))) for t in steered}}
+            "vectors": {t: tensor_hash(direction(t, default_layer(model))) for t in steered},
+            "compute_dtype": resolved_dtype_name("auto", model.W_E.device)}
 
 
 def shipped_steer_traits(names: list[str] | None) -> list[str]:
@@ -166,29 +187,58 @@ def row_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**31)
 
 
-def generate_replies(
-    model: HookedTransformer, log: AppendLog, cfg: SaeCorpusConfig, run: RunConfig, progress: bool = True,
-) -> dict[str, Any]:
-    """Generate the plan's missing replies into `log`, grouped by condition; returns timing."""
-    from pvlens.core.generation import generate
+def log_paths(out: Path) -> list[Path]:
+    """Every reply log in `out`: `generated.jsonl` and the shards' logs."""
+    return sorted(out.glob("generated*.jsonl"))
 
-    done = {r.get("key") for r in log.read() if isinstance(r, dict)}
-    todo = [j for j in plan_jobs(cfg) if j["key"] not in done]
+
+def shard_log(out: Path, shard: tuple[int, int] | None) -> Path:
+    """The log a run appends to: its shard's own file, or `generated.jsonl`."""
+    return out / ("generated.jsonl" if shard is None else f"generated.shard{shard[0]}of{shard[1]}.jsonl")
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    """Whether a reply belongs to `shard` (by a stable hash of its key)."""
+    return shard is None or zlib.crc32(key.encode()) % shard[1] == shard[0]
+
+
+def generated_rows(out: Path) -> list[dict]:
+    """The replies of every log, each key once (the first log that has it wins)."""
+    rows: dict[str, dict] = {}
+    for path in log_paths(out):
+        for r in AppendLog(path).read():
+            if isinstance(r, dict) and r.get("key") not in rows:
+                rows[r["key"]] = r
+    return list(rows.values())
+
+
+def generate_replies(
+    model: HookedTransformer, out: Path, cfg: SaeCorpusConfig, run: RunConfig, progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the plan's missing replies (of `run.shard`) into its log, grouped by condition."""
+    from pvlens.core.bulk import bulk_generate
+    from pvlens.core.config import SamplingConfig
+
+    if run.shard is not None and not 0 <= run.shard[0] < run.shard[1]:
+        raise ValueError(f"--shard {run.shard[0]}/{run.shard[1]}: expected I/N with 0 <= I < N")
+    log = AppendLog(shard_log(out, run.shard))
+    done = {r["key"] for r in generated_rows(out)}
+    todo = [j for j in plan_jobs(cfg) if j["key"] not in done and in_shard(j["key"], run.shard)]
     by_cond: dict[str, list[dict]] = {}  # one group per steering; system prompts batch together
     for j in todo:
         c = j["condition"]
         by_cond.setdefault(c.name if c.polarity in ("+", "-") else "unsteered", []).append(j)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                              top_p=cfg.top_p, seed=cfg.seed)
     t0, n_done, stopped = time.monotonic(), 0, False
-    for group in _round_robin(list(by_cond.values()), run.batch_size * 2):
+    for group in _round_robin(list(by_cond.values()), run.batch_size * 4):
         if run.max_minutes is not None and time.monotonic() - t0 > run.max_minutes * 60:
             stopped = True
             break
         steer = _steer(model, group[0]["condition"], cfg.steer_alpha)
         convs = [_messages(_system(j["condition"], zlib.crc32(j["key"].encode())), j["user"]) for j in group]
-        res = generate(model, convs, steer=steer, max_new_tokens=cfg.max_new_tokens,
-                       temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed,
-                       batch_size=run.batch_size, progress=False,
-                       row_seeds=[row_seed(cfg.seed, j["key"]) for j in group])
+        res = bulk_generate(model, convs, sampling, steer=steer, batch_size=run.batch_size, dtype="auto",
+                            row_seeds=[row_seed(cfg.seed, j["key"]) for j in group])
         log.append([{"key": j["key"], "messages": [*m, {"role": "assistant", "content": text}],
                      "meta": {**j["meta"], "finished": fin}}
                     for j, m, text, fin in zip(group, convs, res.texts, res.finished, strict=True)])
@@ -232,6 +282,31 @@ def package_text_rows() -> Iterator[tuple[str, dict]]:
         yield "sklearn_descr", {"text": path.read_text(encoding="utf-8"), "meta": {"file": path.name}}
 
 
+def stdlib_docstring_rows(seed: int = 0) -> Iterator[tuple[str, dict]]:
+    """Docstrings of CPython's standard library (PSF-2.0), one row per module (its module, class
+    and function docstrings of at least MIN_DOCSTRING_CHARS, in source order), modules in a
+    seeded order. Tests, idlelib, lib2to3 and installed packages are left out. The text depends
+    on the Python version, which the manifest records."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
+    paths = sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
+    random.Random(seed).shuffle(paths)
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        docs = [d for node in ast.walk(tree)
+                if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                and (d := ast.get_docstring(node)) and len(d) >= MIN_DOCSTRING_CHARS]
+        if docs:
+            yield "stdlib_docstrings", {"text": "\n\n".join(docs),
+                                        "meta": {"module": path.relative_to(root).as_posix()}}
+
+
 def shipped_dataset_rows() -> Iterator[tuple[str, dict]]:
     """pvlens's shipped trait datasets (the default model's replies; see their README)."""
     root = Path(__file__).resolve().parent.parent / "data" / "datasets"
@@ -261,15 +336,23 @@ def content_hash(row: dict) -> str:
 
 def write_corpus(
     out: Path, sources: list[Iterator[tuple[str, dict]]], tokenizer, max_len: int = 512,
+    fill: Iterator[tuple[str, dict]] | None = None, fill_tokens: int | None = None,
 ) -> dict[str, dict[str, int]]:
-    """Deduplicate `sources` into `out/corpus.jsonl`; per-source rows / duplicates / documents / tokens."""
+    """Deduplicate `sources` into `out/corpus.jsonl`, then add rows of `fill` while the corpus
+    has fewer than `fill_tokens` tokens; per-source rows / duplicates / documents / tokens."""
     from pvlens.sae.corpus import row_documents
 
     seen: set[str] = set()
     stats: dict[str, dict[str, int]] = {}
     tmp = out / "corpus.jsonl.tmp"
+
+    def total() -> int:
+        return sum(s["tokens"] for s in stats.values())
+
+    filling = iter(()) if fill is None or fill_tokens is None else itertools.takewhile(
+        lambda _: total() < fill_tokens, fill)
     with tmp.open("w", encoding="utf-8") as f:
-        for rows in sources:
+        for rows in [*sources, filling]:
             for source, row in rows:
                 s = stats.setdefault(source, {"rows": 0, "duplicates": 0, "documents": 0, "tokens": 0})
                 h = content_hash(row)
@@ -298,23 +381,26 @@ def build_sae_corpus(
     out = Path(out)
     t0 = time.monotonic()
     check_inputs(out, corpus_inputs(model, cfg))
-    log = AppendLog(out / "generated.jsonl")
-    timing = generate_replies(model, log, cfg, run, progress)
-    old = out / "manifest.json"
-    before = json.loads(old.read_text())["generation"].get("seconds_total", 0.0) if old.exists() else 0.0
-    timing["seconds_total"] = round(before + timing["seconds"], 1)
-    sources: list[Iterator[tuple[str, dict]]] = [
-        ((generated_source(r["meta"]["condition"]), r) for r in log.read() if isinstance(r, dict))]
+    timing = generate_replies(model, out, cfg, run, progress)
+    seconds = _add_generation_seconds(out, shard_log(out, run.shard).name, timing["seconds"])
+    timing["seconds_total"] = round(sum(seconds.values()), 1)
+    timing["seconds_by_log"] = seconds
+    if run.shard is not None:  # a slice of the generation only: the unsharded run writes the corpus
+        return {"shard": list(run.shard), "generation": timing}
+    rows = generated_rows(out)
+    sources: list[Iterator[tuple[str, dict]]] = [((generated_source(r["meta"]["condition"]), r) for r in rows)]
     if run.shipped_datasets:
         sources.append(shipped_dataset_rows())
     sources += [file_rows(Path(p)) for p in run.extra]
     if run.package_text:
         sources.append(package_text_rows())
-    stats = write_corpus(out, sources, model.tokenizer)
+    fill = stdlib_docstring_rows(cfg.seed) if run.package_text and run.fill_tokens else None
+    stats = write_corpus(out, sources, model.tokenizer, fill=fill, fill_tokens=run.fill_tokens)
     manifest = {
         "corpus": str(out / "corpus.jsonl"), "config": cfg.model_dump(mode="json"),
         "model": model_fingerprint(model), "planned_replies": len(plan_jobs(cfg)),
-        "generated_replies": len(log.read()), "generation": timing,
+        "generated_replies": len(rows), "generation": timing, "fill_tokens": run.fill_tokens,
+        "python": platform.python_version(),
         "build_seconds": round(time.monotonic() - t0, 1), "sources": stats,
         "total_tokens": sum(s["tokens"] for s in stats.values()),
         "licences": PACKAGE_TEXT_LICENCES if run.package_text else {},
@@ -322,6 +408,15 @@ def build_sae_corpus(
     }
     write_json_atomic(out / "manifest.json", manifest)
     return manifest
+
+
+def _add_generation_seconds(out: Path, log_name: str, seconds: float) -> dict[str, float]:
+    """Generation seconds per log, summed over the runs that wrote it (`generation_seconds.json`)."""
+    path = out / "generation_seconds.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record[log_name] = round(record.get(log_name, 0.0) + seconds, 1)
+    write_json_atomic(path, record)
+    return record
 
 
 def manifest_table(manifest: dict[str, Any]) -> str:
