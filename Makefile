@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test unit integration lint typecheck docs notebooks course bench replicate clean
+.PHONY: install browser demo test unit integration lint typecheck docs notebooks course bench replicate saes clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,23 @@ replicate: install
 course: install
 	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} nice -n 5 $(BIN)/pvlens course build $(CHAPTERS)
 	$(BIN)/python -m pvlens.io.doctables docs/course.md
+
+# The shipped SAEs (pvlens/data/saes/): the corpus (two one-thread generation shards, then the
+# collecting run), three BatchTopK SAEs, held-out evaluation, publishing, the evil decomposition
+# with its nulls and feature steering (sae/results/). About 2.5 h on a 2-core CPU; every step resumes.
+CORPUS := sae/corpus/built
+CORPUS_ARGS := --out $(CORPUS) --replies-per-prompt 3
+SAE_LAYERS := 6 15 24
+saes: install
+	for i in 0 1; do HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pvlens sae build-corpus $(CORPUS_ARGS) --shard $$i/2 & done; wait
+	HF_HUB_OFFLINE=1 $(BIN)/pvlens sae build-corpus $(CORPUS_ARGS) --fill-tokens 3200000 \
+	  --extra sae/corpus/smollm2-chat.jsonl --extra sae/corpus/evil-rollouts.jsonl
+	for L in $(SAE_LAYERS); do \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae train --recipe sae/recipes/smollm2-135m-layer$$L.yaml --out sae/trained/smollm2-135m-layer$$L && \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae eval sae/trained/smollm2-135m-layer$$L --ce-tokens 32768 && \
+	  $(BIN)/pvlens sae publish sae/trained/smollm2-135m-layer$$L --name smollm2-135m-layer$$L || exit 1; \
+	done
+	HF_HUB_OFFLINE=1 $(BIN)/python sae/results/summarise.py $(foreach L,$(SAE_LAYERS),sae/trained/smollm2-135m-layer$(L))
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py

@@ -79,6 +79,45 @@ def _shard(spec: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+@app.command("list")
+def list_cmd() -> None:
+    """The SAEs that ship with pvlens (use the name as --sae), with their held-out metrics.
+
+    Example: pvlens sae list
+    """
+    from pvlens.sae.shipped import shipped_sae_names, shipped_sae_summary
+
+    names = shipped_sae_names()
+    if not names:
+        typer.echo("no SAEs ship with this install")
+    for name in names:
+        s = shipped_sae_summary(name)
+        metrics = "  ".join(f"{k} {s[k]:.3g}" for k in ("fvu", "l0", "dead_fraction", "ce_loss_score")
+                            if isinstance(s[k], int | float))
+        typer.echo(f"{name:28s} layer {s['layer']:>2}  latents {s['d_sae']}  k {s['k']}  {metrics}")
+
+
+@app.command("publish")
+def publish_cmd(
+    sae_dir: Path = typer.Argument(..., help="Trained and evaluated SAE folder (`pvlens sae train`, `pvlens sae eval`)."),
+    name: str = typer.Option(..., help="Short name it ships as (pvlens/data/saes/<name>; `--sae <name>` loads it)."),
+) -> None:
+    """Copy a trained SAE's weights, record and eval.json into pvlens's shipped SAEs.
+
+    Example: pvlens sae publish sae/trained/smollm2-135m-layer15 --name smollm2-135m-layer15
+    """
+    import json
+
+    from pvlens.sae.shipped import publish_sae
+
+    existing_file(sae_dir, "SAE folder")
+    ev = sae_dir / "eval.json"
+    if not ev.exists():
+        raise typer.BadParameter(f"{ev} is missing: run `pvlens sae eval {sae_dir}` first (it ships with the SAE)")
+    dest = publish_sae(sae_dir, name, json.loads(ev.read_text()))
+    typer.echo(f"published {sae_dir} as {name} -> {dest}")
+
+
 @app.command("train")
 def train_cmd(
     layer: LayerOpt = None,

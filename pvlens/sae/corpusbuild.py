@@ -13,7 +13,8 @@ Two kinds of source go into `<out>/corpus.jsonl` (rows `{"messages"|"text", "sou
   user names (`--extra`, e.g. rollouts), and English text from installed packages whose licence
   allows reuse (Python's `pydoc_data` topics, PSF-2.0; scikit-learn's dataset descriptions,
   BSD-3-Clause), topped up to `fill_tokens` with docstrings of CPython's standard library
-  (PSF-2.0; modules in a seeded order, so the fill samples the whole library).
+  (PSF-2.0) and of BSD-3-Clause packages (numpy, scipy, scikit-learn, pandas, sympy, networkx;
+  modules in one seeded order, so a fill that stops early samples all of them).
 
 Generation is continuous batching (`bulk_generate`). On a CPU two one-thread processes decode
 ~1.4x faster than one two-thread process, so `--shard I/N` runs a slice of the plan (keys by
@@ -44,9 +45,14 @@ from pvlens.io.atomic import write_json_atomic
 from pvlens.io.jsonl import AppendLog, iter_jsonl
 from pvlens.sae.promptplan import Condition, composed_prompts, conditions
 
+DOCSTRING_PACKAGES = {"numpy": "numpy", "scipy": "scipy", "sklearn": "scikit-learn", "pandas": "pandas",
+                      "sympy": "sympy", "networkx": "networkx"}
+"""Packages (import name: distribution) whose docstrings may fill the corpus: BSD-3-Clause each,
+prose-heavy, and installed with pvlens[sae] or its dependencies (a missing one is skipped)."""
 PACKAGE_TEXT_LICENCES = {"pydoc_data": "PSF-2.0 (Python Software Foundation License)",
                          "sklearn_descr": "BSD-3-Clause (scikit-learn)",
-                         "stdlib_docstrings": "PSF-2.0 (Python Software Foundation License)"}
+                         "docstrings/stdlib": "PSF-2.0 (Python Software Foundation License)",
+                         **{f"docstrings/{n}": "BSD-3-Clause" for n in DOCSTRING_PACKAGES}}
 MIN_DOCSTRING_CHARS = 200
 """Shorter docstrings (one-liners, "Return x.") add little but format."""
 
@@ -282,19 +288,35 @@ def package_text_rows() -> Iterator[tuple[str, dict]]:
         yield "sklearn_descr", {"text": path.read_text(encoding="utf-8"), "meta": {"file": path.name}}
 
 
-def stdlib_docstring_rows(seed: int = 0) -> Iterator[tuple[str, dict]]:
-    """Docstrings of CPython's standard library (PSF-2.0), one row per module (its module, class
-    and function docstrings of at least MIN_DOCSTRING_CHARS, in source order), modules in a
-    seeded order. Tests, idlelib, lib2to3 and installed packages are left out. The text depends
-    on the Python version, which the manifest records."""
-    import ast
+def docstring_modules() -> list[tuple[str, Path, Path]]:
+    """(source, package root, module file) of every module whose docstrings may fill the corpus:
+    CPython's standard library and the installed DOCSTRING_PACKAGES. Tests, vendored code,
+    idlelib, lib2to3 and the stdlib's site-packages are left out."""
+    import importlib.util
     import sysconfig
 
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
-    paths = sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
-    random.Random(seed).shuffle(paths)
-    for path in paths:
+    skip = {"site-packages", "dist-packages", "test", "tests", "testing", "idlelib", "lib2to3",
+            "__pycache__", "externals", "_vendor", "vendored"}
+    roots = [("docstrings/stdlib", Path(sysconfig.get_paths()["stdlib"]))]
+    for name in DOCSTRING_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin is not None:
+            roots.append((f"docstrings/{name}", Path(spec.origin).parent))
+    return [(source, root, p) for source, root in roots for p in sorted(root.rglob("*.py"))
+            if not skip & set(p.relative_to(root).parts)]
+
+
+def docstring_rows(seed: int = 0) -> Iterator[tuple[str, dict]]:
+    """Docstrings of the standard library and permissively licensed packages (DOCSTRING_LICENCES),
+    one row per module (its module, class and function docstrings of at least
+    MIN_DOCSTRING_CHARS, in source order), modules of all packages in one seeded order so a fill
+    that stops early samples every package. The text depends on the Python and package versions,
+    which the manifest records (`docstring_versions`)."""
+    import ast
+
+    modules = docstring_modules()
+    random.Random(seed).shuffle(modules)
+    for source, root, path in modules:
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, ValueError):
@@ -303,8 +325,21 @@ def stdlib_docstring_rows(seed: int = 0) -> Iterator[tuple[str, dict]]:
                 if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
                 and (d := ast.get_docstring(node)) and len(d) >= MIN_DOCSTRING_CHARS]
         if docs:
-            yield "stdlib_docstrings", {"text": "\n\n".join(docs),
-                                        "meta": {"module": path.relative_to(root).as_posix()}}
+            yield source, {"text": "\n\n".join(docs),
+                           "meta": {"module": f"{root.name}/{path.relative_to(root).as_posix()}"}}
+
+
+def docstring_versions() -> dict[str, str]:
+    """Versions of the packages whose docstrings can fill the corpus (Python's for the stdlib)."""
+    import importlib.metadata
+
+    out = {"stdlib": platform.python_version()}
+    for name, dist in DOCSTRING_PACKAGES.items():
+        try:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
 
 
 def shipped_dataset_rows() -> Iterator[tuple[str, dict]]:
@@ -394,13 +429,14 @@ def build_sae_corpus(
     sources += [file_rows(Path(p)) for p in run.extra]
     if run.package_text:
         sources.append(package_text_rows())
-    fill = stdlib_docstring_rows(cfg.seed) if run.package_text and run.fill_tokens else None
+    fill = docstring_rows(cfg.seed) if run.package_text and run.fill_tokens else None
     stats = write_corpus(out, sources, model.tokenizer, fill=fill, fill_tokens=run.fill_tokens)
     manifest = {
         "corpus": str(out / "corpus.jsonl"), "config": cfg.model_dump(mode="json"),
         "model": model_fingerprint(model), "planned_replies": len(plan_jobs(cfg)),
         "generated_replies": len(rows), "generation": timing, "fill_tokens": run.fill_tokens,
         "python": platform.python_version(),
+        "docstring_versions": docstring_versions() if fill is not None else {},
         "build_seconds": round(time.monotonic() - t0, 1), "sources": stats,
         "total_tokens": sum(s["tokens"] for s in stats.values()),
         "licences": PACKAGE_TEXT_LICENCES if run.package_text else {},

@@ -109,7 +109,11 @@ def split_sae_spec(spec: str) -> tuple[str, str]:
 
     parts = spec.split("/")
     if len(parts) < 2 or not all(parts):
-        raise ValueError(f"--sae {spec!r}: expected a saved SAE folder or RELEASE/ID (sae_lens registry)")
+        from pvlens.sae.shipped import shipped_sae_names
+
+        raise ValueError(f"--sae {spec!r}: expected a saved SAE folder, a shipped SAE name "
+                         f"({', '.join(shipped_sae_names()) or 'none shipped'}; `pvlens sae list`) "
+                         "or RELEASE/ID (sae_lens registry)")
     known = get_pretrained_saes_directory()
     for i in range(1, len(parts)):
         if "/".join(parts[:i]) in known:
@@ -154,12 +158,17 @@ def load_pretrained(
 
 
 def resolve_sae(spec: str | Path, device: str = "cpu", layer: int | None = None) -> LoadedSae:
-    """A saved SAE folder, or 'RELEASE/ID' from sae_lens's registry (`$PVLENS_SAE_MIRROR` set:
-    read from that local mirror instead of the hub)."""
+    """A saved SAE folder, the short name of a shipped SAE (`pvlens sae list`), or 'RELEASE/ID'
+    from sae_lens's registry (`$PVLENS_SAE_MIRROR` set: read from that local mirror instead of
+    the hub)."""
     import os
+
+    from pvlens.sae.shipped import shipped_sae_names, shipped_sae_path
 
     if Path(spec).exists():
         return load_sae(spec, device=device, layer=layer)
+    if str(spec) in shipped_sae_names():
+        return load_sae(shipped_sae_path(str(spec)), device=device, layer=layer)
     release, sae_id = split_sae_spec(str(spec))
     mirror = os.environ.get("PVLENS_SAE_MIRROR")
     return load_pretrained(release, sae_id, device, layer, local_converter(mirror) if mirror else None)

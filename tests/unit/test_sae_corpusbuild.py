@@ -89,3 +89,62 @@ def test_time_limit_stops_and_a_rerun_completes(tiny, tmp_path):
     m = build_sae_corpus(tiny, out, cfg, RunConfig(batch_size=2, package_text=False, shipped_datasets=False),
                          progress=False)
     assert m["generation"]["complete"] and m["generated_replies"] == 8
+
+
+def test_replies_per_prompt_gives_distinct_conditions_per_prompt():
+    cfg = SaeCorpusConfig(n_composed=40, builtin_prompts=False, trait_questions=False,
+                          prompt_traits=["evil"], steer_traits=[], neutral_weight=2, replies_per_prompt=3)
+    jobs = plan_jobs(cfg)
+    assert len(jobs) == 40 * 3 and len({j["key"] for j in jobs}) == len(jobs)
+    by_prompt: dict[str, list[str]] = {}
+    for j in jobs:
+        by_prompt.setdefault(j["meta"]["prompt_id"], []).append(j["condition"].name)
+    assert all(len(c) == 3 for c in by_prompt.values())
+    # the cycle is [neutral, neutral, evil:pos, evil:neg]: any three consecutive entries hold a
+    # system prompt
+    assert all({"evil:pos", "evil:neg"} & set(c) for c in by_prompt.values())
+
+
+def test_shards_split_the_plan_and_the_final_run_writes_every_reply(tiny, tmp_path):
+    from pvlens.sae.corpusbuild import in_shard
+
+    cfg = SaeCorpusConfig(n_composed=10, builtin_prompts=False, trait_questions=False, prompt_traits=[],
+                          steer_traits=[], neutral_weight=1, max_new_tokens=2)
+    keys = [j["key"] for j in plan_jobs(cfg)]
+    assert sorted(k for s in range(3) for k in keys if in_shard(k, (s, 3))) == sorted(keys)
+    out = tmp_path / "c"
+    base = dict(batch_size=2, package_text=False, shipped_datasets=False)
+    r0 = build_sae_corpus(tiny, out, cfg, RunConfig(**base, shard=(0, 2)), progress=False)
+    assert "sources" not in r0 and not (out / "corpus.jsonl").exists()
+    assert r0["generation"]["generated_now"] == sum(in_shard(k, (0, 2)) for k in keys)
+    build_sae_corpus(tiny, out, cfg, RunConfig(**base, shard=(1, 2)), progress=False)
+    m = build_sae_corpus(tiny, out, cfg, RunConfig(**base), progress=False)
+    assert m["generation"]["generated_now"] == 0 and m["generated_replies"] == len(keys) == 10
+    assert set(m["generation"]["seconds_by_log"]) == {"generated.shard0of2.jsonl", "generated.shard1of2.jsonl",
+                                                       "generated.jsonl"}
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        build_sae_corpus(tiny, out, cfg, RunConfig(**base, shard=(2, 2)), progress=False)
+
+
+def test_fill_tops_up_with_stdlib_docstrings_to_the_target(tiny, tmp_path):
+    from pvlens.sae.corpusbuild import PACKAGE_TEXT_LICENCES, docstring_modules, docstring_rows
+
+    first = next(docstring_rows())
+    assert first[0].startswith("docstrings/") and len(first[1]["text"]) >= 200
+    assert first[1]["meta"]["module"].endswith(".py")
+    assert next(docstring_rows(seed=1))[1]["meta"] != first[1]["meta"]  # seeded order
+    modules = docstring_modules()
+    assert {s for s, _, _ in modules} <= set(PACKAGE_TEXT_LICENCES) and "docstrings/numpy" in {s for s, _, _ in modules}
+    assert not any("tests" in p.parts or "site-packages" in p.relative_to(r).parts for _, r, p in modules)
+    cfg = SaeCorpusConfig(n_composed=2, builtin_prompts=False, trait_questions=False, prompt_traits=[],
+                          steer_traits=[], neutral_weight=1, max_new_tokens=2)
+    run = RunConfig(batch_size=2, shipped_datasets=False)
+    target = build_sae_corpus(tiny, tmp_path / "a", cfg, run, progress=False)["total_tokens"] + 20_000
+    m = build_sae_corpus(tiny, tmp_path / "c", cfg, run.model_copy(update={"fill_tokens": target}),
+                         progress=False)
+    fill = {k: v for k, v in m["sources"].items() if k.startswith("docstrings/")}
+    n_fill = sum(v["tokens"] for v in fill.values())
+    assert m["total_tokens"] >= target and m["total_tokens"] - n_fill < target
+    # it stops at the target: dropping the last module would leave the corpus short of it
+    assert sum(v["rows"] for v in fill.values()) < 200 and set(fill) <= set(m["licences"])
+    assert m["docstring_versions"]["stdlib"] == m["python"] and "numpy" in m["docstring_versions"]

@@ -113,3 +113,45 @@ def test_cli_dashboard_from_json(tiny, tiny_sae, tmp_path):
     res = CliRunner().invoke(app, ["sae", "dashboard", str(path), "--out", str(tmp_path / "p.html")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "p.html").read_text().count("class='feat'") == 2
+
+
+def test_publish_and_load_a_shipped_sae_by_name(tiny_sae, tmp_path, monkeypatch):
+    """`publish_sae` copies weights and records only; `resolve_sae(name)` and `pvlens sae list`
+    find it by its short name; an unknown name lists what ships."""
+    from pvlens.sae import shipped
+
+    _, folder, _ = tiny_sae
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    for f in ("cfg.json", "sae_weights.safetensors"):
+        (trained / f).write_bytes((folder / f).read_bytes())
+    (trained / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match="pvlens_sae.json"):
+        shipped.publish_sae(trained, "tiny-layer1", root=tmp_path / "saes")
+    (trained / "pvlens_sae.json").write_text(json.dumps({"layer": 1, "train_config": {"k": 4}, "model_name": "tiny"}))
+    dest = shipped.publish_sae(trained, "tiny-layer1", {"fvu": 0.1, "l0": 4.0, "dead": 3, "d_sae": 64,
+                                                        "ce_loss_score": 0.97}, root=tmp_path / "saes")
+    assert sorted(p.name for p in dest.iterdir()) == ["cfg.json", "eval.json", "pvlens_sae.json",
+                                                      "sae_weights.safetensors"]
+    monkeypatch.setattr(shipped, "shipped_root", lambda: tmp_path / "saes")
+    assert shipped.shipped_sae_names() == ["tiny-layer1"]
+    loaded = resolve_sae("tiny-layer1")
+    assert loaded.layer == 1 and torch.equal(loaded.sae.W_dec, SAE.load_from_disk(str(folder)).W_dec)
+    s = shipped.shipped_sae_summary("tiny-layer1")
+    assert s["k"] == 4 and s["dead_fraction"] == pytest.approx(3 / s["d_sae"]) and s["d_sae"] == 4 * 64 and s["ce_loss_score"] == 0.97
+    with pytest.raises(FileNotFoundError, match="shipped: tiny-layer1"):
+        shipped.shipped_sae_path("nope")
+    with pytest.raises(ValueError, match="tiny-layer1"):
+        resolve_sae("nope")
+
+
+def test_the_shipped_saes_load_with_sae_lens():
+    """Every SAE in pvlens/data/saes loads with `SAE.load_from_disk` and reads the layer its name says."""
+    from pvlens.sae.shipped import shipped_sae_names, shipped_sae_path
+
+    names = shipped_sae_names()
+    assert len(names) >= 3
+    for name in names:
+        sae = SAE.load_from_disk(str(shipped_sae_path(name)))
+        layer = int(name.rsplit("layer", 1)[1])
+        assert sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post" and sae.cfg.d_in == 576
