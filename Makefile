@@ -65,21 +65,30 @@ course: install
 	$(BIN)/python -m pvlens.io.doctables docs/course.md
 
 # The shipped SAEs (pvlens/data/saes/): the corpus (two one-thread generation shards, then the
-# collecting run), three BatchTopK SAEs, held-out evaluation, publishing, the evil decomposition
-# with its nulls and feature steering (sae/results/). About 2.5 h on a 2-core CPU; every step resumes.
+# collecting run), three BatchTopK SAEs (threshold re-set for mean L0 = 62 on training text),
+# held-out evaluation, publishing, the evil decompositions with their nulls and, at layer 15,
+# feature steering against random features (sae/results/). About 2.5 h on a 2-core CPU; each
+# step resumes or is quick to redo.
 CORPUS := sae/corpus/built
 CORPUS_ARGS := --out $(CORPUS) --replies-per-prompt 3
 SAE_LAYERS := 6 15 24
+EVIL := pvlens/data/vectors/smollm2-135m-instruct/evil.safetensors
+DECOMPOSE := --top 20 --contexts 5 --context-tokens 200000 --n-null 1000
 saes: install
 	for i in 0 1; do HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pvlens sae build-corpus $(CORPUS_ARGS) --shard $$i/2 & done; wait
 	HF_HUB_OFFLINE=1 $(BIN)/pvlens sae build-corpus $(CORPUS_ARGS) --fill-tokens 3200000 \
 	  --extra sae/corpus/smollm2-chat.jsonl --extra sae/corpus/evil-rollouts.jsonl
 	for L in $(SAE_LAYERS); do \
-	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae train --recipe sae/recipes/smollm2-135m-layer$$L.yaml --out sae/trained/smollm2-135m-layer$$L && \
-	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae eval sae/trained/smollm2-135m-layer$$L --ce-tokens 32768 && \
-	  $(BIN)/pvlens sae publish sae/trained/smollm2-135m-layer$$L --name smollm2-135m-layer$$L || exit 1; \
+	  T=sae/trained/smollm2-135m-layer$$L; \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae train --recipe sae/recipes/smollm2-135m-layer$$L.yaml --out $$T && \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae calibrate $$T --l0 62 && \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae eval $$T --ce-tokens 32768 && \
+	  $(BIN)/pvlens sae publish $$T --name smollm2-135m-layer$$L && \
+	  HF_HUB_OFFLINE=1 $(BIN)/pvlens sae decompose --vectors $(EVIL) --sae $$T $(DECOMPOSE) --out $$T/decompose-evil \
+	    $$(test $$L = 15 && echo --steer-top 3 --n-questions 20 --samples 2 --n-random 20) || exit 1; \
 	done
 	HF_HUB_OFFLINE=1 $(BIN)/python sae/results/summarise.py $(foreach L,$(SAE_LAYERS),sae/trained/smollm2-135m-layer$(L))
+	$(BIN)/python -m pvlens.io.doctables docs/sae.md
 
 bench: install
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_generate.py

@@ -97,6 +97,31 @@ def list_cmd() -> None:
         typer.echo(f"{name:28s} layer {s['layer']:>2}  latents {s['d_sae']}  k {s['k']}  {metrics}")
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    sae_dir: Path = typer.Argument(..., help="Trained SAE folder (`pvlens sae train`)."),
+    l0: float = typer.Option(..., help="Mean active latents per token to calibrate the threshold to."),
+    n_tokens: int = typer.Option(65536, help="Training-split tokens the threshold is computed on."),
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Re-set a saved SAE's inference threshold for a mean L0 on its training documents (never the
+    held-out ones); removes a stale eval.json, so rerun `pvlens sae eval` after it.
+
+    Example: pvlens sae calibrate sae/trained/smollm2-135m-layer15 --l0 62
+    """
+    import pvlens
+    from pvlens.sae.calibrate import recalibrate
+
+    existing_file(sae_dir, "SAE folder")
+    if not l0 > 0:
+        raise typer.BadParameter(f"--l0 {l0}: must be > 0")
+    m = pvlens.load_model(model, device=device)
+    rec = recalibrate(m, sae_dir, l0, n_tokens)
+    typer.echo(f"threshold {rec['previous_threshold']} -> {rec['threshold']:.4f} (mean L0 {l0:g} on "
+               f"{rec['tokens']} training tokens); run `pvlens sae eval {sae_dir}` again")
+
+
 @app.command("publish")
 def publish_cmd(
     sae_dir: Path = typer.Argument(..., help="Trained and evaluated SAE folder (`pvlens sae train`, `pvlens sae eval`)."),

@@ -463,6 +463,14 @@ def manifest_table(manifest: dict[str, Any]) -> str:
         lines.append(f"| {name} | {s['rows']} | {s['duplicates']} | {s['documents']} | {s['tokens']} |")
     lines.append(f"| **total** | | | | **{manifest['total_tokens']}** |")
     lines.append("")
+    total = manifest["total_tokens"] or 1
+    chat = sum(v["tokens"] for k, v in manifest["sources"].items() if k not in PACKAGE_TEXT_LICENCES)
+    lines.append(f"Chat text (generated replies, datasets, extra files): {chat} tokens ({100 * chat / total:.0f} %); "
+                 f"package text: {total - chat} tokens ({100 * (total - chat) / total:.0f} %).")
+    lines.append("")
+    logs = {k: v for k, v in gen.get("seconds_by_log", {}).items() if v}
+    where = (" in " + ", ".join(f"{k} {v:.0f} s" for k, v in logs.items())) if len(logs) > 1 else ""
     lines.append(f"Generated replies: {manifest['generated_replies']} of {manifest['planned_replies']} planned "
-                 f"({'complete' if gen['complete'] else 'incomplete'}), {gen['seconds_total']:.0f} s of generation.")
+                 f"({'complete' if gen['complete'] else 'incomplete'}), {gen['seconds_total']:.0f} s of generation"
+                 f"{where}; collecting and de-duplicating: {manifest['build_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"

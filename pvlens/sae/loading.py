@@ -54,6 +54,20 @@ def load_sae(path: str | Path, device: str = "cpu", layer: int | None = None) ->
 
 def heldout_documents(loaded: LoadedSae, tokenizer) -> list[Document]:
     """The documents training kept out, rebuilt from the corpus and split recorded in the meta."""
+    held = recorded_split(loaded, tokenizer)[1]
+    if not held:
+        raise ValueError(f"{loaded.path} was trained without held-out documents (holdout_fraction=0)")
+    return held
+
+
+def training_documents(loaded: LoadedSae, tokenizer) -> list[Document]:
+    """The documents the SAE was trained on (the recorded split's training part)."""
+    return recorded_split(loaded, tokenizer)[0]
+
+
+def recorded_split(loaded: LoadedSae, tokenizer) -> tuple[list[Document], list[Document]]:
+    """(training, held-out) documents, rebuilt from the corpus and split recorded at training;
+    an error if the corpus changed since (the held-out sources no longer match)."""
     meta = loaded.meta
     cfg = meta.get("train_config") or {}
     sources = [s for s in meta.get("corpus", []) if s != "<documents>"]
@@ -63,16 +77,14 @@ def heldout_documents(loaded: LoadedSae, tokenizer) -> list[Document]:
         )
     sources = [_resolve_source(s, Path(loaded.path)) for s in sources]
     docs = read_documents(sources, tokenizer, max_len=cfg.get("context_size", 512))
-    _, held = split_documents(docs, cfg.get("holdout_fraction", 0.05), cfg.get("seed", 0))
+    train, held = split_documents(docs, cfg.get("holdout_fraction", 0.05), cfg.get("seed", 0))
     expected = meta.get("heldout_sources")
     if expected is not None and [d.source for d in held] != expected:
         raise ValueError(
             f"the corpus {sources} changed since the SAE in {loaded.path} was trained: the held-out "
             "split no longer matches; pass evaluation documents explicitly"
         )
-    if not held:
-        raise ValueError(f"{loaded.path} was trained without held-out documents (holdout_fraction=0)")
-    return held
+    return list(train), list(held)
 
 
 def _resolve_source(source: str, sae_dir: Path) -> str:

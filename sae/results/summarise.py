@@ -1,6 +1,6 @@
 """Condense a trained SAE's eval / decomposition outputs into small committed files.
 
-    python sae/results/summarise.py sae/trained/smollm2-135m-layer15-k32 [more SAE folders]
+    python sae/results/summarise.py sae/trained/smollm2-135m-layer15 [more SAE folders]
 
 Writes `sae/results/<name>.json` (training record, held-out eval, decomposition without the
 bulky context values), `sae/results/<name>-decomposition.txt`, and the plots
@@ -52,20 +52,20 @@ def condense(sae_dir: Path) -> dict:
 def plots(results: list[dict]) -> None:
     IMG.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    pts = [(r["eval"]["l0"], r["eval"]["fvu"], r["sae"]) for r in results if "eval" in r]
     for r in results:
         if "eval" not in r:
             continue
         curve = r["eval"]["k_curve"]
-        ax.plot([c["k"] for c in curve], [c["fvu"] for c in curve], "--", marker=".", alpha=0.6,
-                label=f"{r['sae']}: inference top-k")
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color="k", label="trained k (JumpReLU, held-out)")
-    ax.axhline(0.2, color="grey", lw=0.8)
+        line, = ax.plot([c["k"] for c in curve], [c["fvu"] for c in curve], "--", marker=".", alpha=0.6,
+                        label=f"{r['sae']}: inference top-k")
+        ax.plot([r["eval"]["l0"]], [r["eval"]["fvu"]], "o", color=line.get_color(), ms=8,
+                label=f"{r['sae']}: as saved (JumpReLU)")
+    ax.axhline(0.15, color="grey", lw=0.8)
     ax.axvline(64, color="grey", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("L0 (active latents per token)")
     ax.set_ylabel("held-out FVU")
-    ax.set_title("SmolLM2-135M-Instruct, layer 15")
+    ax.set_title("SmolLM2-135M-Instruct: shipped SAEs (targets: grey lines)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(IMG / "sae_fvu_l0.png", dpi=120)

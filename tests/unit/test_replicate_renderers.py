@@ -1,5 +1,5 @@
 """Renderers added for issue 12's remaining docs numbers: the extraction prose (README, extract.md),
-the judge evaluation tables, the SAE steering table's interval and the datasets table."""
+the judge evaluation tables, the shipped SAEs' tables and the datasets table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pvlens.replicate.judging import (
     judge_fluency_table,
     judge_parts_table,
 )
-from pvlens.sae.doc_tables import sae_steering_table
 from pvlens.trainsets.datasets_tables import datasets_table, made_with
 
 
@@ -54,14 +53,56 @@ def test_judge_tables() -> None:
     assert "| word_salad_cased | 448 | 0.500 | 1.000 | 0.00 / 0.98 | 1.00 / 1.00 |" in judge_fluency_table(doc)
 
 
-def test_sae_steering_table_carries_n_se_and_a_t_interval() -> None:
-    doc = {"decomposition_vectors": {"features": [{"feature": 7, "cosine": 0.3}], "steering": [
-        {"kind": "baseline", "feature": None, "n": 4, "scores": [10.0, 20.0, 30.0, 40.0], "coherence": 80.0},
-        {"kind": "feature", "feature": 7, "n": 4, "scores": [20.0, 20.0, 20.0, 20.0], "coherence": 50.0}]}}
-    table = sae_steering_table(doc)
-    # mean 25, sd 12.91, SE 6.45, t(3, 0.975) = 3.182 → ± 20.5
-    assert "| no steering | 4 | 25.0 ± 6.5 | [4.5, 45.5] | 80.0 |" in table
-    assert "| feature 7 (cos 0.300) | 4 | 20.0 ± 0.0 | [20.0, 20.0] | 50.0 |" in table
+def _sae_result(layer: int, fvu: float, dead: int) -> dict[str, Any]:
+    null = {"max": {"mean": 0.15, "p50": 0.15, "p95": 0.17, "p99": 0.18},
+            "by_rank": {"95": [0.17, 0.16], "99": [0.18, 0.17]}}
+    feats = [{"feature": 7, "cosine": 0.40, "promoted": [["a", 1.0]], "contexts": [{"text": "x [[y]] z"}],
+              "stats": {"response_fraction": 0.62, "frequency": 0.012, "role_fractions": {"system": 0.2, "user": 0.1, "template": 0.08}}},
+             {"feature": 9, "cosine": 0.16, "promoted": [], "contexts": [], "stats": {}}]
+    steering = {"random_p95": 30.0, "n_random": 2, "conditions": [
+        {"kind": "baseline", "feature": None, "mean": 20.0, "ci95": [18.0, 22.0], "n": 40},
+        {"kind": "persona_vector", "feature": None, "mean": 50.0, "ci95": [45.0, 55.0], "n": 40,
+         "diff_vs_baseline": {"mean": 30.0, "ci95": [25.0, 35.0]}},
+        {"kind": "feature", "feature": 7, "mean": 35.0, "ci95": [31.0, 39.0], "n": 40,
+         "diff_vs_baseline": {"mean": 15.0, "ci95": [11.0, 19.0]}, "random_percentile": 100.0, "beats_random_p95": True},
+        {"kind": "random_feature", "feature": 3, "mean": 18.0, "ci95": [15.0, 21.0], "n": 40},
+        {"kind": "random_feature", "feature": 4, "mean": 31.0, "ci95": [28.0, 34.0], "n": 40}]}
+    dec = {"vector_norm": 12.5, "features": feats, "n_above_null_p99": 1,
+           "null": {"n_directions": 1000, "d_sae": 2304, "decoder_abs_cosine": null},
+           "sparse_reconstruction": [{"k": 1, "omp": 0.4, "top_cosine": 0.4}],
+           "sparse_reconstruction_null": [{"k": 1, "mean": 0.15, "p95": 0.17}], "steering_summary": steering}
+    ev = {"fvu": fvu, "l0": 64.0, "dead": dead, "dead_fraction": dead / 2304, "d_sae": 2304, "dense": 3,
+          "ce_clean": 2.9, "ce_sae": 3.0, "ce_zero": 15.0, "ce_loss_score": 0.99, "n_tokens": 100000, "ce_tokens": 32768}
+    return {"sae": f"smollm2-135m-layer{layer}", "eval": ev, "decomposition_evil": dec,
+            "train": {"layer": layer, "train_config": {"k": 64}, "train_seconds": 1200.0}}
+
+
+def test_sae_layers_table_marks_missed_targets() -> None:
+    from pvlens.sae.doc_tables import sae_layers_table
+
+    table = sae_layers_table({"sources": [_sae_result(24, 0.21, 200), _sae_result(6, 0.05, 2)]})
+    lines = [x for x in table.splitlines() if x.startswith("| smollm2")]
+    assert lines[0].startswith("| smollm2-135m-layer6 | 6 |") and "**0.050**" in lines[0] and "✗" not in lines[0]
+    assert "0.210 ✗" in lines[1] and "200 (8.7 %) ✗" in lines[1] and "**0.990**" in lines[1]
+
+
+def test_sae_null_features_omp_and_steering_tables() -> None:
+    from pvlens.sae.doc_tables import (
+        sae_feature_steering_table,
+        sae_null_features_table,
+        sae_omp_table,
+    )
+
+    doc = _sae_result(15, 0.1, 5)
+    feats = sae_null_features_table(doc)
+    assert "99th percentile **0.180**. 1 of the top 2 features exceed it." in feats
+    assert "| 1 | 7 | **0.400** | 0.180 | 62 % | 20 / 10 / 8 | 1.20 % |" in feats
+    assert "| 2 | 9 | 0.160 ✗ | 0.170 | 0 % |" in feats
+    assert "| 15 | 1 | **0.400** | 0.400 | 0.150 | 0.170 |" in sae_omp_table({"sources": [doc]})
+    steer = sae_feature_steering_table(doc)
+    assert "| feature 7 (cos 0.400) | 40 | 35.0 [31.0, 39.0] | +15.0 [+11.0, +19.0] | 100 | **yes** |" in steer
+    assert "| the evil vector | 40 | 50.0 [45.0, 55.0] | +30.0 [+25.0, +35.0] | – | – |" in steer
+    assert "| 2 random features | 40 | mean of means 24.5; range 18.0–31.0 | 95th percentile of their means: 30.0 |" in steer
 
 
 def test_datasets_table_reads_the_manifest() -> None:

@@ -282,6 +282,31 @@ def test_evaluate_loaded_sae(tiny, trained, docs):
     assert r["ce_sae"] != r["ce_clean"]
 
 
+def test_recalibrate_sets_l0_on_training_documents_only(tiny, trained, tmp_path):
+    """`recalibrate` re-sets the threshold for a target L0 on the training split: the SAE then
+    fires that many latents there, the record says so, and a stale eval.json is removed."""
+    import shutil
+
+    from pvlens.sae.calibrate import recalibrate
+    from pvlens.sae.evaluate import evaluate_sae
+    from pvlens.sae.loading import load_sae, training_documents
+
+    out, _ = trained
+    copy = tmp_path / "cal"
+    shutil.copytree(out, copy)
+    (copy / "eval.json").write_text("{}")
+    rec = recalibrate(tiny, copy, l0=4, n_tokens=256)
+    meta = json.loads((copy / "pvlens_sae.json").read_text())
+    assert meta["recalibrated"]["l0"] == 4 and meta["threshold_calibrated"] == pytest.approx(rec["threshold"])
+    assert rec["threshold"] > rec["previous_threshold"] and not (copy / "eval.json").exists()
+    loaded = load_sae(copy)
+    assert torch.allclose(loaded.sae.threshold, torch.full_like(loaded.sae.threshold, rec["threshold"]))
+    train_docs = training_documents(loaded, tiny.tokenizer)
+    assert len(train_docs) + meta["n_heldout_documents"] == meta["n_documents"]
+    on_train = evaluate_sae(tiny, loaded, docs=train_docs, ce_tokens=0, ks=(), write=False)
+    assert 0.7 * 4 < on_train["l0"] < 1.3 * 4  # half the trained k's 8, within sampling noise
+
+
 def test_splice_with_identity_sae_leaves_ce_unchanged(tiny, trained, docs):
     """CE machinery check: a 'reconstruction' equal to the input must give ce_sae == ce_clean."""
     from pvlens.sae.evaluate import ce_metrics
