@@ -90,10 +90,10 @@ of the corpus), so the role shares below describe chat text."""),
 
 logs = sorted((ROOT / "sae/corpus/built").glob("generated*.jsonl"))
 chat = read_documents(logs, model.tokenizer)
-ctx_docs = random.Random(0).sample(chat, 400)
+ctx_docs = random.Random(0).sample(chat, 200)
 persona = {t: direction(t, LAYER) for t in ("evil", "sycophantic", "hallucinating")}
 result = dec.decompose(model, loaded, v, ctx_docs, top=10, n_contexts=3, context_tokens=None,
-                       n_null=300, persona_vectors=persona)
+                       n_null=200, persona_vectors=persona)
 print(dec.text_table(result))"""),
     ("code", """p99 = result["null"]["decoder_abs_cosine"]["max"]["p99"]
 print(f"null: best |cos| of a random direction, 99th percentile = {p99:.3f}")

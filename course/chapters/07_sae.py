@@ -12,10 +12,11 @@
 #
 # **Prerequisites**: chapters 1 (nulls), 2 (steering), 4 (projections).
 #
-# **About the SAE**: no trained SAE ships with pvlens yet (`pvlens sae train` makes one in
-# ~15–30 min, docs/sae.md). So this chapter trains a small one itself in a few minutes, on the
-# model's own chat replies in `sae/corpus/`. It is far smaller and less trained than a real SAE:
-# read its features as a demonstration of the method.
+# **About the SAE**: pvlens ships three trained SAEs for this model (`pvlens sae list`; notebook
+# 06 and docs/sae.md use them). This chapter trains a small one itself in a few minutes, because
+# training and checking one is part of what it teaches, on the model's own chat replies in
+# `sae/corpus/`. It is far smaller and less trained than the shipped ones: read its features as a
+# demonstration of the method.
 #
 # **Runtime**: measured: 15.2 min on a 2-core CPU (full size).
 # Quick mode: 172 s on the loaded shared machine (42 s CPU).

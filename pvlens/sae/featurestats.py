@@ -54,8 +54,10 @@ def token_roles(ids: Sequence[int], tokenizer) -> list[str]:
     return roles
 
 
+@torch.no_grad()
 def feature_activations(sae: SAE, x: Tensor, features: Tensor) -> Tensor:
-    """Inference activations of the selected latents only (JumpReLU threshold applied)."""
+    """Inference activations of the selected latents only (JumpReLU threshold applied; no autograd
+    graph: the SAE's weights are parameters)."""
     pre = sae.process_sae_in(x) @ sae.W_enc[:, features] + sae.b_enc[features]
     thr = sae.threshold[features] if hasattr(sae, "threshold") else torch.zeros_like(pre[0])
     return pre * (pre > thr)

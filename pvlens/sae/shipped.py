@@ -66,4 +66,6 @@ def publish_sae(trained: str | Path, name: str, evaluation: dict | None = None,
         shutil.copyfile(src / f, dest / f)
     if evaluation is not None:
         write_json_atomic(dest / "eval.json", evaluation)
+    for path in dest.iterdir():  # package data: readable by whoever installs it
+        path.chmod(0o644)
     return dest

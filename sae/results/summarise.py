@@ -3,7 +3,8 @@
     python sae/results/summarise.py sae/trained/smollm2-135m-layer15 [more SAE folders]
 
 Writes `sae/results/<name>.json` (training record, held-out eval, decomposition without the
-bulky context values), `sae/results/<name>-decomposition.txt`, and the plots
+bulky context values), `sae/results/<name>-decomposition.txt`, its dashboard page
+`sae/results/<name>-dashboard.html`, and the plots
 `docs/img/sae_fvu_l0.png` (held-out FVU vs L0 for every SAE given, plus each one's inference
 top-k curve) and `docs/img/sae_train_curve.png`. The SAE weights stay in sae/trained/ (ignored
 by git); these files are what docs/sae.md cites.
@@ -45,6 +46,8 @@ def condense(sae_dir: Path) -> dict:
         res[f"decomposition_{d.name.removeprefix('decompose-')}"] = full
         (OUT / f"{sae_dir.name}-decomposition.txt").write_text((d / "decomposition.txt").read_text())
         (OUT / f"{sae_dir.name}-features.md").write_text(feature_table(full))
+        if (d / "dashboard.html").exists():
+            (OUT / f"{sae_dir.name}-dashboard.html").write_text((d / "dashboard.html").read_text())
     (OUT / f"{sae_dir.name}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
     return res | {"log": log}
 

@@ -59,3 +59,29 @@ def test_corpus_train_eval(model, tmp_path):
     assert r["ce_sae"] < r["ce_zero"]
     assert all(math.isfinite(row["fvu"]) for row in r["k_curve"])
     assert 0.5 * cfg.k < r["l0"] < 2 * cfg.k  # calibrated threshold: L0 near k on new documents
+
+
+def test_shipped_saes_reconstruct_fresh_text_and_rank_evil_features_above_the_null(model):
+    """The shipped SAEs, loaded by name, on text written here (not in their corpus): they
+    reconstruct it (FVU well under the variance, L0 near the calibrated 62), and at layer 15 the
+    shipped evil vector's best-aligned features beat the random-direction null."""
+    from pvlens.sae import decompose as dec
+    from pvlens.sae.corpus import Document
+    from pvlens.sae.evaluate import evaluate_sae
+    from pvlens.sae.loading import resolve_sae
+    from pvlens.sae.shipped import shipped_sae_names
+    from pvlens.vectors.coerce import direction
+
+    texts = ["The lighthouse keeper wrote a letter every evening, though no ship had passed in years.",
+             "To repot a cactus, wear thick gloves and wrap a folded newspaper around the stem.",
+             "Honestly, I think you should apologise to your sister before the wedding.",
+             "def mean(xs):\n    return sum(xs) / len(xs)  # the arithmetic mean of a list"]
+    docs = [Document(model.tokenizer(t)["input_ids"], f"fresh/{i}") for i, t in enumerate(texts)]
+    assert "smollm2-135m-layer15" in shipped_sae_names() and len(shipped_sae_names()) >= 2
+    for name in shipped_sae_names():
+        loaded = resolve_sae(name)
+        r = evaluate_sae(model, loaded, docs, n_tokens=10_000, ce_tokens=0, ks=(), write=False)
+        assert r["fvu"] < 0.35 and 30 < r["l0"] < 120, (name, r["fvu"], r["l0"])
+    loaded = resolve_sae("smollm2-135m-layer15")
+    result = dec.decompose(model, loaded, direction("evil", 15), None, top=5, n_null=200)
+    assert result["n_above_null_p99"] >= 3
