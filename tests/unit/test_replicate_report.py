@@ -51,7 +51,7 @@ def test_every_paper_section_is_reported_and_missing_entries_say_not_run(tmp_pat
         assert f"{root / missing / 'results.json'}`: **not run yet**" in text
     assert "Layer 15" in text  # the validation tables, from results/validation/15.json
     assert "Gap: No `pvlens replicate` entry" in text  # SAE decomposition has no entry
-    assert "`sae/results/isotropic-null.json` (committed, made by `python sae/results/isotropic_null.py`" in text
+    assert "`sae/results/smollm2-135m-layer15.json` (committed, made by `pvlens sae decompose (make saes)`" in text
 
 
 def test_an_unreadable_results_file_is_reported_not_hidden(tmp_path: Path) -> None:
