@@ -44,7 +44,7 @@ class Section:
     note: str = ""
 
 
-SAE_LAYERS = ",".join(f"sae/results/smollm2-135m-layer{layer}.json" for layer in (6, 15))
+SAE_LAYERS = ",".join(f"sae/results/smollm2-135m-layer{layer}.json" for layer in (6, 15, 24))
 SAE_L15 = "sae/results/smollm2-135m-layer15.json"
 SAE_SOURCES = (
     ("pvlens sae eval (make saes)", "sae_layers", SAE_LAYERS),

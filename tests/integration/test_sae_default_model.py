@@ -77,7 +77,7 @@ def test_shipped_saes_reconstruct_fresh_text_and_rank_evil_features_above_the_nu
              "Honestly, I think you should apologise to your sister before the wedding.",
              "def mean(xs):\n    return sum(xs) / len(xs)  # the arithmetic mean of a list"]
     docs = [Document(model.tokenizer(t)["input_ids"], f"fresh/{i}") for i, t in enumerate(texts)]
-    assert "smollm2-135m-layer15" in shipped_sae_names() and len(shipped_sae_names()) >= 2
+    assert shipped_sae_names() == ["smollm2-135m-layer15", "smollm2-135m-layer24", "smollm2-135m-layer6"]
     for name in shipped_sae_names():
         loaded = resolve_sae(name)
         r = evaluate_sae(model, loaded, docs, n_tokens=10_000, ce_tokens=0, ks=(), write=False)

@@ -150,7 +150,7 @@ def test_the_shipped_saes_load_with_sae_lens():
     from pvlens.sae.shipped import shipped_sae_names, shipped_sae_path
 
     names = shipped_sae_names()
-    assert len(names) >= 2
+    assert len(names) >= 3
     for name in names:
         sae = SAE.load_from_disk(str(shipped_sae_path(name)))
         layer = int(name.rsplit("layer", 1)[1])

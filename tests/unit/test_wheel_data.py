@@ -25,7 +25,7 @@ def test_wheel_ships_the_saes_and_loads_them_by_name(tmp_path: Path) -> None:
         names = z.namelist()
         z.extractall(site)
     shipped = sorted({n.split("/")[3] for n in names if n.startswith("pvlens/data/saes/") and n.endswith("cfg.json")})
-    assert len(shipped) >= 2
+    assert len(shipped) >= 3
     for name in shipped:
         for f in ("cfg.json", "sae_weights.safetensors", "pvlens_sae.json", "eval.json"):
             assert f"pvlens/data/saes/{name}/{f}" in names
