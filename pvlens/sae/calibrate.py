@@ -23,26 +23,14 @@ from transformer_lens import HookedTransformer
 from pvlens.io.atomic import write_json_atomic
 from pvlens.sae.loading import load_sae, training_documents
 from pvlens.sae.provider import ActivationProvider
-from pvlens.sae.train import META_FILE, read_meta
+from pvlens.sae.train import META_FILE, l0_cutoff, read_meta
 
 
 @torch.no_grad()
 def threshold_for_l0(sae: SAE, batches: Sequence[Float[Tensor, "n d_in"]], l0: float) -> float:
     """The one threshold at which `sae` keeps, on average over `batches`, `l0` latents per token
     (the (l0 x tokens)-th largest positive pre-activation)."""
-    cands, floors, n = [], [], 0
-    for b in batches:
-        x = sae.process_sae_in(b.to(sae.device))
-        pre = (x @ sae.W_enc + sae.b_enc).relu().flatten()
-        top = pre.topk(min(pre.numel(), int(4 * l0 * b.shape[0]) + 1)).values
-        cands.append(top)
-        floors.append(top[-1])
-        n += b.shape[0]
-    pool = torch.cat(cands)
-    threshold = pool.topk(max(1, min(int(l0 * n), pool.numel()))).values.min()
-    if max(floors) > threshold:
-        raise RuntimeError("threshold calibration: one batch dominates; use more tokens")
-    return float(threshold)
+    return l0_cutoff([sae.process_sae_in(b.to(sae.device)) @ sae.W_enc + sae.b_enc for b in batches], l0)
 
 
 def recalibrate(

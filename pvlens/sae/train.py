@@ -345,21 +345,30 @@ def calibrate_threshold(sae: BatchTopKTrainingSAE, batches: Sequence[torch.Tenso
     Call after `fit()` (the scaling factor is folded then). Returns the new threshold.
     """
     sae.eval()
-    k = sae.cfg.k
-    # each batch contributes its 4 k B largest values: the global cut-off lies among them unless
-    # one batch holds over 4x its share of the kept values (checked below)
-    cands, floors = [], []
-    for b in batches:
-        pre = sae.encode_with_hidden_pre(b.to(sae.device))[1].relu().flatten()
-        top = pre.topk(min(pre.numel(), int(4 * k * b.shape[0]) + 1)).values
+    pres = [sae.encode_with_hidden_pre(b.to(sae.device))[1] for b in batches]
+    threshold = torch.tensor(l0_cutoff(pres, sae.cfg.k))
+    sae.topk_threshold = threshold.to(sae.topk_threshold)
+    return float(threshold)
+
+
+@torch.no_grad()
+def l0_cutoff(pres: Sequence[torch.Tensor], l0: float) -> float:
+    """The one threshold that keeps, on average, `l0` of the positive pre-activations per token
+    over all batches `pres` ([tokens, d_sae] each): the (l0 x tokens)-th largest value.
+
+    Each batch contributes its 4 l0 B largest values: the global cut-off lies among them unless one
+    batch holds over 4x its share of the kept values (checked)."""
+    cands, floors, n = [], [], 0
+    for pre in pres:
+        flat = pre.relu().flatten()
+        top = flat.topk(min(flat.numel(), int(4 * l0 * pre.shape[0]) + 1)).values
         cands.append(top)
         floors.append(top[-1])
+        n += pre.shape[0]
     pool = torch.cat(cands)
-    n_keep = max(1, min(int(k * sum(b.shape[0] for b in batches)), pool.numel()))
-    threshold = pool.topk(n_keep).values.min()
+    threshold = pool.topk(max(1, min(int(l0 * n), pool.numel()))).values.min()
     if max(floors) > threshold:
         raise RuntimeError("threshold calibration: one batch dominates; use more calibration tokens")
-    sae.topk_threshold = threshold.to(sae.topk_threshold)
     return float(threshold)
 
 
