@@ -21,6 +21,7 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
@@ -172,8 +173,8 @@ class FastEngine:
         mlp: Any = block.mlp
         dt = self.dtype
 
-        def flat(w: Tensor) -> Tensor:  # [heads, d_model, d_head] -> [d_model, heads*d_head]
-            return w.detach().permute(1, 0, 2).reshape(w.shape[1], -1)
+        def flat(w: Tensor) -> Tensor:
+            return rearrange(w.detach(), "n m h -> m (n h)")
 
         w_k = attn._W_K if hasattr(attn, "_W_K") else attn.W_K
         w_v = attn._W_V if hasattr(attn, "_W_V") else attn.W_V
@@ -186,7 +187,7 @@ class FastEngine:
             "ln2": cast(Tensor, cast(Any, block.ln2).w).detach().float(),
             "w_qkv": w_qkv.to(dt).contiguous(),
             "b_qkv": b_qkv.to(dt) if b_qkv.abs().max() > 0 else None,
-            "w_o": attn.W_O.detach().reshape(-1, attn.W_O.shape[-1]).to(dt).contiguous(),
+            "w_o": rearrange(attn.W_O.detach(), "n h m -> (n h) m").to(dt).contiguous(),
             "b_o": attn.b_O.detach().to(dt) if attn.b_O.abs().max() > 0 else None,
             "w_gate": mlp.W_gate.detach().to(dt).contiguous(),
             "w_up": mlp.W_in.detach().to(dt).contiguous(),
@@ -277,9 +278,9 @@ class FastEngine:
         p, (batch, seq, _) = self.layers[i], h.shape
         qkv = _linear(h, p["w_qkv"], p["b_qkv"])
         nq, nkv, dh = self.n_heads * self.d_head, self.n_kv * self.d_head, self.d_head
-        q = qkv[..., :nq].view(batch, seq, self.n_heads, dh).transpose(1, 2)
-        k = qkv[..., nq : nq + nkv].view(batch, seq, self.n_kv, dh).transpose(1, 2)
-        v = qkv[..., nq + nkv :].view(batch, seq, self.n_kv, dh).transpose(1, 2)
+        q = rearrange(qkv[..., :nq], "b s (n h) -> b n s h", h=dh)
+        k = rearrange(qkv[..., nq : nq + nkv], "b s (n h) -> b n s h", h=dh)
+        v = rearrange(qkv[..., nq + nkv :], "b s (n h) -> b n s h", h=dh)
         q, k = self._rotary(q, step.cos, step.sin), self._rotary(k, step.cos, step.sin)
         if step.cache is not None and step.write_at is not None:
             rows = torch.arange(batch, device=k.device)
@@ -294,7 +295,7 @@ class FastEngine:
         z = F.scaled_dot_product_attention(
             q, k, v, attn_mask=step.mask, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
         )
-        return _linear(z.transpose(1, 2).reshape(batch, seq, nq), p["w_o"], p["b_o"])
+        return _linear(rearrange(z, "b n s h -> b s (n h)"), p["w_o"], p["b_o"])
 
     @staticmethod
     def _mlp(p: dict[str, Tensor | None], h: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -81,13 +82,13 @@ class LoraConfig(Config):
 # --- layouts: HF [out, in] update <-> TransformerLens tensor -------------------------------
 
 def _qkv_layout(d: Tensor, shape: torch.Size) -> Tensor:
-    n, m, h = shape  # W_Q [heads, d_model, d_head] = rearrange(q_proj.weight, "(n h) m -> n m h")
-    return d.view(n, h, m).permute(0, 2, 1)
+    """HF q/k/v_proj update `[heads*d_head, d_model]` as TL's W_Q/W_K/W_V `[heads, d_model, d_head]`."""
+    return rearrange(d, "(n h) m -> n m h", n=shape[0], h=shape[2])
 
 
 def _o_layout(d: Tensor, shape: torch.Size) -> Tensor:
-    n, h, m = shape  # W_O [heads, d_head, d_model] = rearrange(o_proj.weight, "m (n h) -> n h m")
-    return d.view(m, n, h).permute(1, 2, 0)
+    """HF o_proj update `[d_model, heads*d_head]` as TL's W_O `[heads, d_head, d_model]`."""
+    return rearrange(d, "m (n h) -> n h m", n=shape[0], h=shape[1])
 
 
 def _mlp_layout(d: Tensor, shape: torch.Size) -> Tensor:
