@@ -52,9 +52,13 @@ def directions_cmd(
 
 def compare_directions_cmd(
     trait: Annotated[str, typer.Option(help="Trait with a hand-written eval set (evil, sycophantic, hallucinating).")] = "evil",
-    vectors: Annotated[str, typer.Option(help="Vectors (file/folder/shipped name) whose rollouts are --rollouts.")] = "evil",
-    rollouts: Annotated[Path, typer.Option(help="The rollouts the vectors were extracted from.")] = SHIPPED_EVIL_ROLLOUTS,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results.json and <trait>.safetensors.")] = DIRECTIONS_OUT,
+    vectors: Annotated[str | None, typer.Option(
+        help="Vectors (file/folder/shipped name) whose rollouts are --rollouts (default: an extraction "
+             "folder given as --rollouts' folder, else the shipped vector of --trait).")] = None,
+    rollouts: Annotated[Path | None, typer.Option(
+        help="The rollouts the vectors were extracted from (default for evil: the shipped vector's, "
+             f"{SHIPPED_EVIL_ROLLOUTS}).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for <trait>.json and <trait>.safetensors.")] = DIRECTIONS_OUT,
     alphas: Annotated[str, typer.Option(help="Comma-separated steering strengths (0 = unsteered).")] = "0,4,8",
     questions: Annotated[int, typer.Option(help="Evaluation questions for steering.")] = 20,
     samples: Annotated[int, typer.Option(help="Answers per question and α.")] = 2,
@@ -66,7 +70,10 @@ def compare_directions_cmd(
     """Mean difference vs PCA of differences vs logistic probe from the same rollouts: AUROC on the
     hand-written set (with a random-direction null) and steering dose-response (offline judge).
 
-    Example: pvlens vectors compare-directions --trait evil   (writes results/directions/results.json)
+    Examples:
+      pvlens vectors compare-directions --trait evil   (writes results/directions/evil.json)
+      pvlens extract sycophantic --samples 3 --out runs/syc
+      pvlens vectors compare-directions --trait sycophantic --rollouts runs/syc/rollouts.jsonl
     """
     from pvlens.core.model import load_model
     from pvlens.io.atomic import write_json_atomic
@@ -75,15 +82,34 @@ def compare_directions_cmd(
     from pvlens.vectors.directions_compare import DirectionsConfig, compare_directions
     from pvlens.vectors.directions_run import load_or_add_directions
 
+    rollouts, vectors = comparison_sources(trait, rollouts, vectors)
     existing_file(rollouts, "--rollouts")
     cfg = DirectionsConfig(layer=layer, alphas=float_list(alphas, "--alphas") or [0.0], n_questions=questions,
                            samples=samples, seed=seed)
     m = load_model(model, device=device)
     vecs = load_or_add_directions(m, as_persona_vectors(vectors), rollouts, out / f"{trait}.safetensors", seed=seed)
     result = compare_directions(m, vecs, trait, load_judge("offline", trait=trait), cfg, rollouts)
-    result["command"] = f"pvlens vectors compare-directions --trait {trait} --alphas {alphas} --questions {questions} --samples {samples}"
-    write_json_atomic(out / "results.json", result)
-    typer.echo(f"wrote {out / 'results.json'}")
+    result["command"] = (f"pvlens vectors compare-directions --trait {trait} --vectors {vectors} --rollouts {rollouts} "
+                         f"--alphas {alphas} --questions {questions} --samples {samples}")
+    write_json_atomic(out / f"{trait}.json", result)
+    typer.echo(f"wrote {out / f'{trait}.json'}")
+
+
+def comparison_sources(trait: str, rollouts: Path | None, vectors: str | None) -> tuple[Path, str]:
+    """(rollouts, vectors) of a comparison: the shipped evil pair by default, an extraction folder's
+    own vectors for its rollouts.jsonl; any other trait must name its rollouts."""
+    if rollouts is None:
+        if trait != "evil":
+            raise InputError(
+                f"the rollouts of the shipped {trait!r} vector are not in the repository; extract one with "
+                f"`pvlens extract {trait} --samples 3 --out runs/{trait}` and pass "
+                f"--rollouts runs/{trait}/rollouts.jsonl"
+            )
+        rollouts = SHIPPED_EVIL_ROLLOUTS
+    if vectors is None:
+        folder = rollouts.parent
+        vectors = str(folder) if (folder / "vectors.safetensors").exists() else trait
+    return rollouts, vectors
 
 
 def ablate_weights_cmd(

@@ -60,7 +60,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
     from pvlens.sae import doc_tables as sae
     from pvlens.sae.corpusbuild import manifest_table
     from pvlens.trainsets.datasets_tables import datasets_table
-    from pvlens.vectors.directions_tables import directions_table
+    from pvlens.vectors.directions_tables import directions_table, methods_summary_table
     from pvlens.vectors.formats.llamacpp_check import llamacpp_check_table
     from pvlens.vectors.validation_report import validation_doc_table
 
@@ -82,6 +82,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "llamacpp_check": llamacpp_check_table,
         "sae_corpus": manifest_table,
         "directions": directions_table,
+        "directions_summary": methods_summary_table,
         "guard": guard_table,
         "guard_roc": guard_roc_table,
         "course_runtimes": runtime_table,

@@ -10,7 +10,10 @@ questions made any vector):
 - steering dose-response at one layer: the judged trait and coherence of answers to the
   trait's evaluation questions under α·v for every method (all three rescaled to the mean
   difference's norm, so equal α is an equal push), with bootstrap intervals and the paired
-  change from α = 0 (same seeds, so the α = 0 answers are shared).
+  change from α = 0 (same seeds, so the α = 0 answers are shared);
+- each other method against the mean difference, paired (the same questions resampled for both
+  AUROCs; the same question and seed for both steered answers), so "probe beats mean" is a
+  claim with its own interval rather than a reading of two overlapping ones.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ from pvlens.traits import load_trait
 from pvlens.vectors.directions import METHODS, method_key
 from pvlens.vectors.evaluate import JudgedAnswer, evaluate_steered
 from pvlens.vectors.persona import PersonaVectors
-from pvlens.vectors.validate import load_eval_set, measure_set, pair_activations, random_directions
+from pvlens.vectors.validate import (
+    bootstrap_auroc_difference,
+    load_eval_set,
+    measure_set,
+    pair_activations,
+    random_directions,
+)
 
 AUROC_REDUCTIONS = {"screening": "response_avg", "monitoring": "all_avg"}
 """Measurement name → token average of the hand-written answers projected."""
@@ -84,13 +93,24 @@ def steering_curves(
 
     base = run(None)
     curves: dict[str, dict[str, Any]] = {}
+    answers: dict[str, dict[str, list[JudgedAnswer]]] = {}
     for method in METHODS:
         v = vecs.tensors[method_key("response_avg", method)][layer]
-        curves[method] = {
-            f"{a:g}": summarise(base if a == 0 else run(Steering(v, layer, a, "response")), base, cfg)
-            for a in cfg.alphas
-        }
+        answers[method] = {f"{a:g}": base if a == 0 else run(Steering(v, layer, a, "response")) for a in cfg.alphas}
+        curves[method] = {a: summarise(got, base, cfg) for a, got in answers[method].items()}
+        if method != "mean":
+            for a, got in answers[method].items():
+                if float(a) != 0:
+                    curves[method][a]["trait"]["vs_mean"] = paired_change(got, answers["mean"][a], "trait", cfg)
     return curves
+
+
+def paired_change(answers: list[JudgedAnswer], other: list[JudgedAnswer], key: str, cfg: DirectionsConfig) -> dict[str, Any]:
+    """Mean paired difference answers − other (same question and seed) with a bootstrap 95 % interval."""
+    diffs = [None if a[key] is None or b[key] is None else a[key] - b[key]  # type: ignore[operator]
+             for a, b in zip(answers, other, strict=True)]
+    m, lo, hi = bootstrap_ci(diffs, cfg.n_bootstrap, cfg.seed)
+    return {"delta": m, "ci95": [lo, hi]}
 
 
 def auroc_cells(
@@ -106,6 +126,12 @@ def auroc_cells(
         pos, neg = acts.at(red, layer)
         result = measure_set("mean", pos, neg, units, dirs, cfg.n_bootstrap, cfg.seed).model_dump()
         result["null"].pop("aurocs")
+        base_pos, base_neg = pos.double() @ units["mean"].double(), neg.double() @ units["mean"].double()
+        result["vs_mean"] = {}
+        for m in METHODS[1:]:
+            d, lo, hi = bootstrap_auroc_difference(pos.double() @ units[m].double(), neg.double() @ units[m].double(),
+                                                   base_pos, base_neg, cfg.n_bootstrap, cfg.seed)
+            result["vs_mean"][m] = {"delta": d, "ci95": [lo, hi]}
         out[name] = result
     return out
 

@@ -74,6 +74,48 @@ def off_target_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired(cell: dict[str, Any] | None, places: int) -> str:
+    """'+d [lo, hi]' of a paired difference, bold when the interval excludes 0; '—' if not measured."""
+    if cell is None:
+        return "—"
+    d, (lo, hi) = cell["delta"], cell["ci95"]
+    text = f"{d:+.{places}f} [{lo:+.{places}f}, {hi:+.{places}f}]"
+    return f"**{text}**" if lo > 0 or hi < 0 else text
+
+
+def methods_summary_table(data: dict[str, Any]) -> str:
+    """Rows = traits × measures (one comparison file per trait), columns = each method's value and
+    the paired difference of PCA and probe from the mean difference."""
+    runs = data.get("sources", [data])
+    methods = runs[0]["methods"]
+    others = [m for m in methods if m != "mean"]
+    head = ["trait", "pairs", "measure", *methods, *[f"{m} − mean" for m in others]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        top = max(run["steering"][methods[0]], key=float)
+        rows = []
+        for name, key in (("screening AUROC", "screening"), ("monitoring AUROC", "monitoring")):
+            res = run["auroc"][key]
+            cells = [f"{res['cells'][m]['auroc']:.3f}" for m in methods]
+            rows.append((name, cells, [_paired(res.get("vs_mean", {}).get(m), 3) for m in others]))
+        steer = {m: run["steering"][m][top]["trait"] for m in methods}
+        rows.append((f"Δ trait α={top} (n={run['steering'][methods[0]][top]['n']})",
+                     [_ci(steer[m]["delta"], steer[m]["delta_ci95"], True) for m in methods],
+                     [_paired(steer[m].get("vs_mean"), 1) for m in others]))
+        for i, (name, cells, diffs) in enumerate(rows):
+            lead = [f"`{run['trait']}`", str(run["n_pairs"])] if i == 0 else ["", ""]
+            lines.append("| " + " | ".join([*lead, name, *cells, *diffs]) + " |")
+    lines.append("")
+    lines.append(
+        "Each trait's three directions come from the same kept rollout pairs. AUROC: projection of the "
+        "trait's hand-written trait vs clean answers (screening: answer tokens; monitoring: all tokens). "
+        "Δ trait: paired change of the offline judge's trait score from α = 0. The last columns are paired "
+        "differences from the mean difference (the same questions resampled for both AUROCs, the same "
+        "question and seed for both steered answers), 95 % bootstrap intervals, bold when they exclude 0."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def directions_table(data: dict[str, Any]) -> str:
     """The off-target matrix for an off-target results file, else the method comparison."""
     return off_target_table(data) if "rows" in data else methods_table(data)

@@ -204,6 +204,58 @@ def test_compare_directions_and_its_table_on_the_tiny_model():
     assert 0.0 <= cell["auroc"] <= 1.0 and cell["ci95"][0] <= cell["auroc"] <= cell["ci95"][1]
     table = directions_table(res)
     assert table.count("\n| ") == 3 and "| probe |" in table and "Δ trait α=3" in table
+    # every other method against the mean, paired: same answers → the steering difference is exact
+    for m in ("pca", "probe"):
+        vs = res["steering"][m]["3"]["trait"]["vs_mean"]
+        got, ref = res["steering"][m]["3"]["trait"]["mean"], res["steering"]["mean"]["3"]["trait"]["mean"]
+        assert vs["delta"] == pytest.approx(got - ref) and vs["ci95"][0] <= vs["delta"] <= vs["ci95"][1]
+        cell = res["auroc"]["monitoring"]["vs_mean"][m]
+        assert cell["delta"] == pytest.approx(res["auroc"]["monitoring"]["cells"][m]["auroc"]
+                                              - res["auroc"]["monitoring"]["cells"]["mean"]["auroc"])
+    assert "vs_mean" not in res["steering"]["mean"]["3"]["trait"]
+
+
+def _summary_run(trait: str, probe_gain: tuple[float, float, float] | None) -> dict:
+    cell = {"auroc": 0.8, "ci95": [0.7, 0.9]}
+    steer = {"n": 20, "trait": {"mean": 40.0, "ci95": [30.0, 50.0], "delta": 10.0, "delta_ci95": [2.0, 18.0]}}
+    run = {"trait": trait, "n_pairs": 30, "methods": ["mean", "pca", "probe"],
+           "auroc": {k: {"cells": {m: cell for m in ("mean", "pca", "probe")}} for k in ("screening", "monitoring")},
+           "steering": {m: {"0": steer, "8": {**steer, "trait": dict(steer["trait"])}} for m in ("mean", "pca", "probe")}}
+    if probe_gain is not None:
+        d, lo, hi = probe_gain
+        for key in ("screening", "monitoring"):
+            run["auroc"][key]["vs_mean"] = {"pca": {"delta": -0.01, "ci95": [-0.05, 0.03]},
+                                            "probe": {"delta": d, "ci95": [lo, hi]}}
+    return run
+
+
+def test_directions_summary_marks_only_paired_differences_that_exclude_zero():
+    from pvlens.vectors.directions_tables import methods_summary_table
+
+    table = methods_summary_table({"sources": [_summary_run("evil", (0.07, 0.03, 0.11)),
+                                               _summary_run("sycophantic", None)]})
+    evil = next(line for line in table.splitlines() if line.startswith("| `evil`"))
+    assert "**+0.070 [+0.030, +0.110]**" in evil and "-0.010 [-0.050, +0.030]" in evil
+    assert "**-0.010" not in evil
+    syco = next(line for line in table.splitlines() if line.startswith("| `sycophantic`"))
+    assert syco.endswith("| — | — |")  # an older file without paired differences is shown as not measured
+    assert table.count("Δ trait α=8 (n=20)") == 2
+
+
+def test_compare_directions_sources(tmp_path):
+    from pvlens.cli.directions import SHIPPED_EVIL_ROLLOUTS, comparison_sources
+    from pvlens.errors import InputError
+
+    assert comparison_sources("evil", None, None) == (SHIPPED_EVIL_ROLLOUTS, "evil")
+    with pytest.raises(InputError, match="pvlens extract sycophantic"):
+        comparison_sources("sycophantic", None, None)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "rollouts.jsonl").write_text("")
+    assert comparison_sources("sycophantic", run / "rollouts.jsonl", None) == (run / "rollouts.jsonl", "sycophantic")
+    (run / "vectors.safetensors").write_bytes(b"")
+    assert comparison_sources("sycophantic", run / "rollouts.jsonl", None) == (run / "rollouts.jsonl", str(run))
+    assert comparison_sources("sycophantic", run / "rollouts.jsonl", "x.safetensors")[1] == "x.safetensors"
 
 
 def test_off_target_rows_and_table_on_the_tiny_model():

@@ -16,6 +16,7 @@ from pvlens.vectors.validate import (
     EVAL_TRAITS,
     auroc,
     bootstrap_auroc,
+    bootstrap_auroc_difference,
     encode_pairs,
     load_eval_set,
     pair_activations,
@@ -259,3 +260,17 @@ def test_auroc_agrees_with_the_screening_auroc() -> None:
     g = torch.Generator().manual_seed(5)
     pos, neg = torch.randn(40, generator=g).round(decimals=1), torch.randn(30, generator=g).round(decimals=1)
     assert float(auroc(pos, neg)) == pytest.approx(screen_auroc(pos.tolist(), neg.tolist()), abs=1e-12)
+
+
+def test_paired_auroc_difference_is_zero_for_the_same_scores_and_positive_for_a_better_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(60, generator=g) + 0.5, torch.randn(60, generator=g)
+    d, lo, hi = bootstrap_auroc_difference(pos, neg, pos, neg, n_boot=200, seed=1)
+    assert (d, lo, hi) == (0.0, 0.0, 0.0)
+    better_pos = pos + 1.5  # the same answers, a scoring that separates them further
+    d, lo, hi = bootstrap_auroc_difference(better_pos, neg, pos, neg, n_boot=200, seed=1)
+    assert d == pytest.approx(float(auroc(better_pos, neg) - auroc(pos, neg))) and 0 < lo <= d <= hi
+    # paired resampling is tighter than the two marginal intervals side by side
+    a_lo, a_hi = bootstrap_auroc(better_pos, neg, 200, 1)
+    b_lo, b_hi = bootstrap_auroc(pos, neg, 200, 1)
+    assert hi - lo < (a_hi - a_lo) + (b_hi - b_lo)
