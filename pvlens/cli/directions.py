@@ -4,12 +4,15 @@ other direction methods, weight-level ablation and the off-target matrix (docs/d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pvlens.cli.options import DeviceOpt, LayerOpt, ModelOpt, SeedOpt, existing_file, float_list
 from pvlens.errors import InputError
+
+if TYPE_CHECKING:
+    from pvlens.vectors.persona import PersonaVectors
 
 DIRECTIONS_OUT = Path("results/directions")
 OFF_TARGET_OUT = Path("results/off_target")
@@ -89,10 +92,26 @@ def compare_directions_cmd(
     m = load_model(model, device=device)
     vecs = load_or_add_directions(m, as_persona_vectors(vectors), rollouts, out / f"{trait}.safetensors", seed=seed)
     result = compare_directions(m, vecs, trait, load_judge("offline", trait=trait), cfg, rollouts)
+    if vectors != trait:  # another extraction of a shipped trait: how close it is to the shipped vector
+        result["shipped_cosine"] = shipped_cosine(vecs, trait, result["layer"])
     result["command"] = (f"pvlens vectors compare-directions --trait {trait} --vectors {vectors} --rollouts {rollouts} "
                          f"--alphas {alphas} --questions {questions} --samples {samples}")
     write_json_atomic(out / f"{trait}.json", result)
     typer.echo(f"wrote {out / f'{trait}.json'}")
+
+
+def shipped_cosine(vecs: PersonaVectors, trait: str, layer: int) -> float | None:
+    """Cosine at `layer` of a file's mean difference with the shipped vector of `trait` (None: none ships)."""
+    import torch
+
+    from pvlens.vectors.coerce import as_persona_vectors
+
+    try:
+        shipped = as_persona_vectors(trait)
+    except (InputError, FileNotFoundError, ValueError):
+        return None
+    mine, ref = vecs.tensors["response_avg"][layer], shipped.tensors["response_avg"][layer]
+    return round(float(torch.nn.functional.cosine_similarity(mine, ref, dim=0)), 4)
 
 
 def comparison_sources(trait: str, rollouts: Path | None, vectors: str | None) -> tuple[Path, str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -43,6 +43,8 @@ from pvlens.vectors.validate import (
     random_directions,
 )
 
+Score = Literal["trait", "coherence"]
+"""A judge score of a JudgedAnswer."""
 AUROC_REDUCTIONS = {"screening": "response_avg", "monitoring": "all_avg"}
 """Measurement name → token average of the hand-written answers projected."""
 
@@ -71,12 +73,11 @@ class DirectionsConfig(Config):
 def summarise(answers: list[JudgedAnswer], base: list[JudgedAnswer], cfg: DirectionsConfig) -> dict[str, Any]:
     """Mean trait/coherence with 95 % bootstrap intervals, and the paired change from α = 0."""
     out: dict[str, Any] = {"n": len(answers)}
-    for key in ("trait", "coherence"):
+    keys: tuple[Score, ...] = ("trait", "coherence")
+    for key in keys:
         m, lo, hi = bootstrap_ci([a[key] for a in answers], cfg.n_bootstrap, cfg.seed)
-        diffs = [None if a[key] is None or b[key] is None else a[key] - b[key]  # type: ignore[operator]
-                 for a, b in zip(answers, base, strict=True)]
-        dm, dlo, dhi = bootstrap_ci(diffs, cfg.n_bootstrap, cfg.seed)
-        out[key] = {"mean": m, "ci95": [lo, hi], "delta": dm, "delta_ci95": [dlo, dhi]}
+        change = paired_change(answers, base, key, cfg)
+        out[key] = {"mean": m, "ci95": [lo, hi], "delta": change["delta"], "delta_ci95": change["ci95"]}
     return out
 
 
@@ -105,10 +106,14 @@ def steering_curves(
     return curves
 
 
-def paired_change(answers: list[JudgedAnswer], other: list[JudgedAnswer], key: str, cfg: DirectionsConfig) -> dict[str, Any]:
+def paired_change(
+    answers: list[JudgedAnswer], other: list[JudgedAnswer], key: Score, cfg: DirectionsConfig,
+) -> dict[str, Any]:
     """Mean paired difference answers − other (same question and seed) with a bootstrap 95 % interval."""
-    diffs = [None if a[key] is None or b[key] is None else a[key] - b[key]  # type: ignore[operator]
-             for a, b in zip(answers, other, strict=True)]
+    diffs: list[float | None] = []
+    for a, b in zip(answers, other, strict=True):
+        x, y = a[key], b[key]
+        diffs.append(None if x is None or y is None else x - y)
     m, lo, hi = bootstrap_ci(diffs, cfg.n_bootstrap, cfg.seed)
     return {"delta": m, "ci95": [lo, hi]}
 

@@ -1,6 +1,10 @@
 """Condense a trained SAE's eval / decomposition outputs into small committed files.
 
     python sae/results/summarise.py sae/trained/smollm2-135m-layer15 [more SAE folders]
+    python sae/results/summarise.py sae/trained/smollm2-135m-layer6 sae/results/smollm2-135m-layer15.json
+
+A `sae/results/<name>.json` given instead of a folder is an SAE that was not retrained: it is
+kept as it is and only joins the plots (its training curve only if its record holds the log).
 
 Writes `sae/results/<name>.json` (training record, held-out eval, decomposition without the
 bulky context values), `sae/results/<name>-decomposition.txt`, its dashboard page
@@ -32,7 +36,7 @@ def condense(sae_dir: Path) -> dict:
     meta = json.loads((sae_dir / "pvlens_sae.json").read_text())
     meta.pop("heldout_sources", None)
     log = [json.loads(x) for x in (sae_dir / "train_log.jsonl").read_text().splitlines() if x.strip()]
-    res = {"sae": sae_dir.name, "train": meta, "train_log_last": log[-1] if log else None}
+    res = {"sae": sae_dir.name, "train": meta, "train_log_last": log[-1] if log else None, "train_log": log}
     if (sae_dir / "eval.json").exists():
         res["eval"] = json.loads((sae_dir / "eval.json").read_text())
     dec_dirs = sorted(sae_dir.glob("decompose-*"))
@@ -49,7 +53,12 @@ def condense(sae_dir: Path) -> dict:
         if (d / "dashboard.html").exists():
             (OUT / f"{sae_dir.name}-dashboard.html").write_text((d / "dashboard.html").read_text())
     (OUT / f"{sae_dir.name}.json").write_text(json.dumps(res, indent=1, ensure_ascii=False))
-    return res | {"log": log}
+    return res
+
+
+def summary(path: Path) -> dict:
+    """A trained SAE folder condensed, or an already-condensed record read back."""
+    return json.loads(path.read_text()) if path.suffix == ".json" else condense(path)
 
 
 def plots(results: list[dict]) -> None:
@@ -75,7 +84,9 @@ def plots(results: list[dict]) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for r in results:
-        log = r["log"]
+        log = r.get("train_log") or []
+        if not log:
+            continue
         ax.plot([x["tokens"] for x in log], [x["fvu"] for x in log], label=r["sae"])
     ax.set_yscale("log")
     ax.set_xlabel("training tokens")
@@ -86,4 +97,4 @@ def plots(results: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    plots([condense(Path(p)) for p in sys.argv[1:]])
+    plots([summary(Path(p)) for p in sys.argv[1:]])
