@@ -89,6 +89,7 @@ def renderers() -> dict[str, Callable[[dict[str, Any]], str]]:
         "sae_features": sae.sae_features_table,
         "sae_null": sae.sae_null_table,
         "sae_layers": sae.sae_layers_table,
+        "sae_earlier": sae.sae_earlier_table,
         "sae_null_features": sae.sae_null_features_table,
         "sae_omp": sae.sae_omp_table,
         "sae_feature_steering": sae.sae_feature_steering_table,

@@ -101,6 +101,21 @@ def sae_layers_table(doc: dict[str, Any]) -> str:
                      "CE-loss score", "eval tokens", "CE tokens", "training min"], rows)
 
 
+def sae_earlier_table(doc: dict[str, Any]) -> str:
+    """Held-out evaluations of SAEs that were not shipped (an earlier recipe or threshold), one row
+    each, with what differed from the shipped one; a value that misses its target carries ✗."""
+    rows = []
+    for e in sorted(doc.get("sources", [doc]), key=lambda e: e["layer"]):
+        ok = meets_targets(e)
+        recipe = e.get("recipe")
+        what = (f"{recipe['training_tokens'] / 1e6:g} M tokens, dead window {recipe['dead_feature_window']} steps"
+                if recipe else "threshold for L0 64 on training text")
+        rows.append([str(e["layer"]), what, _mark(ok["fvu"], f"{e['fvu']:.3f}"), _mark(ok["l0"], f"{e['l0']:.1f}"),
+                     _mark(ok["dead_fraction"], f"{e['dead']} ({100 * e['dead_fraction']:.1f} %)"),
+                     _mark(ok["ce_loss_score"], f"{e['ce_loss_score']:.3f}"), _int(e["n_tokens"])])
+    return md_table(["layer", "not shipped: what differed", "FVU", "L0", "dead", "CE-loss score", "eval tokens"], rows)
+
+
 def sae_null_features_table(doc: dict[str, Any], n: int = 10, width: int = 60) -> str:
     """The top features of a decomposition against its own random-direction null: decoder cosine,
     the 99th percentile of the best |cos| random directions of the vector's norm find among all

@@ -86,6 +86,17 @@ def test_sae_layers_table_marks_missed_targets() -> None:
     assert "0.210 ✗" in lines[1] and "200 (8.7 %) ✗" in lines[1] and "**0.990**" in lines[1]
 
 
+def test_sae_earlier_table_names_what_differed_and_marks_misses() -> None:
+    from pvlens.sae.doc_tables import sae_earlier_table
+
+    first = {**_sae_result(24, 0.159, 100)["eval"], "layer": 24,
+             "recipe": {"training_tokens": 3_000_000, "dead_feature_window": 200}}
+    threshold = {**_sae_result(15, 0.12, 69)["eval"], "layer": 15, "l0": 65.45}
+    lines = sae_earlier_table({"sources": [first, threshold]}).splitlines()[2:]
+    assert lines[0].startswith("| 15 | threshold for L0 64") and "65.5 ✗" in lines[0]
+    assert lines[1].startswith("| 24 | 3 M tokens, dead window 200 steps | 0.159 ✗ |") and "**64.0**" in lines[1]
+
+
 def test_sae_null_features_omp_and_steering_tables() -> None:
     from pvlens.sae.doc_tables import (
         sae_feature_steering_table,
