@@ -43,6 +43,8 @@ def methods_table(data: dict[str, Any]) -> str:
         f"(unsteered trait {_ci(base['trait']['mean'], base['trait']['ci95'])}, coherence "
         f"{_ci(base['coherence']['mean'], base['coherence']['ci95'])}); Δ = paired change from α = 0, "
         "bootstrap 95 % interval, bold when it excludes 0."
+        + (f" Mean difference vs the shipped `{data['trait']}` vector at this layer: cosine {data['shipped_cosine']:.3f}."
+           if data.get("shipped_cosine") is not None else "")
     )
     return "\n".join(lines) + "\n"
 
