@@ -103,7 +103,7 @@ def sae_layers_table(doc: dict[str, Any]) -> str:
 
 def sae_earlier_table(doc: dict[str, Any]) -> str:
     """Held-out evaluations of SAEs that were not shipped (an earlier recipe or threshold), one row
-    each, with what differed from the shipped one; a value that misses its target carries ✗."""
+    each, with that recipe's token budget and dead window; a value that misses its target carries ✗."""
     rows = []
     for e in sorted(doc.get("sources", [doc]), key=lambda e: e["layer"]):
         ok = meets_targets(e)
@@ -113,7 +113,7 @@ def sae_earlier_table(doc: dict[str, Any]) -> str:
         rows.append([str(e["layer"]), what, _mark(ok["fvu"], f"{e['fvu']:.3f}"), _mark(ok["l0"], f"{e['l0']:.1f}"),
                      _mark(ok["dead_fraction"], f"{e['dead']} ({100 * e['dead_fraction']:.1f} %)"),
                      _mark(ok["ce_loss_score"], f"{e['ce_loss_score']:.3f}"), _int(e["n_tokens"])])
-    return md_table(["layer", "not shipped: what differed", "FVU", "L0", "dead", "CE-loss score", "eval tokens"], rows)
+    return md_table(["layer", "earlier recipe (not shipped)", "FVU", "L0", "dead", "CE-loss score", "eval tokens"], rows)
 
 
 def sae_null_features_table(doc: dict[str, Any], n: int = 10, width: int = 60) -> str:

@@ -1,7 +1,7 @@
 """Compare the direction methods (mean difference, PCA of differences, logistic probe) of one
 trait, all built from the same kept rollouts.
 
-Two measurements, both non-circular (neither the hand-written sets nor the evaluation
+Three measurements, all non-circular (neither the hand-written sets nor the evaluation
 questions made any vector):
 - AUROC of the projection on the hand-written evaluation set (trait vs clean answers):
   screening-style (answer-token average) and the all-token average that stands in for
@@ -43,6 +43,8 @@ from pvlens.vectors.validate import (
     random_directions,
 )
 
+OTHER_METHODS = tuple(m for m in METHODS if m != "mean")
+"""The methods each compared against the mean difference."""
 Score = Literal["trait", "coherence"]
 """A judge score of a JudgedAnswer."""
 AUROC_REDUCTIONS = {"screening": "response_avg", "monitoring": "all_avg"}
@@ -99,10 +101,10 @@ def steering_curves(
         v = vecs.tensors[method_key("response_avg", method)][layer]
         answers[method] = {f"{a:g}": base if a == 0 else run(Steering(v, layer, a, "response")) for a in cfg.alphas}
         curves[method] = {a: summarise(got, base, cfg) for a, got in answers[method].items()}
-        if method != "mean":
-            for a, got in answers[method].items():
-                if float(a) != 0:
-                    curves[method][a]["trait"]["vs_mean"] = paired_change(got, answers["mean"][a], "trait", cfg)
+    for method in OTHER_METHODS:
+        for a, got in answers[method].items():
+            if float(a) != 0:
+                curves[method][a]["trait"]["vs_mean"] = paired_change(got, answers["mean"][a], "trait", cfg)
     return curves
 
 
@@ -112,6 +114,8 @@ def paired_change(
     """Mean paired difference answers − other (same question and seed) with a bootstrap 95 % interval."""
     diffs: list[float | None] = []
     for a, b in zip(answers, other, strict=True):
+        if a["question"] != b["question"]:
+            raise ValueError(f"paired answers must answer the same question: {a['question']!r} vs {b['question']!r}")
         x, y = a[key], b[key]
         diffs.append(None if x is None or y is None else x - y)
     m, lo, hi = bootstrap_ci(diffs, cfg.n_bootstrap, cfg.seed)
@@ -133,7 +137,7 @@ def auroc_cells(
         result["null"].pop("aurocs")
         base_pos, base_neg = pos.double() @ units["mean"].double(), neg.double() @ units["mean"].double()
         result["vs_mean"] = {}
-        for m in METHODS[1:]:
+        for m in OTHER_METHODS:
             d, lo, hi = bootstrap_auroc_difference(pos.double() @ units[m].double(), neg.double() @ units[m].double(),
                                                    base_pos, base_neg, cfg.n_bootstrap, cfg.seed)
             result["vs_mean"][m] = {"delta": d, "ci95": [lo, hi]}

@@ -214,7 +214,14 @@ def bootstrap_auroc_difference(
     pos_b: Float[Tensor, " n_pos"], neg_b: Float[Tensor, " n_neg"], n_boot: int = 1000, seed: int = 0,
 ) -> tuple[float, float, float]:
     """AUROC(a) − AUROC(b) of two scorings of the same answers, with a 95 % interval from
-    resampling the questions once for both (paired: far tighter than comparing two intervals)."""
+    resampling the questions once for both (paired: far tighter than comparing two intervals).
+    Both scorings must score the same answers: pos[i] and neg[i] answer question i."""
+    if not (pos_a.shape == pos_b.shape == neg_a.shape == neg_b.shape) or pos_a.dim() != 1:
+        raise ValueError(
+            f"a paired AUROC difference needs both scorings of the same question-paired answers: got pos "
+            f"{tuple(pos_a.shape)} / {tuple(pos_b.shape)} and neg {tuple(neg_a.shape)} / {tuple(neg_b.shape)}; "
+            "pass 1-D scores with pos[i] and neg[i] answering question i"
+        )
     w_pos, w_neg = _question_weights(pos_a.shape[0], neg_a.shape[0], n_boot, seed, None, None)
     values = _weighted_aurocs(pos_a, neg_a, w_pos, w_neg) - _weighted_aurocs(pos_b, neg_b, w_pos, w_neg)
     point = float(auroc(pos_a, neg_a) - auroc(pos_b, neg_b))

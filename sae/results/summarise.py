@@ -86,6 +86,7 @@ def plots(results: list[dict]) -> None:
     for r in results:
         log = r.get("train_log") or []
         if not log:
+            print(f"{r['sae']}: no training log in its record, left out of sae_train_curve.png")
             continue
         ax.plot([x["tokens"] for x in log], [x["fvu"] for x in log], label=r["sae"])
     ax.set_yscale("log")

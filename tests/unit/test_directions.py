@@ -274,3 +274,13 @@ def test_off_target_rows_and_table_on_the_tiny_model():
     assert none["capability"]["mc_n"] == 2 and none["capability"]["perplexity"] > 1.0
     table = directions_table(res)
     assert "| none (scores) |" in table and "| evil |" in table and "\n| humorous" not in table
+
+
+def test_paired_change_refuses_answers_to_different_questions():
+    from pvlens.vectors.directions_compare import DirectionsConfig, paired_change
+
+    a = [{"question": "q1", "answer": "x", "trait": 60.0, "coherence": 80.0}]
+    b = [{"question": "q2", "answer": "y", "trait": 20.0, "coherence": 80.0}]
+    with pytest.raises(ValueError, match="same question"):
+        paired_change(a, b, "trait", DirectionsConfig(n_bootstrap=10))
+    assert paired_change(a, [{**b[0], "question": "q1"}], "trait", DirectionsConfig(n_bootstrap=10))["delta"] == 40.0

@@ -270,7 +270,12 @@ def test_paired_auroc_difference_is_zero_for_the_same_scores_and_positive_for_a_
     better_pos = pos + 1.5  # the same answers, a scoring that separates them further
     d, lo, hi = bootstrap_auroc_difference(better_pos, neg, pos, neg, n_boot=200, seed=1)
     assert d == pytest.approx(float(auroc(better_pos, neg) - auroc(pos, neg))) and 0 < lo <= d <= hi
-    # paired resampling is tighter than the two marginal intervals side by side
-    a_lo, a_hi = bootstrap_auroc(better_pos, neg, 200, 1)
+    # two strongly correlated scorings: pairing cancels the shared question noise, so the paired
+    # interval is much narrower than either scoring's own (an unpaired one would be wider than both)
+    close_pos = pos + 0.05 * torch.randn(60, generator=g)
+    d, lo, hi = bootstrap_auroc_difference(close_pos, neg, pos, neg, n_boot=200, seed=1)
+    a_lo, a_hi = bootstrap_auroc(close_pos, neg, 200, 1)
     b_lo, b_hi = bootstrap_auroc(pos, neg, 200, 1)
-    assert hi - lo < (a_hi - a_lo) + (b_hi - b_lo)
+    assert hi - lo < 0.5 * min(a_hi - a_lo, b_hi - b_lo)
+    with pytest.raises(ValueError, match="same question-paired answers"):
+        bootstrap_auroc_difference(pos, neg, pos[:50], neg, n_boot=10)
