@@ -83,12 +83,12 @@ class LoraConfig(Config):
 
 def _qkv_layout(d: Tensor, shape: torch.Size) -> Tensor:
     """HF q/k/v_proj update `[heads*d_head, d_model]` as TL's W_Q/W_K/W_V `[heads, d_model, d_head]`."""
-    return rearrange(d, "(n h) m -> n m h", n=shape[0], h=shape[2])
+    return rearrange(d, "(n h) m -> n m h", n=shape[0], m=shape[1], h=shape[2])
 
 
 def _o_layout(d: Tensor, shape: torch.Size) -> Tensor:
     """HF o_proj update `[d_model, heads*d_head]` as TL's W_O `[heads, d_head, d_model]`."""
-    return rearrange(d, "m (n h) -> n h m", n=shape[0], h=shape[1])
+    return rearrange(d, "m (n h) -> n h m", n=shape[0], h=shape[1], m=shape[2])
 
 
 def _mlp_layout(d: Tensor, shape: torch.Size) -> Tensor:
