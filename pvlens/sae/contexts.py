@@ -108,7 +108,7 @@ def render_contexts(
     feats = torch.tensor(list(features), dtype=torch.long, device=sae.W_enc.device)
     for chunk in layer_activations(model, docs, loaded.layer, order=need, skip_first=0,
                                    max_norm_ratio=None):
-        a = feature_activations(sae, chunk.acts.to(sae.device), feats).detach().cpu()  # [n, F]
+        a = feature_activations(sae, chunk.acts.to(sae.device), feats).cpu()  # [n, F]
         a[chunk.pos < skip_first] = 0.0  # the SAE never saw the sink positions
         for d in chunk.doc.unique().tolist():
             sel = chunk.doc == d

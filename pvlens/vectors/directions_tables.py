@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 
-def _ci(mean: float, ci: list[float], signed: bool = False) -> str:
+def _ci(mean: float, ci: list[float], signed: bool = False, places: int = 1) -> str:
     """'m [lo, hi]', bold when a signed change's interval excludes 0."""
-    text = f"{mean:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]" if signed else f"{mean:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
+    f = f"+.{places}f" if signed else f".{places}f"
+    text = f"{mean:{f}} [{ci[0]:{f}}, {ci[1]:{f}}]"
     return f"**{text}**" if signed and (ci[0] > 0 or ci[1] < 0) else text
 
 
@@ -77,12 +78,8 @@ def off_target_table(data: dict[str, Any]) -> str:
 
 
 def _paired(cell: dict[str, Any] | None, places: int) -> str:
-    """'+d [lo, hi]' of a paired difference, bold when the interval excludes 0; '—' if not measured."""
-    if cell is None:
-        return "—"
-    d, (lo, hi) = cell["delta"], cell["ci95"]
-    text = f"{d:+.{places}f} [{lo:+.{places}f}, {hi:+.{places}f}]"
-    return f"**{text}**" if lo > 0 or hi < 0 else text
+    """A paired difference '+d [lo, hi]' (bold when the interval excludes 0); '—' if not measured."""
+    return "—" if cell is None else _ci(cell["delta"], cell["ci95"], True, places)
 
 
 def methods_summary_table(data: dict[str, Any]) -> str:
