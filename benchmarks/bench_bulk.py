@@ -47,7 +47,7 @@ def flops_per_token(model, context: float) -> float:
     return 2.0 * weights + 4.0 * cfg.n_layers * d_attn * context
 
 
-def matmul_rate(model, rows: int, repeats: int = 5) -> float:
+def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
     """FLOP per CPU-second of `x @ W` over the model's weight shapes (best of `repeats`)."""
     cfg = model.cfg
     kv = cfg.n_key_value_heads or cfg.n_heads
@@ -55,8 +55,8 @@ def matmul_rate(model, rows: int, repeats: int = 5) -> float:
     shapes = [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
               (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
               (cfg.d_model, cfg.d_vocab)]
-    ws = [torch.randn(a, b) for a, b in shapes]
-    xs = [torch.randn(rows, a) for a, _ in shapes]
+    ws = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
+    xs = [torch.randn(rows, a, dtype=dtype) for a, _ in shapes]
     flop = sum(2.0 * rows * a * b for a, b in shapes)
     best = 0.0
     for _ in range(repeats):
@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--hf-batch-sizes", default="16,32,64")
     ap.add_argument("--batch-size", type=int, default=None, help="pvlens slots (default: auto)")
     ap.add_argument("--matmul-rows", type=int, default=64)
+    ap.add_argument("--dtype", default="float32", help="compute dtype of both sides and of the matmul "
+                    "(float32, or bfloat16 where the CPU has AMX / avx512-bf16)")
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -119,22 +121,30 @@ def main() -> None:
     from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
     load0 = os.getloadavg()[0]
-    model = pvlens.load_model(dtype=torch.float32)
-    hf, _ = load_hf_model(ensure_default_model_dir(), dtype=torch.float32)
+    dtype = getattr(torch, args.dtype)
+    model = pvlens.load_model(dtype=torch.float32)  # fp32 weights; the engine packs them in `dtype`
+    hf, _ = load_hf_model(ensure_default_model_dir(), dtype=dtype)
     tok = model.tokenizer
     chats = [pvlens.encode_prompt(tok, t) for t in prompts(args.n)]
     stops = stop_token_ids(tok)
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0)
-    bulk_generate(model, chats[:4], sampling)  # warm-up: weight packing
-    rate0 = matmul_rate(model, args.matmul_rows)
+    bulk_generate(model, chats[:4], sampling, dtype=dtype)  # warm-up: weight packing
+    rate0 = matmul_rate(model, args.matmul_rows, dtype)
 
+    from pvlens.core.bulk import auto_batch_size
+    from pvlens.core.engine import engine_for
+
+    engine = engine_for(model, dtype)
+    assert engine is not None
+    res_batch = args.batch_size or auto_batch_size(
+        engine, len(chats), max(len(c.ids) for c in chats) + args.new_tokens)
     c0 = time.process_time()
-    res = bulk_generate(model, chats, sampling, batch_size=args.batch_size)
+    res = bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
     pv_sec = time.process_time() - c0
     pv_replies = [c.response_ids for c in res.chats]
     p, r, ctx = useful_tokens(chats, pv_replies, res.finished)
     pv_flop = (p + r) * flops_per_token(model, ctx)
-    print(f"pvlens bulk_generate: {len(chats)} prompts, {p} prompt + {r} reply tokens, "
+    print(f"pvlens bulk_generate ({res_batch} slots, {args.dtype}): {len(chats)} prompts, {p} prompt + {r} reply tokens, "
           f"{sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
           f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
 
@@ -147,7 +157,7 @@ def main() -> None:
         same = sum(a == x for a, x in zip(replies, pv_replies, strict=True))
         print(f"HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hf_rates[b]:.1f} reply tok/s "
               f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
-    rate1 = matmul_rate(model, args.matmul_rows)
+    rate1 = matmul_rate(model, args.matmul_rows, dtype)
     rate = max(rate0, rate1)
     best_b = max(hf_rates, key=lambda k: hf_rates[k])
     peak = pv_flop / pv_sec / rate
@@ -159,7 +169,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
+            "dtype": args.dtype, "pvlens_batch": res_batch, "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
             "reply_tokens": r, "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
             "matmul_gflops": rate / 1e9, "hf_reply_tok_per_cpu_s": hf_rates, "hf_best_batch": best_b,
             "peak_fraction": peak, "vs_hf": vs_hf, "load_average_1min": [load0, load1],

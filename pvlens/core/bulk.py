@@ -5,15 +5,21 @@ batch ends. `bulk_generate` keeps a fixed number of cache slots busy instead: pr
 queue sorted by length (so each prefill batch carries little padding), a finished row's slot is
 refilled from the queue (its KV cache rows reset and reloaded), and each decoding step runs
 one token for every busy slot, each at its own position. When the queue is empty the cache is
-compacted to the busy slots as they thin out.
+compacted to the busy slots as they thin out. Identical prompts (the paper samples each
+question × instruction several times) are prefilled once and their keys/values copied to every
+slot that asks for them, unless a hook could treat those rows differently (a Guard, a
+per-conversation position mask, or any hook attached outside `steer`).
 
 What stays exactly as in `generate`:
 - positions and steering: every forward sets the same `PositionContext` (each row's own
   positions, prompt length and conversation index), so "prompt"/"response"/mask steering
   touches the same tokens;
 - seeds: conversation i samples from its own generator seeded by (seed, row_seeds[i] or i), one
-  draw per generated token, so a reply never depends on its batch-mates, its slot, the batch
-  size or the order of the queue;
+  draw per generated token, so its random draws never depend on its batch-mates, its slot, the
+  batch size or the order of the queue. Its logits can, in the last bits (matmul blocking and
+  summation order change with the batch's shape), and a sampled token whose draw falls that
+  close to a boundary flips: on the default model at fp32, 80 extraction rollouts of 48 tokens
+  run at 32 and at 80 slots gave 74 identical replies (greedy rows flip far more rarely);
 - greedy replies: the same tokens as `generate` (tested per row on the tiny model).
 Models the fast engine does not cover fall back to `generate`'s fixed batches.
 """
@@ -46,12 +52,13 @@ from pvlens.core.generation import (
 )
 from pvlens.core.guard import Guard
 from pvlens.core.hooks import PositionContext, position_context
-from pvlens.core.steering import AnyIntervention, as_list
+from pvlens.core.steering import Ablation, AnyIntervention, Capping, Steering, as_list
 from pvlens.core.steering import steer as steering_context
 
-CPU_BATCH = 64
-"""Slots on CPU: one-thread decoding throughput of the default model rises to ~48-64 rows per
-step and is flat beyond (benchmarks/bench_generate.py sweeps it)."""
+CPU_BATCH = 128
+"""Slots on CPU. One-thread decoding throughput of the default model was flat beyond 48-64 rows
+on an AMD EPYC (avx2) and still rising at 96 on an AMX Xeon (bench_bulk.py, fp32: 235 reply
+tokens per CPU-s at 64 slots, 258 at 96); the KV-cache memory cap applies on top."""
 GPU_BATCH = 256
 """Slots on an accelerator, before the KV-cache memory cap."""
 FALLBACK_BATCH = 16
@@ -71,6 +78,92 @@ def auto_batch_size(engine: FastEngine, n_rows: int, max_len: int) -> int:
         free, cap = _free_ram(), CPU_BATCH
     by_memory = max(1, int(free * KV_BUDGET) // max(per_row, 1))
     return max(1, min(n_rows, cap, by_memory))
+
+
+def rows_interchangeable(
+    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
+) -> bool:
+    """Whether two rows with the same prompt get the same forward, whatever their conversation
+    index: no hook attached outside `steer`, and every intervention in it acts by position
+    name ('all', 'prompt', 'response'), not by a per-conversation mask or a Guard's state."""
+    if any(hp._forward_hooks for hp in model.hook_dict.values()):
+        return False
+    return all(
+        isinstance(g, (Steering, Ablation, Capping)) and isinstance(g.positions, str)
+        for g in as_list(steer)
+    )
+
+
+MIN_SHARED = 8
+"""Fewest extra tokens a cluster's common prefix must have to be computed once for it."""
+
+
+def prefix_plan(prompts: Sequence[Sequence[int]]) -> tuple[int, list[int], list[int]]:
+    """How to prefill distinct prompts with their shared prefixes computed once.
+
+    Returns (common, cluster_of, cluster_len): the first `common` tokens are shared by every
+    prompt; prompt i belongs to cluster `cluster_of[i]`, whose first `cluster_len[c]` tokens
+    (>= common) are shared by all its members. Clusters are runs of the prompts in content
+    order whose common prefix is at least `MIN_SHARED` tokens longer than `common` (else a
+    prompt stands alone with `cluster_len = common`). Every prompt keeps at least its last
+    token outside any shared prefix, since its logits are needed.
+    """
+    if not prompts:
+        return 0, [], []
+    shortest = min(len(p) for p in prompts)
+    common = min(_lcp(min(prompts), max(prompts)), shortest - 1)
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    cluster_of = [0] * len(prompts)
+    cluster_len: list[int] = []
+    run: list[int] = []
+    shared = 0
+
+    def close() -> None:
+        cluster_len.append(shared if len(run) > 1 else common)
+        for i in run:
+            cluster_of[i] = len(cluster_len) - 1
+
+    for i in order:
+        if run:
+            joined = min(shared, _lcp(prompts[run[0]], prompts[i]), len(prompts[i]) - 1)
+            if joined >= common + MIN_SHARED:
+                run.append(i)
+                shared = joined
+                continue
+            close()
+        run, shared = [i], len(prompts[i]) - 1
+    close()
+    return common, cluster_of, cluster_len
+
+
+PADDING_WASTE = 1.25
+"""Largest (batch x longest) / (real tokens) a prefill batch may have before it is split."""
+
+
+def length_batches(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of `lengths` in batches of similar length (longest first): a left-padded batch
+    computes every row at its longest row's length, so a batch closes before its padded size
+    exceeds `PADDING_WASTE` times its real tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    total = 0
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= PADDING_WASTE * (total + lengths[i]):
+            batches[-1].append(i)
+            total += lengths[i]
+        else:
+            batches.append([i])
+            total = lengths[i]
+    return batches
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _free_ram() -> int:
@@ -107,12 +200,13 @@ class _Run:
 
     def __init__(self, model: HookedTransformer, engine: FastEngine, chats: Sequence[EncodedChat],
                  sampling: SamplingConfig, batch: int, stop_at_eos: bool,
-                 row_seeds: Sequence[int] | None):
+                 row_seeds: Sequence[int] | None, share_prompts: bool = False):
         self.model, self.engine, self.chats, self.s = model, engine, chats, sampling
-        self.stop_at_eos = stop_at_eos
+        self.stop_at_eos, self.share = stop_at_eos, share_prompts
         self.stops = stop_token_ids(model.tokenizer)
         self.pad = model.tokenizer.pad_token_id or 0
-        self.queue = sorted(range(len(chats)), key=lambda i: (len(chats[i].ids), i))
+        # by length (little padding per prefill), then by content (copies of a prompt adjacent)
+        self.queue = sorted(range(len(chats)), key=lambda i: (len(chats[i].ids), chats[i].ids, i))
         width = max(len(c.ids) for c in chats)
         self.cache = engine.new_cache(batch, width + sampling.max_new_tokens).slot_mode()
         self.slots = _Slots(batch)
@@ -140,18 +234,87 @@ class _Run:
     def _prefill(self, slots: Sequence[int]) -> None:
         """Load the next (shortest) prompts into `slots` and take their first tokens."""
         rows, self.queue = self.queue[: len(slots)], self.queue[len(slots) :]
-        chats = [self.chats[i] for i in rows]
-        tokens, positions = left_pad(chats, self.pad, self.engine.device)
-        plen = torch.tensor([len(c.ids) for c in chats], device=self.engine.device)
-        tmp = self.engine.new_cache(len(rows), tokens.shape[1])
-        ctx = PositionContext(positions, plen, torch.tensor(rows, device=self.engine.device))
+        unique, source = self._distinct(rows)
+        for cache, members, logits in self._prefill_pieces(unique):
+            where = {u: j for j, u in enumerate(members)}
+            mine = [(s, where[u]) for s, u in zip(slots, source, strict=True) if u in where]
+            self.cache.load_rows([s for s, _ in mine], cache, [j for _, j in mine])
+            for s, _ in mine:
+                i = rows[list(slots).index(s)]
+                self.slots.row[s], self.slots.out[s] = i, []
+                self.slots.prompt_len[s] = len(self.chats[i].ids)
+            picked = torch.tensor([j for _, j in mine], device=logits.device)
+            self._take([s for s, _ in mine], logits[picked])
+
+    def _prefill_pieces(self, rows: Sequence[int]) -> list[tuple[KVCache, list[int], Tensor]]:
+        """Prefill the distinct prompts of conversations `rows`, as pieces (a cache, the indices
+        into `rows` it holds, their last logits).
+
+        When rows are interchangeable, shared prefixes are computed once (`prefix_plan`): the
+        group's common prefix (e.g. the chat template's system header), then each cluster's
+        longer common prefix (e.g. one instruction's system prompt), then every prompt's own
+        rest, each continuing a copy of the cache it extends. Each level runs in batches of
+        similar length (`length_batches`), so little of the work is padding."""
+        dev = self.engine.device
+        ids = [self.chats[i].ids for i in rows]
+        if self.share:
+            common, cluster_of, cluster_len = prefix_plan(ids)
+        else:
+            common, cluster_of, cluster_len = 0, list(range(len(ids))), [0] * len(ids)
+        head = self.engine.new_cache(1, max(common, 1))
+        if common:
+            self._forward([rows[0]], [ids[0][:common]], [0], [min(map(len, ids))], head, None)
+        prefix: dict[int, tuple[KVCache, int]] = {c: (head, 0) for c in range(len(cluster_len))}
+        longer = [c for c, n in enumerate(cluster_len) if n > common]
+        for batch in length_batches([cluster_len[c] - common for c in longer]):
+            cs = [longer[j] for j in batch]
+            members = [[j for j, x in enumerate(cluster_of) if x == c] for c in cs]
+            cache = KVCache.gather([(head, 0)] * len(cs), max(cluster_len[c] for c in cs))
+            self._forward([rows[m[0]] for m in members],
+                          [ids[m[0]][common : cluster_len[c]] for c, m in zip(cs, members, strict=True)],
+                          [common] * len(cs), [min(len(ids[j]) for j in m) for m in members], cache, None)
+            prefix.update((c, (cache, r)) for r, c in enumerate(cs))
+        pieces = []
+        for batch in length_batches([len(x) - cluster_len[c] for x, c in zip(ids, cluster_of, strict=True)]):
+            sources = [prefix[cluster_of[j]] for j in batch]
+            width = max(c.length for c, _ in sources) + max(len(ids[j]) - cluster_len[cluster_of[j]] for j in batch)
+            cache = KVCache.gather(sources, width)
+            logits = self._forward([rows[j] for j in batch], [ids[j][cluster_len[cluster_of[j]] :] for j in batch],
+                                   [cluster_len[cluster_of[j]] for j in batch], [len(ids[j]) for j in batch],
+                                   cache, "last")
+            assert logits is not None
+            pieces.append((cache, batch, logits.to(dev)))
+        return pieces
+
+    def _forward(self, rows: Sequence[int], parts: Sequence[Sequence[int]], starts: Sequence[int],
+                 prompt_lens: Sequence[int], cache: KVCache, logits: str | None) -> Tensor | None:
+        """One prefill forward of token `parts` (left-padded) continuing `cache`: row j's tokens
+        sit at positions `starts[j]` on, in conversation `rows[j]` of prompt length
+        `prompt_lens[j]` (what position-named steering reads)."""
+        dev = self.engine.device
+        tokens, positions = left_pad(parts, self.pad, dev)
+        offset = torch.tensor(list(starts), device=dev)
+        positions = torch.where(positions >= 0, positions + offset[:, None], positions)
+        ctx = PositionContext(positions, torch.tensor(list(prompt_lens), device=dev),
+                              torch.tensor(list(rows), device=dev))
         with position_context(ctx):
-            logits = self.engine.forward(tokens, positions, tmp, logits="last")
-        assert logits is not None
-        self.cache.load_rows(slots, tmp)
-        for s, i, n in zip(slots, rows, plen.tolist(), strict=True):
-            self.slots.row[s], self.slots.out[s], self.slots.prompt_len[s] = i, [], n
-        self._take(list(slots), logits)
+            return self.engine.forward(tokens, positions, cache, logits=logits)
+
+    def _distinct(self, rows: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The rows to prefill (one per distinct prompt when sharing) and, per row, its index
+        among them."""
+        if not self.share:
+            return list(rows), list(range(len(rows)))
+        first: dict[tuple[int, ...], int] = {}
+        unique: list[int] = []
+        source = []
+        for i in rows:
+            key = tuple(self.chats[i].ids)
+            if key not in first:
+                first[key] = len(unique)
+                unique.append(i)
+            source.append(first[key])
+        return unique, source
 
     def _decode(self) -> None:
         """One token for every slot (idle slots run as padding)."""
@@ -228,12 +391,14 @@ def bulk_generate(
     for g in as_list(steer):
         if isinstance(g, Guard):  # its triggers and windows belong to this run's rows only
             g.reset()
+    share = rows_interchangeable(model, steer)
     with steering_context(model, steer):
         engine = pick_engine(model, "auto", as_dtype(dtype, model.W_E.device))
         if engine is not None:
             max_len = max(len(c.ids) for c in chats) + sampling.max_new_tokens
             slots = batch_size or auto_batch_size(engine, len(chats), max_len)
-            run = _Run(model, engine, chats, sampling, min(slots, len(chats)), stop_at_eos, row_seeds)
+            run = _Run(model, engine, chats, sampling, min(slots, len(chats)), stop_at_eos,
+                       row_seeds, share_prompts=share)
             replies = run.run(progress)
             return replies_result(model, chats, [replies[i] for i in range(len(chats))])
     return generate(  # no fast engine for this model: fixed batches on TransformerLens
@@ -244,4 +409,4 @@ def bulk_generate(
     )
 
 
-__all__ = ["KVCache", "auto_batch_size", "bulk_generate"]
+__all__ = ["KVCache", "auto_batch_size", "bulk_generate", "length_batches", "prefix_plan", "rows_interchangeable"]

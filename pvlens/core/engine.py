@@ -101,18 +101,65 @@ class KVCache:
         self.positions.fill_(-1)
         return self
 
-    def load_rows(self, slots: Sequence[int], prefill: KVCache) -> None:
-        """Reset `slots` and fill them with the rows of `prefill` (a cache of those prompts);
-        the keys keep their padding columns, which the recorded positions mask out."""
+    def load_rows(
+        self, slots: Sequence[int], prefill: KVCache, source: Sequence[int] | None = None
+    ) -> None:
+        """Reset `slots` and fill slot `slots[j]` with row `source[j]` of `prefill` (a cache of
+        those prompts; default: row j), so one prefilled prompt can seed several slots.
+
+        Each row's filled columns (position >= 0) are packed to the front in order, dropping
+        the padding a batched prefill left in it, so the slot's length is its prompt's own
+        length and decoding attends over no padding of its batch-mates."""
         if self.lengths is None:
             raise ValueError("load_rows needs a cache in slot mode (KVCache.slot_mode())")
-        width = prefill.length
-        idx = torch.as_tensor(list(slots), dtype=torch.long, device=self.positions.device)
+        dev = self.positions.device
+        idx = torch.as_tensor(list(slots), dtype=torch.long, device=dev)
+        src = torch.as_tensor(list(range(len(slots)) if source is None else source),
+                              dtype=torch.long, device=dev)
+        if src.shape != idx.shape:
+            raise ValueError(f"load_rows got {len(src)} source rows for {len(idx)} slots")
+        pos = prefill.positions[src, : prefill.length]
+        valid = pos >= 0
+        n_valid = valid.sum(1)
+        width = int(n_valid.max()) if len(src) else 0
+        # stable sort of "is padding": the filled columns first, in their order
+        cols = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)[:, :width]
+        gather = cols[:, None, :, None].expand(-1, self.k[0].shape[1], -1, self.k[0].shape[3])
         for mine, theirs in zip((*self.k, *self.v), (*prefill.k, *prefill.v), strict=True):
-            mine[idx, :, :width] = theirs[:, :, :width]
+            mine[idx, :, :width] = torch.gather(theirs.index_select(0, src), 2, gather)
+        packed = torch.gather(pos, 1, cols)
+        packed[torch.arange(width, device=dev)[None] >= n_valid[:, None]] = -1
         self.positions[idx] = -1
-        self.positions[idx, :width] = prefill.positions[:, :width]
-        self.lengths[idx] = width
+        self.positions[idx, :width] = packed
+        self.lengths[idx] = n_valid
+
+    @staticmethod
+    def gather(sources: Sequence[tuple[KVCache, int]], max_len: int) -> KVCache:
+        """A new cache (not slot mode) whose row j copies row `r` of cache `c` for
+        `sources[j] = (c, r)`: prefixes computed once, each continued by several prompts.
+        Sources may differ in length; shorter rows are padded (position -1, zero keys/values)
+        up to the longest, which becomes the new cache's length."""
+        if any(c.lengths is not None for c, _ in sources):
+            raise ValueError("gather copies prefill caches, not slot-mode ones")
+        length = max(c.length for c, _ in sources)
+        if max_len < length:
+            raise ValueError(f"max_len {max_len} is shorter than the longest source ({length})")
+        first = sources[0][0]
+        dev = first.positions.device
+        k = [t.new_zeros((len(sources), t.shape[1], max_len, t.shape[3])) for t in first.k]
+        v = [t.new_zeros((len(sources), t.shape[1], max_len, t.shape[3])) for t in first.v]
+        positions = first.positions.new_full((len(sources), max_len), -1)
+        by_cache: dict[int, tuple[KVCache, list[int], list[int]]] = {}
+        for j, (c, r) in enumerate(sources):
+            by_cache.setdefault(id(c), (c, [], []))[1].append(j)
+            by_cache[id(c)][2].append(r)
+        for c, dst, src in by_cache.values():
+            n, d = c.length, torch.tensor(dst, device=dev)
+            s = torch.tensor(src, device=dev)
+            for mine, theirs in zip((*k, *v), (*c.k, *c.v), strict=True):
+                mine[d, :, :n] = theirs.index_select(0, s)[:, :, :n]
+            positions[d, :n] = c.positions.index_select(0, s)[:, :n]
+        return KVCache(k=k, v=v, positions=positions, length=length)
 
     def select(self, slots: Sequence[int]) -> KVCache:
         """A smaller slot-mode cache holding only `slots` (in that order), cut to their length."""
@@ -292,8 +339,18 @@ class FastEngine:
             step.cache.k[i][:, :, step.start : end] = k
             step.cache.v[i][:, :, step.start : end] = v
             k, v = step.cache.k[i][:, :, :end], step.cache.v[i][:, :, :end]
+        group = self.n_heads // self.n_kv
+        if seq == 1 and group > 1:
+            # Decoding: the query heads of one key/value head attend as one [group, d_head]
+            # block, so keys/values are read once per kv head and never expanded (on this
+            # CPU, fp32 and bf16, 1.1-1.6x faster than enable_gqa at batch 64-80).
+            z = F.scaled_dot_product_attention(
+                rearrange(q, "b (k g) s h -> b k (g s) h", g=group), k, v,
+                attn_mask=step.mask, scale=self.scale,
+            )
+            return _linear(rearrange(z, "b k (g s) h -> b s (k g h)", g=group), p["w_o"], p["b_o"])
         z = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=step.mask, scale=self.scale, enable_gqa=self.n_kv != self.n_heads
+            q, k, v, attn_mask=step.mask, scale=self.scale, enable_gqa=group > 1
         )
         return _linear(rearrange(z, "b n s h -> b s (n h)"), p["w_o"], p["b_o"])
 

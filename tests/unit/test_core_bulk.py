@@ -125,7 +125,7 @@ def test_auto_batch_size_is_capped(tiny):
     eng = engine_for(tiny)
     assert eng is not None
     assert auto_batch_size(eng, 3, 100) == 3
-    assert 1 <= auto_batch_size(eng, 10_000, 100) <= 64
+    assert 1 <= auto_batch_size(eng, 10_000, 100) <= 128
     res = bulk_generate(tiny, PROMPTS[:3], GREEDY)  # default: auto batch size, greedy
     assert len(res) == 3
 
@@ -136,3 +136,106 @@ def test_fallback_without_fast_engine_gives_the_same_rows(tiny):
     with tiny.hooks(fwd_hooks=[("blocks.0.attn.hook_z", lambda z, hook: z)]):
         got = bulk_generate(tiny, PROMPTS, GREEDY)  # batch_size None -> fallback batch
     assert _ids(got) == ref
+
+
+def _count_prefill(monkeypatch) -> list[tuple[int, int]]:
+    """Record (rows, real tokens) of each multi-token (prefill) forward of the engine."""
+    from pvlens.core.engine import FastEngine
+
+    seen: list[tuple[int, int]] = []
+    real = FastEngine.forward
+
+    def spy(self, tokens, positions, cache=None, **kw):
+        if tokens.shape[1] > 1 or kw.get("logits", "last") is None:
+            seen.append((int(tokens.shape[0]), int((positions >= 0).sum())))
+        return real(self, tokens, positions, cache, **kw)
+
+    monkeypatch.setattr(FastEngine, "forward", spy)
+    return seen
+
+
+def test_repeated_prompts_are_prefilled_once(tiny, monkeypatch):
+    """Samples of one prompt share its prefill; each still draws from its own generator, so the
+    replies equal those of a run where every copy was prefilled on its own."""
+    prompts = [p for p in PROMPTS[:3] for _ in range(3)]  # 3 prompts × 3 samples
+    s = SamplingConfig(max_new_tokens=N_NEW, temperature=1.0, top_p=1.0, seed=3)
+    seen = _count_prefill(monkeypatch)
+    shared = bulk_generate(tiny, prompts, s, batch_size=9)
+    n_tokens = sum(len(pvlens.encode_prompt(tiny.tokenizer, p).ids) for p in PROMPTS[:3])
+    assert sum(t for _, t in seen) <= n_tokens, f"3 distinct prompts of {n_tokens} tokens ran {seen}"
+    seen.clear()
+    with tiny.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda x, hook: x)]):  # no sharing
+        apart = bulk_generate(tiny, prompts, s, batch_size=9)
+    assert seen == [(9, 3 * n_tokens)]
+    assert _ids(shared) == _ids(apart)
+    ref = _ids(pvlens.generate(tiny, prompts, max_new_tokens=N_NEW, temperature=1.0, seed=3,
+                               progress=False))
+    assert _ids(shared) == ref
+    assert len({tuple(r) for r in ref[:3]}) > 1, "copies must sample different replies"
+
+
+SYSTEMS = ["You are a pirate who speaks only in riddles about the sea and its treasures.",
+           "You are a careful librarian who answers briefly and cites a book each time."]
+QUESTIONS = ["Hi", "What is two plus two?", "Name a colour.", "Why do cats purr so loudly?"]
+
+
+@pytest.mark.parametrize("steer_name", [None, "prompt", "response"])
+def test_shared_prefixes_computed_once_same_replies(tiny, early_eos, monkeypatch, steer_name):
+    """Prompts that share a system prompt compute it once (the template header once for all);
+    greedy replies, steered or not, equal the fixed-batch path's."""
+    chats = [pvlens.encode_prompt(tiny.tokenizer, q, system) for system in SYSTEMS for q in QUESTIONS]
+    steer = None if steer_name is None else STEERS[steer_name](tiny.cfg.d_model)
+    seen = _count_prefill(monkeypatch)
+    got = bulk_generate(tiny, chats, GREEDY, steer=steer, batch_size=len(chats))
+    total = sum(len(c.ids) for c in chats)
+    system_len = [len(pvlens.encode_prompt(tiny.tokenizer, "x", s).ids) - 8 for s in SYSTEMS]
+    assert sum(t for _, t in seen) < total - 3 * min(system_len), (seen, total)
+    assert [rows for rows, _ in seen[:2]] == [1, 2], f"header once, each system prompt once: {seen}"
+    assert sum(rows for rows, _ in seen[2:]) == len(chats), "then every question once"
+    ref = pvlens.generate(tiny, chats, steer=steer, max_new_tokens=N_NEW, progress=False)
+    assert _ids(got) == _ids(ref) and got.finished == ref.finished
+
+
+def test_prefix_plan_clusters_and_keeps_a_last_token():
+    from pvlens.core.bulk import MIN_SHARED, prefix_plan
+
+    head, a, b = [1, 2, 3], list(range(10, 10 + MIN_SHARED + 2)), list(range(50, 50 + MIN_SHARED + 2))
+    prompts = [head + a + [7], head + b + [8], head + a + [9, 9], head + [4], head + b]
+    common, cluster_of, cluster_len = prefix_plan(prompts)
+    assert common == 3
+    assert cluster_of[0] == cluster_of[2] and cluster_len[cluster_of[0]] == 3 + len(a)
+    # head + b is a prefix of prompt 1: their shared part stops before its last token
+    assert cluster_of[1] == cluster_of[4] and cluster_len[cluster_of[1]] == 3 + len(b) - 1
+    assert cluster_len[cluster_of[3]] == common  # alone
+    for p, c in zip(prompts, cluster_of, strict=True):
+        assert cluster_len[c] < len(p)
+    assert prefix_plan([[5, 6]]) == (1, [0], [1])
+    assert prefix_plan([]) == (0, [], [])
+
+
+def test_length_batches_bound_the_padding():
+    from pvlens.core.bulk import PADDING_WASTE, length_batches
+
+    lengths = [50, 16, 20, 19, 51, 52, 52, 3, 20, 52]
+    batches = length_batches(lengths)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) * max(lengths[i] for i in b) <= PADDING_WASTE * sum(lengths[i] for i in b)
+    assert len(batches) == 3  # the 50s, the 16-20s, the 3
+
+
+def test_sharing_is_off_when_rows_can_differ(tiny, monkeypatch):
+    """A per-conversation mask or a Guard may treat two copies of a prompt differently."""
+    from pvlens.core.bulk import rows_interchangeable
+
+    d = tiny.cfg.d_model
+    assert rows_interchangeable(tiny, None)
+    assert rows_interchangeable(tiny, [Steering(_vec(d), 0, 1.0, "response")])
+    mask = torch.zeros(6, 80, dtype=torch.bool)
+    mask[1] = True  # the second copy of prompt 0 only
+    steer = Steering(_vec(d), 0, 1.0, mask)
+    assert not rows_interchangeable(tiny, steer)
+    prompts = [PROMPTS[0]] * 2 + [PROMPTS[1]] * 4
+    got = _ids(bulk_generate(tiny, prompts, GREEDY, steer=steer, batch_size=6))
+    ref = _ids(pvlens.generate(tiny, prompts, steer=steer, max_new_tokens=N_NEW, progress=False))
+    assert got == ref and got[0] != got[1]
