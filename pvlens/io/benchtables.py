@@ -51,11 +51,17 @@ def scale_table(data: dict[str, Any]) -> str:
 def bulk_table(data: dict[str, Any]) -> str:
     """Bulk generation: pvlens vs HF at each batch size and vs the matmul rate."""
     hf = data["hf_reply_tok_per_cpu_s"]
+    dtype = data.get("dtype", "float32")
+    slots = data.get("pvlens_batch")
+    computed = data.get("prompt_tokens_computed")
     lines = ["| measurement | value |", "|---|---|",
-             f"| workload | {data['n_prompts']} chat prompts, ≤ {data['max_new_tokens']} new tokens, "
-             f"{data['reply_tokens']} reply tokens |",
-             f"| pvlens `bulk_generate` (auto batch size), reply tokens per CPU-s | "
-             f"{data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
+             f"| workload | {data['n_prompts']} chat prompts ({data['prompt_tokens']} prompt tokens), "
+             f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens), greedy, {dtype} |",
+             f"| pvlens `bulk_generate` ({'auto batch size' if data.get('pvlens_batch_auto', True) else 'batch size set'}"
+             f"{f': {slots} slots' if slots else ''}), "
+             f"reply tokens per CPU-s | {data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
+    if computed is not None:
+        lines.append(f"| prompt tokens pvlens computed (shared prefixes once) | {computed} of {data['prompt_tokens']} |")
     lines += [f"| HF `generate`, batch {b}, reply tokens per CPU-s | {v:.1f} |" for b, v in hf.items()]
     lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f} (target 1.5) |",
               f"| pvlens achieved GFLOP/s ÷ matmul GFLOP/s of the model's shapes | "
