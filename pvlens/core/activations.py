@@ -21,8 +21,9 @@ from transformer_lens.hook_points import HookPoint
 from pvlens.core.batching import left_pad
 from pvlens.core.chat import EncodedChat
 from pvlens.core.device import as_dtype
-from pvlens.core.engine import engine_for
+from pvlens.core.engine import FastEngine, KVCache, engine_for
 from pvlens.core.hooks import PositionContext, position_context, resid_hook_name
+from pvlens.core.sharing import length_batches, prefix_plan, rows_interchangeable
 from pvlens.core.steering import Intervention
 from pvlens.core.steering import steer as steering_context
 
@@ -57,9 +58,13 @@ class _Reducer:
         reductions: Sequence[str],
         layer_slot: dict[int, int],
         d_model: int,
+        prefix: tuple[Tensor, Tensor] | None = None,
     ):
+        """`prefix`: (sums [batch, n_kept_layers, d_model] float64, lengths [batch]) of each
+        row's prompt tokens computed in a shared prefix pass (their positions come first)."""
         valid = positions >= 0
         p = prompt_lens[:, None]
+        self.prefix = prefix
         self.masks: dict[str, Tensor] = {}
         if "response_avg" in reductions:
             self.masks["response_avg"] = valid & (positions >= p)
@@ -68,11 +73,8 @@ class _Reducer:
         if "all_avg" in reductions:
             self.masks["all_avg"] = valid
         self.last = None
-        if "last_prompt" in reductions:
-            width = positions.shape[1]
-            # left padding: the prompt's last token sits at width - len + prompt_len - 1
-            lengths = valid.sum(-1)
-            self.last = width - lengths + prompt_lens - 1
+        if "last_prompt" in reductions:  # the column holding position prompt_len - 1
+            self.last = (positions == p - 1).int().argmax(-1)
         self.layer_slot = layer_slot
         n = positions.shape[0]
         self.out = {r: torch.zeros(n, len(layer_slot), d_model) for r in reductions}
@@ -85,8 +87,11 @@ class _Reducer:
         for name, mask in self.masks.items():
             m = mask.to(x.dtype)
             sums = torch.einsum("bt,btd->bd", m, x).double()
-            counts = mask.sum(-1, keepdim=True).clamp(min=1).double()
-            self.out[name][:, slot] = (sums / counts).float().cpu()
+            counts = mask.sum(-1, keepdim=True).double()
+            if self.prefix is not None and name in ("prompt_avg", "all_avg"):
+                sums = sums + self.prefix[0][:, slot].to(sums.device)
+                counts = counts + self.prefix[1][:, None].to(counts.device)
+            self.out[name][:, slot] = (sums / counts.clamp(min=1)).float().cpu()
         if self.last is not None:
             rows = torch.arange(x.shape[0], device=x.device)
             self.out["last_prompt"][:, slot] = x[rows, self.last.to(x.device)].cpu()
@@ -125,8 +130,13 @@ def collect(
     out = {r: torch.zeros(len(chats), len(layers), model.cfg.d_model) for r in reductions}
     batches = token_batches([len(c.ids) for c in chats], max_tokens, batch_size)
     pad_id = model.tokenizer.pad_token_id or 0
+    share = rows_interchangeable(model, steer)
     with steering_context(model, steer):
         engine = engine_for(model, dtype)
+        if engine is not None and share:
+            shared = _SharedPrefixPass(engine, chats, layer_slot, max(layers) + 1, pad_id)
+            if shared.worthwhile:
+                return shared.run(reductions, model.cfg.d_model, max_tokens, batch_size, progress)
         for idx in tqdm(batches, desc="activations", disable=not progress or len(batches) < 2):
             group = [chats[i] for i in idx]
             tokens, positions = left_pad(group, pad_id, device)
@@ -142,6 +152,93 @@ def collect(
             for r in reductions:
                 out[r][idx] = reducer.out[r]
     return out
+
+
+class _SharedPrefixPass:
+    """`collect` with prompt prefixes shared by several conversations computed once
+    (`pvlens.core.sharing.prefix_plan`): the prefix of every prompt (e.g. the chat template's
+    system header), then each cluster's longer one (one system prompt; the samples of one
+    question), then each conversation's own rest continuing a copy of its prefix's cache. The
+    prefix tokens' residual sums are added to every member's prompt_avg / all_avg, so the
+    reductions equal the unshared pass's (up to float summation order)."""
+
+    def __init__(self, engine: FastEngine, chats: Sequence[EncodedChat], layer_slot: dict[int, int],
+                 n_blocks: int, pad_id: int):
+        self.engine, self.chats, self.layer_slot = engine, chats, layer_slot
+        self.n_blocks, self.pad_id = n_blocks, pad_id
+        prompts = [c.ids[: c.prompt_len] for c in chats]
+        self.common, self.cluster_of, self.cluster_len = prefix_plan(prompts)
+        computed = sum(len(c.ids) - self.cluster_len[k] for c, k in zip(chats, self.cluster_of, strict=True))
+        computed += self.common + sum(n - self.common for n in self.cluster_len)
+        # the plan pays a few extra forwards; skip it unless it saves a tenth of the tokens
+        self.worthwhile = computed < 0.9 * sum(len(c.ids) for c in chats)
+
+    def _placed(self, parts: Sequence[Sequence[int]], starts: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Left-padded tokens of `parts` and their positions, row j's from `starts[j]` on."""
+        tokens, positions = left_pad(parts, self.pad_id, self.engine.device)
+        offset = torch.tensor(list(starts), device=positions.device)
+        return tokens, torch.where(positions >= 0, positions + offset[:, None], positions)
+
+    def _forward(self, tokens: Tensor, positions: Tensor, prompt_lens: Sequence[int], rows: Sequence[int],
+                 cache: KVCache, on_resid: Callable[[int, Tensor], None]) -> None:
+        dev = self.engine.device
+        self._positions = positions
+        ctx = PositionContext(positions, torch.tensor(list(prompt_lens), device=dev), torch.tensor(list(rows), device=dev))
+        with position_context(ctx):
+            self.engine.forward(tokens, positions, cache, stop_at_layer=self.n_blocks, on_resid=on_resid, logits=None)
+
+    def _token_sums(self, n_rows: int, d_model: int) -> tuple[Tensor, Callable[[int, Tensor], None]]:
+        """A [rows, kept layers, d_model] float64 buffer and the callback filling it with each
+        row's sum over its real tokens of this forward."""
+        sums = torch.zeros(n_rows, len(self.layer_slot), d_model, dtype=torch.float64)
+
+        def fill(layer: int, x: Tensor) -> None:
+            slot = self.layer_slot.get(layer)
+            if slot is not None:
+                valid = (self._positions >= 0).to(x.dtype)
+                sums[:, slot] = torch.einsum("bt,btd->bd", valid, x.float()).double().cpu()
+
+        return sums, fill
+
+    def run(self, reductions: Sequence[str], d_model: int, max_tokens: int, batch_size: int,
+            progress: bool) -> dict[str, Tensor]:
+        chats, common, cluster_of, cluster_len = self.chats, self.common, self.cluster_of, self.cluster_len
+        min_len = min(c.prompt_len for c in chats)
+        head = self.engine.new_cache(1, max(common, 1), n_layers=self.n_blocks)
+        head_sums = torch.zeros(1, len(self.layer_slot), d_model, dtype=torch.float64)
+        if common:
+            head_sums, fill = self._token_sums(1, d_model)
+            self._forward(*self._placed([chats[0].ids[:common]], [0]), [min_len], [0], head, fill)
+        source: dict[int, tuple[KVCache, int]] = {k: (head, 0) for k in range(len(cluster_len))}
+        sums: dict[int, Tensor] = {k: head_sums[0] for k in range(len(cluster_len))}
+        longer = [k for k, n in enumerate(cluster_len) if n > common]
+        for batch in length_batches([cluster_len[k] - common for k in longer]):
+            ks = [longer[j] for j in batch]
+            first = [cluster_of.index(k) for k in ks]
+            cache = KVCache.gather([(head, 0)] * len(ks), max(cluster_len[k] for k in ks))
+            extra, fill = self._token_sums(len(ks), d_model)
+            parts = [chats[i].ids[common : cluster_len[k]] for i, k in zip(first, ks, strict=True)]
+            members = [min(chats[i].prompt_len for i, x in enumerate(cluster_of) if x == k) for k in ks]
+            self._forward(*self._placed(parts, [common] * len(ks)), members, first, cache, fill)
+            for r, k in enumerate(ks):
+                source[k], sums[k] = (cache, r), head_sums[0] + extra[r]
+        out = {r: torch.zeros(len(chats), len(self.layer_slot), d_model) for r in reductions}
+        rest = [len(c.ids) - cluster_len[k] for c, k in zip(chats, cluster_of, strict=True)]
+        batches = token_batches(rest, max_tokens, batch_size)
+        for idx in tqdm(batches, desc="activations", disable=not progress or len(batches) < 2):
+            srcs = [source[cluster_of[i]] for i in idx]
+            cache = KVCache.gather(srcs, max(c.length for c, _ in srcs) + max(rest[i] for i in idx))
+            parts = [chats[i].ids[cluster_len[cluster_of[i]] :] for i in idx]
+            starts = [cluster_len[cluster_of[i]] for i in idx]
+            tokens, positions = self._placed(parts, starts)
+            prompt_lens = torch.tensor([chats[i].prompt_len for i in idx], device=positions.device)
+            prefix = (torch.stack([sums[cluster_of[i]] for i in idx]),
+                      torch.tensor(starts, dtype=torch.float64))
+            reducer = _Reducer(positions, prompt_lens, reductions, self.layer_slot, d_model, prefix)
+            self._forward(tokens, positions, prompt_lens.tolist(), idx, cache, reducer)
+            for name in reductions:
+                out[name][idx] = reducer.out[name]
+        return out
 
 
 def _check_reductions(reductions: Sequence[str], chats: Sequence[EncodedChat]) -> None:

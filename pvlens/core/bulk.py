@@ -18,8 +18,8 @@ What stays exactly as in `generate`:
   draw per generated token, so its random draws never depend on its batch-mates, its slot, the
   batch size or the order of the queue. Its logits can, in the last bits (matmul blocking and
   summation order change with the batch's shape), and a sampled token whose draw falls that
-  close to a boundary flips: on the default model at fp32, 80 extraction rollouts of 48 tokens
-  run at 32 and at 80 slots gave 74 identical replies (greedy rows flip far more rarely);
+  close to a boundary flips (on the default model at fp32, a few of a hundred 48-token sampled
+  replies differ between two slot counts; greedy rows flip far more rarely);
 - greedy replies: the same tokens as `generate` (tested per row on the tiny model).
 Models the fast engine does not cover fall back to `generate`'s fixed batches.
 """
@@ -52,7 +52,8 @@ from pvlens.core.generation import (
 )
 from pvlens.core.guard import Guard
 from pvlens.core.hooks import PositionContext, position_context
-from pvlens.core.steering import Ablation, AnyIntervention, Capping, Steering, as_list
+from pvlens.core.sharing import length_batches, prefix_plan, rows_interchangeable
+from pvlens.core.steering import AnyIntervention, as_list
 from pvlens.core.steering import steer as steering_context
 
 CPU_BATCH = 128
@@ -78,92 +79,6 @@ def auto_batch_size(engine: FastEngine, n_rows: int, max_len: int) -> int:
         free, cap = _free_ram(), CPU_BATCH
     by_memory = max(1, int(free * KV_BUDGET) // max(per_row, 1))
     return max(1, min(n_rows, cap, by_memory))
-
-
-def rows_interchangeable(
-    model: HookedTransformer, steer: AnyIntervention | Sequence[AnyIntervention] | None
-) -> bool:
-    """Whether two rows with the same prompt get the same forward, whatever their conversation
-    index: no hook attached outside `steer`, and every intervention in it acts by position
-    name ('all', 'prompt', 'response'), not by a per-conversation mask or a Guard's state."""
-    if any(hp._forward_hooks for hp in model.hook_dict.values()):
-        return False
-    return all(
-        isinstance(g, (Steering, Ablation, Capping)) and isinstance(g.positions, str)
-        for g in as_list(steer)
-    )
-
-
-MIN_SHARED = 8
-"""Fewest extra tokens a cluster's common prefix must have to be computed once for it."""
-
-
-def prefix_plan(prompts: Sequence[Sequence[int]]) -> tuple[int, list[int], list[int]]:
-    """How to prefill distinct prompts with their shared prefixes computed once.
-
-    Returns (common, cluster_of, cluster_len): the first `common` tokens are shared by every
-    prompt; prompt i belongs to cluster `cluster_of[i]`, whose first `cluster_len[c]` tokens
-    (>= common) are shared by all its members. Clusters are runs of the prompts in content
-    order whose common prefix is at least `MIN_SHARED` tokens longer than `common` (else a
-    prompt stands alone with `cluster_len = common`). Every prompt keeps at least its last
-    token outside any shared prefix, since its logits are needed.
-    """
-    if not prompts:
-        return 0, [], []
-    shortest = min(len(p) for p in prompts)
-    common = min(_lcp(min(prompts), max(prompts)), shortest - 1)
-    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
-    cluster_of = [0] * len(prompts)
-    cluster_len: list[int] = []
-    run: list[int] = []
-    shared = 0
-
-    def close() -> None:
-        cluster_len.append(shared if len(run) > 1 else common)
-        for i in run:
-            cluster_of[i] = len(cluster_len) - 1
-
-    for i in order:
-        if run:
-            joined = min(shared, _lcp(prompts[run[0]], prompts[i]), len(prompts[i]) - 1)
-            if joined >= common + MIN_SHARED:
-                run.append(i)
-                shared = joined
-                continue
-            close()
-        run, shared = [i], len(prompts[i]) - 1
-    close()
-    return common, cluster_of, cluster_len
-
-
-PADDING_WASTE = 1.25
-"""Largest (batch x longest) / (real tokens) a prefill batch may have before it is split."""
-
-
-def length_batches(lengths: Sequence[int]) -> list[list[int]]:
-    """Indices of `lengths` in batches of similar length (longest first): a left-padded batch
-    computes every row at its longest row's length, so a batch closes before its padded size
-    exceeds `PADDING_WASTE` times its real tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    total = 0
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= PADDING_WASTE * (total + lengths[i]):
-            batches[-1].append(i)
-            total += lengths[i]
-        else:
-            batches.append([i])
-            total = lengths[i]
-    return batches
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _free_ram() -> int:

@@ -1,4 +1,5 @@
-"""Markdown tables of the committed benchmark results (bench_scale, bench_bulk) for the docs.
+"""Markdown tables of the committed benchmark results (bench_scale, bench_bulk, bench_invariance)
+for the docs.
 
 One renderer, `benchmark_table`, recognises which benchmark wrote the JSON by its keys, so the
 docs' generated blocks need one entry in `pvlens.io.doctables.renderers()`.
@@ -13,7 +14,20 @@ def benchmark_table(data: dict[str, Any]) -> str:
     """The table of a `bench_scale.py` or `bench_bulk.py` results file."""
     if "models" in data:
         return scale_table(data)
+    if "sampled" in data and "greedy" in data:
+        return invariance_table(data)
     return bulk_table(data)
+
+
+def invariance_table(data: dict[str, Any]) -> str:
+    """`bench_invariance.py`: identical replies for each pair of runs, sampled and greedy."""
+    lines = ["| decoding | run A | run B | identical replies | first difference at token |",
+             "|---|---|---|---|---|"]
+    for name in ("sampled", "greedy"):
+        for p in data[name]:
+            at = ", ".join(str(i) for i in p["first_difference_at"]) or "—"
+            lines.append(f"| {name} | {p['a']} | {p['b']} | {p['identical']} / {p['rows']} | {at} |")
+    return "\n".join(lines) + "\n"
 
 
 def _ratio(pv: float, hf: float) -> str:

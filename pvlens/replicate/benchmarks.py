@@ -112,7 +112,8 @@ def bench_table(doc: dict[str, Any]) -> str:
     r = doc["results"]
     rows = [[f"`{name}.py`", f"`{res}`", _value(fields), f"{s['load_before']:.1f} → {s['load_after']:.1f}", f"{s['seconds']:.0f}"]
             for name, s in r["scripts"].items() for res, fields in s["results"].items()]
-    return md_table(["script", "RESULT", "values", "load average before → after", "script s"], rows)
+    return (md_table(["script", "RESULT", "values", "load average before → after", "script s"], rows)
+            + f"\n({r['cpus']} CPUs: {r['cpu']}; {r['threads']} thread per script.)\n")
 
 
 def ray_table(doc: dict[str, Any]) -> str:

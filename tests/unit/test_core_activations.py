@@ -128,3 +128,71 @@ def test_token_batches_respect_limits():
     for b in batches:
         assert len(b) <= 2
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 120
+
+
+SYSTEMS = ["You are a pirate who speaks only in riddles about the sea and its treasures.",
+           "You are a careful librarian who answers briefly and cites a book each time."]
+
+
+def _clustered(tiny):
+    """Two system prompts × two questions × two different replies: clusters at every level."""
+    out = []
+    for system in SYSTEMS:
+        for q, a in QA[:2]:
+            for reply in (a, a + " Anything else?"):
+                out.append(encode_conversation(tiny.tokenizer, [
+                    {"role": "system", "content": system}, {"role": "user", "content": q},
+                    {"role": "assistant", "content": reply}]))
+    return out
+
+
+def _forwards(monkeypatch) -> list[tuple[int, int]]:
+    from pvlens.core.engine import FastEngine
+
+    seen: list[tuple[int, int]] = []
+    real = FastEngine.forward
+
+    def spy(self, tokens, positions, *a, **kw):
+        seen.append((int(tokens.shape[0]), int((positions >= 0).sum())))
+        return real(self, tokens, positions, *a, **kw)
+
+    monkeypatch.setattr(FastEngine, "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize("steer_positions", [None, "prompt", "response"])
+def test_shared_prefixes_give_the_unshared_reductions(tiny, monkeypatch, steer_positions):
+    """System prompts and repeated prompts are computed once; every reduction (and a layer
+    subset, and named-position steering) equals the pass that computes every token."""
+    chats = _clustered(tiny)
+    steer = None
+    if steer_positions is not None:
+        v = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))
+        steer = Steering(v / v.norm() * 200, 0, 1.0, steer_positions)
+    seen = _forwards(monkeypatch)
+    got = collect(tiny, chats, REDS, layers=[1, 0], dtype=torch.float32, steer=steer, progress=False)
+    computed = sum(t for _, t in seen)
+    assert computed < 0.7 * sum(len(c.ids) for c in chats), seen
+    seen.clear()
+    with tiny.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]):  # sharing off
+        ref = collect(tiny, chats, REDS, layers=[1, 0], dtype=torch.float32, steer=steer, progress=False)
+    assert sum(t for _, t in seen) == sum(len(c.ids) for c in chats)
+    for r in REDS:
+        close(got[r], ref[r])
+    if steer is not None:  # the steering acted (else equality would be vacuous)
+        plain = collect(tiny, chats, ["response_avg"], layers=[1, 0], dtype=torch.float32, progress=False)
+        assert (plain["response_avg"] - got["response_avg"]).abs().max() > 1.0
+
+
+def test_per_conversation_mask_turns_sharing_off(tiny, monkeypatch):
+    chats = _clustered(tiny)
+    mask = torch.zeros(len(chats), 200, dtype=torch.bool)
+    mask[0, :5] = True  # steer conversation 0's first tokens only: its prefix is its own
+    v = torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(1))
+    steer = Steering(v / v.norm() * 200, 0, 1.0, mask)
+    seen = _forwards(monkeypatch)
+    got = collect(tiny, chats, ["prompt_avg"], dtype=torch.float32, steer=steer, progress=False)
+    assert sum(t for _, t in seen) == sum(len(c.ids) for c in chats)
+    plain = collect(tiny, chats, ["prompt_avg"], dtype=torch.float32, progress=False)
+    moved = (got["prompt_avg"] - plain["prompt_avg"]).abs().amax(dim=(1, 2))
+    assert moved[0] > 1.0 and moved[1:].max() < 1e-3

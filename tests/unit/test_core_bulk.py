@@ -197,7 +197,7 @@ def test_shared_prefixes_computed_once_same_replies(tiny, early_eos, monkeypatch
 
 
 def test_prefix_plan_clusters_and_keeps_a_last_token():
-    from pvlens.core.bulk import MIN_SHARED, prefix_plan
+    from pvlens.core.sharing import MIN_SHARED, prefix_plan
 
     head, a, b = [1, 2, 3], list(range(10, 10 + MIN_SHARED + 2)), list(range(50, 50 + MIN_SHARED + 2))
     prompts = [head + a + [7], head + b + [8], head + a + [9, 9], head + [4], head + b]
@@ -214,7 +214,7 @@ def test_prefix_plan_clusters_and_keeps_a_last_token():
 
 
 def test_length_batches_bound_the_padding():
-    from pvlens.core.bulk import PADDING_WASTE, length_batches
+    from pvlens.core.sharing import PADDING_WASTE, length_batches
 
     lengths = [50, 16, 20, 19, 51, 52, 52, 3, 20, 52]
     batches = length_batches(lengths)
@@ -226,7 +226,7 @@ def test_length_batches_bound_the_padding():
 
 def test_sharing_is_off_when_rows_can_differ(tiny, monkeypatch):
     """A per-conversation mask or a Guard may treat two copies of a prompt differently."""
-    from pvlens.core.bulk import rows_interchangeable
+    from pvlens.core.sharing import rows_interchangeable
 
     d = tiny.cfg.d_model
     assert rows_interchangeable(tiny, None)
