@@ -80,6 +80,24 @@ def bulk_table(data: dict[str, Any]) -> str:
     lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f} (target 1.5) |",
               f"| pvlens achieved GFLOP/s ÷ matmul GFLOP/s of the model's shapes | "
               f"{data['pvlens_gflops']:.1f} ÷ {data['matmul_gflops']:.1f} = {data['peak_fraction']:.2f} (target 0.6) |",
+              *_bulk_bounds(data),
               f"| load average (1 min) before / after | {data['load_average_1min'][0]:.1f} / "
               f"{data['load_average_1min'][1]:.1f} |"]
     return "\n".join(lines) + "\n"
+
+
+def _bulk_bounds(data: dict[str, Any]) -> list[str]:
+    """Two rows derived from the run's own numbers: HF's share of the matmul rate, and the
+    most pvlens ÷ HF could be if pvlens ran every FLOP it did at that rate."""
+    computed = data.get("prompt_tokens_computed")
+    if computed is None:
+        return []
+    r, rate_pv = data["reply_tokens"], data["pvlens_reply_tok_per_cpu_s"]
+    flop_per_token = data["pvlens_gflops"] * 1e9 * (r / rate_pv) / (computed + r)
+    hf_rate = {str(b): v for b, v in data["hf_reply_tok_per_cpu_s"].items()}[str(data["hf_best_batch"])]
+    hf_gflops = hf_rate * (data["prompt_tokens"] + r) / r * flop_per_token / 1e9
+    best_pv_rate = data["matmul_gflops"] * 1e9 / flop_per_token * r / (computed + r)
+    return [f"| HF achieved GFLOP/s ÷ matmul GFLOP/s (its best batch, every prompt token) | "
+            f"{hf_gflops:.1f} ÷ {data['matmul_gflops']:.1f} = {hf_gflops / data['matmul_gflops']:.2f} |",
+            f"| ceiling of pvlens ÷ HF: pvlens's work at the full matmul rate | "
+            f"{best_pv_rate / hf_rate:.2f} |"]

@@ -29,3 +29,17 @@ def test_first_difference_and_pairs():
         ("a", "b", 1, [1]), ("a", "c", 1, [0]), ("b", "c", 0, [0, 1])]
     table = benchmark_table({"sampled": pairs, "greedy": pairs[:1]})
     assert "| sampled | b | c | 0 / 2 | 0, 1 |" in table and "| greedy | a | b | 1 / 2 | 1 |" in table
+
+
+def test_bulk_table_derives_hf_share_and_ceiling():
+    """HF's share of the matmul rate and pvlens's ceiling follow from the run's own numbers:
+    1 GFLOP per token, 100 reply tokens, 50 prompt tokens computed of 100, pvlens 10 reply tok/s
+    (15 GFLOP/s), HF 5 reply tok/s (10 GFLOP/s), matmul 20 GFLOP/s."""
+    data = {"n_prompts": 2, "prompt_tokens": 100, "prompt_tokens_computed": 50, "max_new_tokens": 64,
+            "reply_tokens": 100, "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0,
+            "matmul_gflops": 20.0, "hf_reply_tok_per_cpu_s": {"32": 4.0, "64": 5.0}, "hf_best_batch": 64,
+            "peak_fraction": 0.75, "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+    table = benchmark_table(data)
+    assert "| HF achieved GFLOP/s ÷ matmul GFLOP/s (its best batch, every prompt token) | 10.0 ÷ 20.0 = 0.50 |" in table
+    assert "| ceiling of pvlens ÷ HF: pvlens's work at the full matmul rate | 2.67 |" in table
+    assert "| prompt tokens pvlens computed (shared prefixes once) | 50 of 100 |" in table
