@@ -10,7 +10,9 @@ tokens up to and including end-of-turn, no padding) × FLOPs per token (2 × eve
 incl. the unembedding, + attention over the row's context); for pvlens, which computes a
 prompt prefix shared by several rows once, the prompt tokens are those it actually ran. Rates are per CPU-second of this
 process (one thread), so other processes on a shared machine slow the wall clock but not the
-ratios much; the 1-minute load average is printed before and after.
+ratios much; the 1-minute load average is printed before and after. The machine's speed also
+drifts (a virtual machine's neighbours): --repeats rounds each time the matmul, pvlens and HF at
+every batch size in turn, and the medians (and each round's ratio) are reported.
 
     python benchmarks/bench_bulk.py [--n 96] [--new-tokens 64] [--hf-batch-sizes 32,64,96]
         [--dtype float32|bfloat16]
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -127,6 +130,7 @@ def main() -> None:
     ap.add_argument("--hf-batch-sizes", default="32,64,96")
     ap.add_argument("--batch-size", type=int, default=None, help="pvlens slots (default: auto)")
     ap.add_argument("--matmul-rows", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--dtype", default="float32", help="compute dtype of both sides and of the matmul "
                     "(float32, or bfloat16 where the CPU has AMX / avx512-bf16)")
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
@@ -148,7 +152,6 @@ def main() -> None:
     stops = stop_token_ids(tok)
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0)
     bulk_generate(model, chats[:4], sampling, dtype=dtype)  # warm-up: weight packing
-    rate0 = matmul_rate(model, args.matmul_rows, dtype)
 
     from pvlens.core.bulk import auto_batch_size
     from pvlens.core.engine import engine_for
@@ -158,46 +161,61 @@ def main() -> None:
     res_batch = args.batch_size or auto_batch_size(
         engine, len(chats), max(len(c.ids) for c in chats) + args.new_tokens)
     prefilled = count_prefill_tokens()
-    c0 = time.process_time()
-    res = bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
-    pv_sec = time.process_time() - c0
-    pv_replies = [c.response_ids for c in res.chats]
-    p, r, ctx = useful_tokens(chats, pv_replies, res.finished)
-    # pvlens computes a shared prompt prefix once: the arithmetic it did counts the prompt
-    # tokens it ran, not every prompt's (that would credit it with work it skipped)
-    p_run = prefilled[0]
-    pv_flop = (p_run + r) * flops_per_token(model, ctx)
-    print(f"pvlens bulk_generate ({res_batch} slots, {args.dtype}): {len(chats)} prompts, {p} prompt "
-          f"({p_run} computed: shared prefixes once) + {r} reply tokens, "
-          f"{sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
-          f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
-
-    hf_rates = {}
-    same = 0
-    for b in (int(x) for x in args.hf_batch_sizes.split(",")):
-        sec, replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
-        hp, hr, _ = useful_tokens(chats, replies, fin)
-        hf_rates[b] = hr / sec
-        same = sum(a == x for a, x in zip(replies, pv_replies, strict=True))
-        print(f"HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hf_rates[b]:.1f} reply tok/s "
-              f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
-    rate1 = matmul_rate(model, args.matmul_rows, dtype)
-    rate = max(rate0, rate1)
-    best_b = max(hf_rates, key=lambda k: hf_rates[k])
-    peak = pv_flop / pv_sec / rate
-    vs_hf = (r / pv_sec) / hf_rates[best_b]
+    batches = [int(x) for x in args.hf_batch_sizes.split(",")]
+    rounds: list[dict] = []
+    pv_replies: list | None = None
+    for k in range(args.repeats):  # rounds interleave the sides, so drift in the machine's speed
+        rate = matmul_rate(model, args.matmul_rows, dtype)  # hits them alike
+        prefilled[0] = 0
+        c0 = time.process_time()
+        res = bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
+        pv_sec = time.process_time() - c0
+        replies = [c.response_ids for c in res.chats]
+        if pv_replies is not None and replies != pv_replies:
+            raise SystemExit("pvlens's greedy replies changed between rounds")
+        pv_replies = replies
+        p, r, ctx = useful_tokens(chats, pv_replies, res.finished)
+        # pvlens computes a shared prompt prefix once: the arithmetic it did counts the prompt
+        # tokens it ran, not every prompt's (that would credit it with work it skipped)
+        p_run = prefilled[0]
+        pv_flop = (p_run + r) * flops_per_token(model, ctx)
+        print(f"round {k + 1}: matmul {rate / 1e9:.1f} GFLOP/s; pvlens bulk_generate ({res_batch} slots, "
+              f"{args.dtype}): {len(chats)} prompts, {p} prompt ({p_run} computed: shared prefixes once) "
+              f"+ {r} reply tokens, {sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
+              f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
+        hf_sec = {}
+        for b in batches:
+            sec, hf_replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
+            hf_sec[b] = sec
+            _, hr, _ = useful_tokens(chats, hf_replies, fin)
+            same = sum(a == x for a, x in zip(hf_replies, pv_replies, strict=True))
+            print(f"  HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hr / sec:.1f} reply tok/s "
+                  f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
+        rounds.append({"matmul_gflops": rate / 1e9, "pvlens_cpu_s": pv_sec, "hf_cpu_s": hf_sec,
+                       "hf_reply_tokens": hr, "identical_to_pvlens": same})
+    med = statistics.median
+    pv_sec = med(x["pvlens_cpu_s"] for x in rounds)
+    hf_rates = {b: rounds[0]["hf_reply_tokens"] / med(x["hf_cpu_s"][b] for x in rounds) for b in batches}
+    best_b = max(hf_rates, key=lambda b: hf_rates[b])
+    vs_rounds = [(r / x["pvlens_cpu_s"]) / (x["hf_reply_tokens"] / x["hf_cpu_s"][best_b]) for x in rounds]
+    peak_rounds = [pv_flop / x["pvlens_cpu_s"] / (x["matmul_gflops"] * 1e9) for x in rounds]
+    rate = med(x["matmul_gflops"] for x in rounds) * 1e9
+    peak, vs_hf = med(peak_rounds), med(vs_rounds)
     load1 = os.getloadavg()[0]
-    print(f"matmul of the model's shapes ({args.matmul_rows} rows): {rate0 / 1e9:.1f} / {rate1 / 1e9:.1f} "
-          f"GFLOP/s (before/after); load average (1 min) {load0:.1f} before, {load1:.1f} after; "
-          f"threads {torch.get_num_threads()}")
+    print(f"medians of {args.repeats} rounds: pvlens {r / pv_sec:.1f} reply tok/s; HF "
+          + ", ".join(f"batch {b} {v:.1f}" for b, v in hf_rates.items())
+          + f"; pvlens ÷ HF (batch {best_b}) per round {', '.join(f'{v:.2f}' for v in vs_rounds)}; "
+          f"load average (1 min) {load0:.1f} before, {load1:.1f} after; threads {torch.get_num_threads()}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "dtype": args.dtype, "pvlens_batch": res_batch, "pvlens_batch_auto": args.batch_size is None, "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
-            "prompt_tokens_computed": p_run,
-            "reply_tokens": r, "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
+            "dtype": args.dtype, "pvlens_batch": res_batch, "pvlens_batch_auto": args.batch_size is None,
+            "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
+            "prompt_tokens_computed": p_run, "reply_tokens": r, "repeats": args.repeats,
+            "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
             "matmul_gflops": rate / 1e9, "hf_reply_tok_per_cpu_s": hf_rates, "hf_best_batch": best_b,
-            "peak_fraction": peak, "vs_hf": vs_hf, "load_average_1min": [load0, load1],
+            "peak_fraction": peak, "vs_hf": vs_hf, "vs_hf_rounds": vs_rounds, "peak_fraction_rounds": peak_rounds,
+            "rounds": rounds, "load_average_1min": [load0, load1],
         }, indent=2))
     print(f"RESULT bulk_generate_peak_fraction ratio={peak:.2f} target=0.6")
     print(f"RESULT bulk_generate_vs_hf ratio={vs_hf:.2f} target=1.5")

@@ -71,13 +71,16 @@ def bulk_table(data: dict[str, Any]) -> str:
     lines = ["| measurement | value |", "|---|---|",
              f"| workload | {data['n_prompts']} chat prompts ({data['prompt_tokens']} prompt tokens), "
              f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens), greedy, {dtype} |",
+             *([f"| interleaved rounds (medians below) | {data['repeats']} |"] if "repeats" in data else []),
              f"| pvlens `bulk_generate` ({'auto batch size' if data.get('pvlens_batch_auto', True) else 'batch size set'}"
              f"{f': {slots} slots' if slots else ''}), "
              f"reply tokens per CPU-s | {data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
     if computed is not None:
         lines.append(f"| prompt tokens pvlens computed (shared prefixes once) | {computed} of {data['prompt_tokens']} |")
     lines += [f"| HF `generate`, batch {b}, reply tokens per CPU-s | {v:.1f} |" for b, v in hf.items()]
-    lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f} (target 1.5) |",
+    rounds = data.get("vs_hf_rounds")
+    each = f"; rounds: {', '.join(f'{v:.2f}' for v in rounds)}" if rounds else ""
+    lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f}{each} (target 1.5) |",
               f"| pvlens achieved GFLOP/s ÷ matmul GFLOP/s of the model's shapes | "
               f"{data['pvlens_gflops']:.1f} ÷ {data['matmul_gflops']:.1f} = {data['peak_fraction']:.2f} (target 0.6) |",
               *_bulk_bounds(data),
