@@ -212,6 +212,7 @@ def main() -> None:
             "dtype": args.dtype, "pvlens_batch": res_batch, "pvlens_batch_auto": args.batch_size is None,
             "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
             "prompt_tokens_computed": p_run, "reply_tokens": r, "repeats": args.repeats,
+            "ended_early": sum(res.finished),
             "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
             "matmul_gflops": rate / 1e9, "hf_reply_tok_per_cpu_s": hf_rates, "hf_best_batch": best_b,
             "peak_fraction": peak, "vs_hf": vs_hf, "vs_hf_rounds": vs_rounds, "peak_fraction_rounds": peak_rounds,

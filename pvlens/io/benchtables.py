@@ -68,9 +68,11 @@ def bulk_table(data: dict[str, Any]) -> str:
     dtype = data.get("dtype", "float32")
     slots = data.get("pvlens_batch")
     computed = data.get("prompt_tokens_computed")
+    early = f"; {data['ended_early']} replies ended before the cap" if "ended_early" in data else ""
     lines = ["| measurement | value |", "|---|---|",
              f"| workload | {data['n_prompts']} chat prompts ({data['prompt_tokens']} prompt tokens), "
-             f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens), greedy, {dtype} |",
+             f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens{early}), "
+             f"greedy, {dtype} |",
              *([f"| interleaved rounds (medians below) | {data['repeats']} |"] if "repeats" in data else []),
              f"| pvlens `bulk_generate` ({'auto batch size' if data.get('pvlens_batch_auto', True) else 'batch size set'}"
              f"{f': {slots} slots' if slots else ''}), "
