@@ -18,8 +18,7 @@ What stays exactly as in `generate`:
   draw per generated token, so its random draws never depend on its batch-mates, its slot, the
   batch size or the order of the queue. Its logits can, in the last bits (matmul blocking and
   summation order change with the batch's shape), and a sampled token whose draw falls that
-  close to a boundary flips (on the default model at fp32, a few of a hundred 48-token sampled
-  replies differ between two slot counts; greedy rows flip far more rarely);
+  close to a boundary flips (`benchmarks/bench_invariance.py` measures how often);
 - greedy replies: the same tokens as `generate` (tested per row on the tiny model).
 Models the fast engine does not cover fall back to `generate`'s fixed batches.
 """

@@ -3,8 +3,10 @@
 The driver cuts the prompts into blocks of `block_size` rows; each actor (`GenerateWorker`)
 holds the model, loaded once, and runs `bulk_generate` on a block with the rows' global seed
 offsets (`row_seeds`, default: the row's index in the whole call). `bulk_generate` seeds every
-row from (seed, row_seed) alone, so a reply depends neither on its block nor on its worker:
-a Ray run equals a single-process run exactly, greedy or sampled. The driver puts the blocks
+row from (seed, row_seed) alone, so a reply's random draws depend neither on its block nor on
+its worker. The logits can differ in the last bits with the batch's shape, so a sampled reply
+can differ from a single-process run whose batches held other rows (`bench_invariance.py`
+measures how often); with the same blocks and slots the runs are equal. The driver puts the blocks
 back in order; each row is written once even when a dead worker's block is rerun.
 
 `RayGenerator` keeps the pool across calls (an extraction or a dataset build generates in many

@@ -133,8 +133,9 @@ def generate_rollouts(
     with tqdm(total=len(todo), initial=len(todo) - len(missing), desc="rollouts") as bar:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            # Each sample's seed depends only on its plan index, so a resumed run draws the
-            # same replies as an uninterrupted one.
+            # Each sample's seed depends only on its plan index, so a resumed run makes the
+            # same random draws as an uninterrupted one (its batches differ, so a few sampled
+            # replies can differ in the last-bits way `bulk_generate`'s docstring describes).
             new = _generate_chunk(model, trait, part, [index[k] for k in part], sampling, generator)
             done.update((r.key, r) for r in new)
             log.append([asdict(r) for r in new])
