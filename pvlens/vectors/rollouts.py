@@ -133,9 +133,9 @@ def generate_rollouts(
     with tqdm(total=len(todo), initial=len(todo) - len(missing), desc="rollouts") as bar:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            # Each sample's seed depends only on its plan index, so a resumed run makes the
-            # same random draws as an uninterrupted one (its batches differ, so a few sampled
-            # replies can differ in the last-bits way `bulk_generate`'s docstring describes).
+            # Each sample's seed depends only on its plan index, and a resumed run's chunks
+            # hold the same rows as the uninterrupted run's (only whole chunks are written), so
+            # it draws the same replies on the same machine.
             new = _generate_chunk(model, trait, part, [index[k] for k in part], sampling, generator)
             done.update((r.key, r) for r in new)
             log.append([asdict(r) for r in new])
