@@ -28,6 +28,9 @@ from pvlens.core.steering import Intervention
 from pvlens.core.steering import steer as steering_context
 
 REDUCTIONS = ("response_avg", "prompt_avg", "last_prompt")
+SHARE_WINDOW_BATCHES = 4
+"""The shared-prefix pass plans this many batches' worth of conversations at a time: its prefix
+caches and sums then stay bounded however large the dataset (streaming memory stays flat)."""
 
 
 def token_batches(lengths: Sequence[int], max_tokens: int, max_batch: int) -> list[list[int]]:
@@ -134,9 +137,23 @@ def collect(
     with steering_context(model, steer):
         engine = engine_for(model, dtype)
         if engine is not None and share:
-            shared = _SharedPrefixPass(engine, chats, layer_slot, max(layers) + 1, pad_id)
-            if shared.worthwhile:
-                return shared.run(reductions, model.cfg.d_model, max_tokens, batch_size, progress)
+            # windows of conversations in prompt order (clusters stay together), each planned
+            # and run on its own, so the prefix caches and sums held at once stay bounded
+            order = sorted(range(len(chats)), key=lambda i: chats[i].ids[: chats[i].prompt_len])
+            window = SHARE_WINDOW_BATCHES * batch_size
+            plain: list[int] = []
+            for w in tqdm(range(0, len(order), window), desc="activations",
+                          disable=not progress or len(order) <= window):
+                idx = order[w : w + window]
+                shared = _SharedPrefixPass(engine, [chats[i] for i in idx], layer_slot, max(layers) + 1, pad_id)
+                if not shared.worthwhile:
+                    plain += idx
+                    continue
+                got = shared.run(reductions, model.cfg.d_model, max_tokens, batch_size, progress=False)
+                for r in reductions:
+                    out[r][idx] = got[r]
+            batches = [[plain[j] for j in b]
+                       for b in token_batches([len(chats[i].ids) for i in plain], max_tokens, batch_size)]
         for idx in tqdm(batches, desc="activations", disable=not progress or len(batches) < 2):
             group = [chats[i] for i in idx]
             tokens, positions = left_pad(group, pad_id, device)

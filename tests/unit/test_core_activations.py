@@ -196,3 +196,25 @@ def test_per_conversation_mask_turns_sharing_off(tiny, monkeypatch):
     plain = collect(tiny, chats, ["prompt_avg"], dtype=torch.float32, progress=False)
     moved = (got["prompt_avg"] - plain["prompt_avg"]).abs().amax(dim=(1, 2))
     assert moved[0] > 1.0 and moved[1:].max() < 1e-3
+
+
+def test_shared_pass_plans_bounded_windows(tiny, monkeypatch):
+    """However many conversations, the shared pass plans at most SHARE_WINDOW_BATCHES batches'
+    worth at a time (its prefix caches and sums stay bounded), with the unshared results."""
+    from pvlens.core import activations as acts
+
+    chats = _clustered(tiny) * 3  # 24 conversations, every prompt repeated
+    sizes: list[int] = []
+    real = acts._SharedPrefixPass.__init__
+
+    def spy(self, engine, group, *a, **kw):
+        sizes.append(len(group))
+        real(self, engine, group, *a, **kw)
+
+    monkeypatch.setattr(acts._SharedPrefixPass, "__init__", spy)
+    got = collect(tiny, chats, REDS, batch_size=2, dtype=torch.float32, progress=False)
+    assert len(sizes) == 3 and max(sizes) == acts.SHARE_WINDOW_BATCHES * 2
+    with tiny.hooks(fwd_hooks=[("blocks.1.hook_resid_pre", lambda x, hook: x)]):  # sharing off
+        ref = collect(tiny, chats, REDS, batch_size=2, dtype=torch.float32, progress=False)
+    for r in REDS:
+        close(got[r], ref[r])
