@@ -204,17 +204,22 @@ def bench_activations(model, hf, tok, n: int, device: str, dtype: torch.dtype) -
     return {"pvlens_tok_s": n_tok / t_pv, "hf_tok_s": n_tok / t_hf}
 
 
-def streaming_memory(model, tok, sizes: Sequence[int], device: str, dtype: torch.dtype) -> dict[str, float]:
-    """Extra peak memory (MB) of the all-layer activation pass at each dataset size."""
+def streaming_memory(model, tok, sizes: Sequence[int], device: str,
+                     dtype: torch.dtype) -> tuple[dict[str, float], dict[str, float]]:
+    """Extra peak memory (MB) of the all-layer activation pass at each dataset size, and the size
+    of its result ([n, n_layers, d_model] float32, which grows with n by design): streaming
+    means the extra memory beyond the result stays flat."""
     from pvlens.core.activations import collect
 
-    out = {}
+    extra, result = {}, {}
     for n in sizes:
         chats = conversations(tok, n)
         with PeakMemory(device) as mem:
-            collect(model, chats, ("response_avg",), batch_size=16, dtype=dtype, progress=False)
-        out[str(n)] = mem.extra
-    return out
+            got = collect(model, chats, ("response_avg",), batch_size=16, dtype=dtype, progress=False)
+        extra[str(n)] = mem.extra
+        result[str(n)] = got["response_avg"].numel() * 4 / 2**20
+        del got
+    return extra, result
 
 
 def bench_lora(model, hf, tok, device: str) -> dict[str, float]:
@@ -278,7 +283,7 @@ def run(models: Sequence[str], device: str = "cpu", dtype: str = "float32",
         row["generation"] = {str(b): bench_generation(model, hf, tok, b, n, device)
                              for b, n in zip(batches, new_tokens, strict=True)}
         row["activations"] = bench_activations(model, hf, tok, act_prompts, device, dt)
-        row["stream_extra_mb"] = streaming_memory(model, tok, stream_sizes, device, dt)
+        row["stream_extra_mb"], row["stream_result_mb"] = streaming_memory(model, tok, stream_sizes, device, dt)
         row["lora"] = bench_lora(model, hf, tok, device)
         row["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
                           else _max_rss_mb())

@@ -54,9 +54,17 @@ def scale_table(data: dict[str, Any]) -> str:
         lambda m: _ratio(m["activations"]["pvlens_tok_s"], m["activations"]["hf_tok_s"]))
     row(f"LoRA step, 4 conversations ({unit}; lower is better)",
         lambda m: _ratio(m["lora"]["pvlens_step_s"], m["lora"]["hf_step_s"]))
+
+    def stream(m: dict[str, Any], n: str) -> str:
+        if "stream_result_mb" not in m:
+            return f"{m['stream_extra_mb'][n]:.0f}"
+        result = m["stream_result_mb"][n]
+        return f"{m['stream_extra_mb'][n] - result:.0f} (+ {result:.0f} of result)"
+
     for n in models[names[0]]["stream_extra_mb"]:
-        row(f"streaming activation pass over {n} conversations: extra peak MB (pvlens)",
-            lambda m, n=n: f"{m['stream_extra_mb'][n]:.0f}")
+        beyond = "; beyond its result" if "stream_result_mb" in models[names[0]] else ""
+        row(f"streaming activation pass over {n} conversations: extra peak MB (pvlens{beyond})",
+            lambda m, n=n: stream(m, n))
     row("peak memory of the whole run, MB", lambda m: f"{m['peak_mb']:.0f}")
     load = (data.get("load_average_1min_before"), data.get("load_average_1min_after"))
     return "\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}.\n"

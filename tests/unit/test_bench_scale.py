@@ -30,12 +30,13 @@ def test_tiny_run_measures_every_quantity_and_renders():
     rates = [v for g in row["generation"].values() for v in g.values()]
     rates += list(row["activations"].values()) + list(row["lora"].values())
     assert len(rates) == 10 and all(math.isfinite(x) and x > 0 for x in rates)
-    assert set(row["stream_extra_mb"]) == {"8", "32"}
+    assert set(row["stream_extra_mb"]) == set(row["stream_result_mb"]) == {"8", "32"}
+    assert row["stream_result_mb"]["32"] == 4 * row["stream_result_mb"]["8"] > 0
     # streaming: 4x the conversations must not need memory in proportion (tiny model: a few MB)
     assert row["stream_extra_mb"]["32"] < row["stream_extra_mb"]["8"] + 64
     assert row["peak_mb"] > 0
     table = benchmark_table(res)
-    assert "| generation, batch 8" in table and "tiny" in table
+    assert "| generation, batch 8" in table and "tiny" in table and "of result)" in table
 
 
 def test_real_configs_are_the_published_shapes():
