@@ -91,7 +91,8 @@ def count_prefill_tokens() -> list[int]:
     real = FastEngine.forward
 
     def counted(self, tokens, positions, *args, **kwargs):
-        if tokens.shape[1] > 1:
+        cache = args[0] if args else kwargs.get("cache")
+        if cache is None or cache.lengths is None:  # a prefill (decoding uses slot-mode caches)
             counter[0] += int((positions >= 0).sum())
         return real(self, tokens, positions, *args, **kwargs)
 
@@ -183,21 +184,22 @@ def main() -> None:
               f"{args.dtype}): {len(chats)} prompts, {p} prompt ({p_run} computed: shared prefixes once) "
               f"+ {r} reply tokens, {sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
               f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
-        hf_sec = {}
+        hf_sec, hf_tokens, hf_same = {}, {}, {}
         for b in batches:
             sec, hf_replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
-            hf_sec[b] = sec
             _, hr, _ = useful_tokens(chats, hf_replies, fin)
             same = sum(a == x for a, x in zip(hf_replies, pv_replies, strict=True))
+            hf_sec[b], hf_tokens[b], hf_same[b] = sec, hr, same
             print(f"  HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hr / sec:.1f} reply tok/s "
                   f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
         rounds.append({"matmul_gflops": rate / 1e9, "pvlens_cpu_s": pv_sec, "hf_cpu_s": hf_sec,
-                       "hf_reply_tokens": hr, "identical_to_pvlens": same})
+                       "hf_reply_tokens": hf_tokens, "identical_to_pvlens": hf_same})
     med = statistics.median
     pv_sec = med(x["pvlens_cpu_s"] for x in rounds)
-    hf_rates = {b: rounds[0]["hf_reply_tokens"] / med(x["hf_cpu_s"][b] for x in rounds) for b in batches}
+    # each batch size's own reply tokens (at bf16 HF's replies change with the batch)
+    hf_rates = {b: med(x["hf_reply_tokens"][b] / x["hf_cpu_s"][b] for x in rounds) for b in batches}
     best_b = max(hf_rates, key=lambda b: hf_rates[b])
-    vs_rounds = [(r / x["pvlens_cpu_s"]) / (x["hf_reply_tokens"] / x["hf_cpu_s"][best_b]) for x in rounds]
+    vs_rounds = [(r / x["pvlens_cpu_s"]) / (x["hf_reply_tokens"][best_b] / x["hf_cpu_s"][best_b]) for x in rounds]
     peak_rounds = [pv_flop / x["pvlens_cpu_s"] / (x["matmul_gflops"] * 1e9) for x in rounds]
     rate = med(x["matmul_gflops"] for x in rounds) * 1e9
     peak, vs_hf = med(peak_rounds), med(vs_rounds)

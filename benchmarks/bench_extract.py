@@ -12,8 +12,8 @@ to the three per-layer reductions and a difference of means.
   manifest; "other" = filter + difference of means + split-half + writing files.
 - Paper-code style on CPU: the public persona_vectors code samples with vLLM (GPU only, not
   installable here), so plain batched Hugging Face `generate` (sampling, top_k off) stands in
-  for it, given the whole plan as one batch as vLLM would schedule it (on an AMX Xeon, fp32,
-  80 rollouts: 23.2 s at batch 32, 22.1 s at 40, 19.0 s at 80); the judge is the same offline judge (the paper's is an OpenAI API call, which has no
+  for it, given the whole plan as one batch as vLLM would schedule it (the fastest of batch 32,
+  40 and 80 in one uncommitted fp32 measurement on an AMX Xeon; `--hf-batch-size` tries others); the judge is the same offline judge (the paper's is an OpenAI API call, which has no
   meaningful CPU timing); activations as `generate_vec.py` does them: one unbatched fp32 HF
   forward per kept sample with `output_hidden_states=True`, gradients on.
 

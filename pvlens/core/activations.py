@@ -174,8 +174,8 @@ def collect(
 class _SharedPrefixPass:
     """`collect` with prompt prefixes shared by several conversations computed once
     (`pvlens.core.sharing.prefix_plan`): the prefix of every prompt (e.g. the chat template's
-    system header), then each cluster's longer one (one system prompt; the samples of one
-    question), then each conversation's own rest continuing a copy of its prefix's cache. The
+    system header), then each cluster's longer one (e.g. one instruction's system prompt),
+    then each conversation's own rest continuing a copy of its prefix's cache. The
     prefix tokens' residual sums are added to every member's prompt_avg / all_avg, so the
     reductions equal the unshared pass's (up to float summation order)."""
 

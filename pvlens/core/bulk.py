@@ -57,8 +57,8 @@ from pvlens.core.steering import steer as steering_context
 
 CPU_BATCH = 128
 """Slots on CPU. One-thread decoding throughput of the default model was flat beyond 48-64 rows
-on an AMD EPYC (avx2) and still rising at 96 on an AMX Xeon (bench_bulk.py, fp32: 235 reply
-tokens per CPU-s at 64 slots, 258 at 96); the KV-cache memory cap applies on top."""
+on an AMD EPYC (avx2); on an AMX Xeon, 96 slots beat 64 in uncommitted bench_bulk.py runs (fp32).
+128 itself has not been measured; the KV-cache memory cap applies on top."""
 GPU_BATCH = 256
 """Slots on an accelerator, before the KV-cache memory cap."""
 FALLBACK_BATCH = 16

@@ -3,8 +3,10 @@ once when nothing in the forward can tell the rows apart.
 
 Bulk generation (`pvlens.core.bulk`) and the activation pass (`pvlens.core.activations`) both
 plan their prefills here: a prefix common to a whole group (a chat template's system header),
-longer prefixes common to clusters (one instruction's system prompt, the samples of one
-question), then each row's own rest, every level run in batches of similar length.
+longer prefixes common to clusters (e.g. one instruction's system prompt), then each row's own
+rest, every level run in batches of similar length. Clusters are one level deep: bulk
+generation removes repeated prompts before planning, the activation pass does not (the samples
+of one question then share their cluster's system prompt, not the whole prompt).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def prefix_plan(prompts: Sequence[Sequence[int]]) -> tuple[int, list[int], list[
         return 0, [], []
     shortest = min(len(p) for p in prompts)
     as_lists = [list(p) for p in prompts]
-    common = min(_lcp(min(as_lists), max(as_lists)), shortest - 1)  # lexicographic extremes
+    common = max(0, min(_lcp(min(as_lists), max(as_lists)), shortest - 1))  # lexicographic extremes
     order = sorted(range(len(prompts)), key=lambda i: as_lists[i])
     cluster_of = [0] * len(prompts)
     cluster_len: list[int] = []

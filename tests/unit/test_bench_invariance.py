@@ -40,6 +40,6 @@ def test_bulk_table_derives_hf_share_and_ceiling():
             "matmul_gflops": 20.0, "hf_reply_tok_per_cpu_s": {"32": 4.0, "64": 5.0}, "hf_best_batch": 64,
             "peak_fraction": 0.75, "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
     table = benchmark_table(data)
-    assert "| HF achieved GFLOP/s ÷ matmul GFLOP/s (its best batch, every prompt token) | 10.0 ÷ 20.0 = 0.50 |" in table
+    assert "| HF achieved GFLOP/s ÷ matmul GFLOP/s (its best batch, every prompt token; medians) | 10.0 ÷ 20.0 = 0.50 |" in table
     assert "| ceiling of pvlens ÷ HF: pvlens's work at the full matmul rate | 2.67 |" in table
     assert "| prompt tokens pvlens computed (shared prefixes once) | 50 of 100 |" in table
