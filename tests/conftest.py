@@ -114,3 +114,22 @@ def playground():
             return Playground(page)
 
         yield open_page
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load `benchmarks/<name>.py` as a module (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+

@@ -3,24 +3,11 @@ default model and runs as a benchmark)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from pvlens.io.benchtables import benchmark_table
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_invariance.py"
 
-
-def _module():
-    spec = importlib.util.spec_from_file_location("bench_invariance", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_first_difference_and_pairs():
-    m = _module()
+def test_first_difference_and_pairs(benchmark_script):
+    m = benchmark_script("bench_invariance")
     assert m.first_difference([1, 2, 3], [1, 2, 3]) is None
     assert m.first_difference([1, 2, 3], [1, 5, 3]) == 1
     assert m.first_difference([1, 2], [1, 2, 3]) == 2  # one reply stopped earlier

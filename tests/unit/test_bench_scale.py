@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import torch
 
 from pvlens.io.benchtables import benchmark_table
 
 torch.set_num_threads(1)
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_scale", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_tiny_run_measures_every_quantity_and_renders():
-    bench = _load()
+def test_tiny_run_measures_every_quantity_and_renders(benchmark_script):
+    bench = benchmark_script("bench_scale")
     res = bench.run(["tiny"], new_tokens=(2, 2, 1), batches=(1, 4, 8), act_prompts=4, stream_sizes=(8, 32))
     row = res["models"]["tiny"]
     assert row["params"] > 1e6
@@ -39,8 +28,8 @@ def test_tiny_run_measures_every_quantity_and_renders():
     assert "| generation, batch 8" in table and "tiny" in table and "of result)" in table
 
 
-def test_real_configs_are_the_published_shapes():
-    cfgs = _load().CONFIGS
+def test_real_configs_are_the_published_shapes(benchmark_script):
+    cfgs = benchmark_script("bench_scale").CONFIGS
     assert cfgs["qwen2.5-0.5b"]["hidden_size"] == 896 and cfgs["qwen2.5-0.5b"]["num_hidden_layers"] == 24
     assert cfgs["qwen2.5-1.5b"]["intermediate_size"] == 8960
     assert cfgs["llama3.1-8b"]["rope_scaling"]["rope_type"] == "llama3"
