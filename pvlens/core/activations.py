@@ -190,12 +190,6 @@ class _SharedPrefixPass:
         # the plan pays a few extra forwards; skip it unless it saves a tenth of the tokens
         self.worthwhile = computed < 0.9 * sum(len(c.ids) for c in chats)
 
-    def _placed(self, parts: Sequence[Sequence[int]], starts: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """Left-padded tokens of `parts` and their positions, row j's from `starts[j]` on."""
-        tokens, positions = left_pad(parts, self.pad_id, self.engine.device)
-        offset = torch.tensor(list(starts), device=positions.device)
-        return tokens, torch.where(positions >= 0, positions + offset[:, None], positions)
-
     def _forward(self, tokens: Tensor, positions: Tensor, prompt_lens: Sequence[int], rows: Sequence[int],
                  cache: KVCache, on_resid: Callable[[int, Tensor], None]) -> None:
         dev = self.engine.device
@@ -225,7 +219,7 @@ class _SharedPrefixPass:
         head_sums = torch.zeros(1, len(self.layer_slot), d_model, dtype=torch.float64)
         if common:
             head_sums, fill = self._token_sums(1, d_model)
-            self._forward(*self._placed([chats[0].ids[:common]], [0]), [min_len], [0], head, fill)
+            self._forward(*left_pad([chats[0].ids[:common]], self.pad_id, self.engine.device), [min_len], [0], head, fill)
         source: dict[int, tuple[KVCache, int]] = {k: (head, 0) for k in range(len(cluster_len))}
         sums: dict[int, Tensor] = {k: head_sums[0] for k in range(len(cluster_len))}
         longer = [k for k, n in enumerate(cluster_len) if n > common]
@@ -236,7 +230,7 @@ class _SharedPrefixPass:
             extra, fill = self._token_sums(len(ks), d_model)
             parts = [chats[i].ids[common : cluster_len[k]] for i, k in zip(first, ks, strict=True)]
             members = [min(chats[i].prompt_len for i, x in enumerate(cluster_of) if x == k) for k in ks]
-            self._forward(*self._placed(parts, [common] * len(ks)), members, first, cache, fill)
+            self._forward(*left_pad(parts, self.pad_id, self.engine.device, [common] * len(ks)), members, first, cache, fill)
             for r, k in enumerate(ks):
                 source[k], sums[k] = (cache, r), head_sums[0] + extra[r]
         out = {r: torch.zeros(len(chats), len(self.layer_slot), d_model) for r in reductions}
@@ -247,7 +241,7 @@ class _SharedPrefixPass:
             cache = KVCache.gather(srcs, max(c.length for c, _ in srcs) + max(rest[i] for i in idx))
             parts = [chats[i].ids[cluster_len[cluster_of[i]] :] for i in idx]
             starts = [cluster_len[cluster_of[i]] for i in idx]
-            tokens, positions = self._placed(parts, starts)
+            tokens, positions = left_pad(parts, self.pad_id, self.engine.device, starts)
             prompt_lens = torch.tensor([chats[i].prompt_len for i in idx], device=positions.device)
             prefix = (torch.stack([sums[cluster_of[i]] for i in idx]),
                       torch.tensor(starts, dtype=torch.float64))

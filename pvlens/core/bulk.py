@@ -206,9 +206,7 @@ class _Run:
         sit at positions `starts[j]` on, in conversation `rows[j]` of prompt length
         `prompt_lens[j]` (what position-named steering reads)."""
         dev = self.engine.device
-        tokens, positions = left_pad(parts, self.pad, dev)
-        offset = torch.tensor(list(starts), device=dev)
-        positions = torch.where(positions >= 0, positions + offset[:, None], positions)
+        tokens, positions = left_pad(parts, self.pad, dev, starts)
         ctx = PositionContext(positions, torch.tensor(list(prompt_lens), device=dev),
                               torch.tensor(list(rows), device=dev))
         with position_context(ctx):
