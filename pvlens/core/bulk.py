@@ -63,6 +63,8 @@ GPU_BATCH = 256
 """Slots on an accelerator, before the KV-cache memory cap."""
 FALLBACK_BATCH = 16
 """Fixed batch size on the TransformerLens fallback (no cache there; larger batches gain little)."""
+PACK_MIN_ROWS = 16
+"""Slots from which a run prepacks the unembedding (`FastEngine.pack_unembed`; ~0.1 s)."""
 KV_BUDGET = 0.25
 """Largest share of free device memory the KV cache may take when choosing the batch size."""
 
@@ -242,7 +244,7 @@ class _Run:
             logits = self.engine.forward(tokens, positions, self.cache, logits="last")
         assert logits is not None
         picked = [s for s in range(sl.n) if busy[s]]
-        self._take(picked, logits[torch.tensor(picked, device=dev)])
+        self._take(picked, logits if len(picked) == sl.n else logits[torch.tensor(picked, device=dev)])
 
     def _take(self, slots: list[int], logits: Tensor) -> None:
         """Sample each slot's next token from its conversation's generator; retire finished rows."""
@@ -311,7 +313,14 @@ def bulk_generate(
             slots = batch_size or auto_batch_size(engine, len(chats), max_len)
             run = _Run(model, engine, chats, sampling, min(slots, len(chats)), stop_at_eos,
                        row_seeds, share_prompts=share)
-            replies = run.run(progress)
+            # every decoding step runs the same number of rows (until compaction): worth a
+            # packed unembedding for the run, dropped after it (it costs ~2x its memory)
+            packed = run.slots.n >= PACK_MIN_ROWS and engine.pack_unembed(run.slots.n)
+            try:
+                replies = run.run(progress)
+            finally:
+                if packed:
+                    engine.pack_unembed(None)
             return replies_result(model, chats, [replies[i] for i in range(len(chats))])
     return generate(  # no fast engine for this model: fixed batches on TransformerLens
         model, chats, steer=steer, max_new_tokens=sampling.max_new_tokens,

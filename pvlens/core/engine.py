@@ -4,7 +4,8 @@ TransformerLens's forward re-arranges every attention weight on every call and b
 attention from explicit einsums; for token-by-token generation and bulk activation passes
 that makes it several times slower than Hugging Face. This engine runs the same maths for
 Llama-family models (RMSNorm, rotary, grouped-query attention, gated MLP: Llama, Qwen2,
-Mistral) from weights packed once, with a preallocated KV cache and SDPA attention.
+Mistral) from weights packed once, with a preallocated KV cache and SDPA attention (decoding
+on CPU: two batched matmuls, and for bulk runs an MKL-prepacked unembedding).
 
 It is not a second model: it reads the HookedTransformer's parameters, and it calls the
 model's own `hook_embed`, `blocks.{l}.hook_resid_pre/mid/post` HookPoints, so hooks that
@@ -209,10 +210,16 @@ class FastEngine:
             W_U = model.unembed.W_U.detach().to(dtype)
             step = UNEMBED_CHUNK if self.device.type == "cpu" else W_U.shape[1]
             self.W_U = [W_U[:, i : i + step].contiguous() for i in range(0, W_U.shape[1], step)]
-            self.b_U = model.unembed.b_U.detach().to(dtype)
+            self._packed_unembed: tuple[int, Tensor, Tensor] | None = None
+            b_U = model.unembed.b_U.detach()
+            self.b_U = b_U.to(dtype) if b_U.abs().max() > 0 else None
             attn0: Any = model.blocks[0].attn
             self.cos = attn0.rotary_cos.detach().float()
-            self.sin = attn0.rotary_sin.detach().float()
+            sin = attn0.rotary_sin.detach().float()
+            half = self.rotary_dim // 2
+            # rotate_half(x) * sin == roll(x, half) * [-sin_lo, sin_hi] (GPT-NeoX style): one
+            # roll instead of two slices, a negation and a concatenation per tensor
+            self.sin_signed = torch.cat([-sin[:, :half], sin[:, half:]], dim=-1)
             self.scale = 1.0 / float(attn0.attn_scale)
 
     def _pack_block(self, block: TransformerBlock) -> dict[str, Tensor | None]:
@@ -248,14 +255,13 @@ class FastEngine:
         x = x.float()
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w).to(self.dtype)
 
-    def _rotary(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """x: [batch, heads, pos, d_head]; cos/sin: [batch, 1, pos, rotary_dim] (GPT-NeoX style)."""
+    def _rotary(self, x: Tensor, cos: Tensor, sin_signed: Tensor) -> Tensor:
+        """x: [batch, pos, heads, d_head]; cos/sin_signed: [batch, pos, 1, rotary_dim]
+        (GPT-NeoX style; `sin_signed` as built in __init__)."""
         rd = self.rotary_dim
-        x_rot, x_pass = x[..., :rd].float(), x[..., rd:]
-        half = rd // 2
-        flipped = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
-        out = (x_rot * cos + flipped * sin).to(x.dtype)
-        return torch.cat([out, x_pass], dim=-1) if x_pass.shape[-1] else out
+        x_rot = x[..., :rd].float() if rd < x.shape[-1] else x.float()
+        out = (x_rot * cos + torch.roll(x_rot, rd // 2, dims=-1) * sin_signed).to(x.dtype)
+        return torch.cat([out, x[..., rd:]], dim=-1) if rd < x.shape[-1] else out
 
     def new_cache(self, batch: int, max_len: int, n_layers: int | None = None) -> KVCache:
         """An empty cache for `batch` rows of up to `max_len` positions; `n_layers` < all keeps
@@ -267,6 +273,26 @@ class FastEngine:
             v=[torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(n)],
             positions=torch.full((batch, max_len), -1, dtype=torch.long, device=self.device),
         )
+
+    def pack_unembed(self, rows: int | None) -> bool:
+        """Prepack the unembedding for forwards of exactly `rows` rows (bulk decoding), where
+        MKL's packed GEMM can run it: CPU, fp32, an MKL build (`None` drops the packing).
+        Packing costs one reorder (~0.1 s, and ~2x the unembedding's memory until dropped);
+        on this CPU the [96, 576] x [576, 49152] product then runs ~1.3x faster, with the
+        same results (MKL's own kernels either way). Returns whether the packed path is on."""
+        if self._packed_unembed is not None and self._packed_unembed[0] == rows:
+            return True
+        self._packed_unembed = None  # drop the old packing before making a new one
+        usable = self.device.type == "cpu" and self.dtype == torch.float32 and torch._C.has_mkl
+        if rows is None or not usable:
+            return False
+        try:
+            reorder = torch.ops.mkl._mkl_reorder_linear_weight
+        except (AttributeError, RuntimeError):  # a build without MKL's packed GEMM
+            return False
+        weight = self.model.unembed.W_U.detach().float().t()  # [vocab, d_model], a view if fp32
+        self._packed_unembed = (rows, reorder(weight.contiguous(), rows), weight)
+        return True
 
     # --- forward ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -289,13 +315,15 @@ class FastEngine:
         slots = cache is not None and cache.lengths is not None
         if slots and tokens.shape[1] != 1:
             raise ValueError("a slot-mode cache takes one token per row per forward")
+        mask = _slot_mask(positions, cache) if slots else _attention_mask(positions, cache)
         step = _Step(
-            cos=self.cos[pos_idx][:, None],  # [batch, 1, pos, rotary_dim]
-            sin=self.sin[pos_idx][:, None],
-            mask=_slot_mask(positions, cache) if slots else _attention_mask(positions, cache),
+            cos=self.cos[pos_idx][:, :, None],  # [batch, pos, 1, rotary_dim]
+            sin_signed=self.sin_signed[pos_idx][:, :, None],
+            mask=mask,
             cache=cache,
             start=cache.length if cache is not None else 0,
-            write_at=cache.lengths if slots else None,
+            write_at=_flat_slots(cache, self.n_kv) if slots and cache is not None else None,
+            additive=_additive(mask, self.dtype) if tokens.shape[1] == 1 and self.device.type == "cpu" else None,
         )
         resid = self.model.hook_embed(self.model.embed.W_E[tokens]).float()
         n_layers = len(self.layers) if stop_at_layer is None else stop_at_layer
@@ -322,17 +350,18 @@ class FastEngine:
 
     def _attention(self, i: int, h: Tensor, step: _Step) -> Tensor:
         """Grouped-query self-attention of block `i` (appending keys/values to the cache)."""
-        p, (batch, seq, _) = self.layers[i], h.shape
+        p, seq = self.layers[i], h.shape[1]
         qkv = _linear(h, p["w_qkv"], p["b_qkv"])
         nq, nkv, dh = self.n_heads * self.d_head, self.n_kv * self.d_head, self.d_head
-        q = rearrange(qkv[..., :nq], "b s (n h) -> b n s h", h=dh)
-        k = rearrange(qkv[..., nq : nq + nkv], "b s (n h) -> b n s h", h=dh)
+        # rotary on the query and key heads together, before they are split
+        qk = self._rotary(rearrange(qkv[..., : nq + nkv], "b s (n h) -> b s n h", h=dh), step.cos, step.sin_signed)
+        q = rearrange(qk[:, :, : self.n_heads], "b s n h -> b n s h")
+        k = rearrange(qk[:, :, self.n_heads :], "b s n h -> b n s h")
         v = rearrange(qkv[..., nq + nkv :], "b s (n h) -> b n s h", h=dh)
-        q, k = self._rotary(q, step.cos, step.sin), self._rotary(k, step.cos, step.sin)
         if step.cache is not None and step.write_at is not None:
-            rows = torch.arange(batch, device=k.device)
-            step.cache.k[i][rows, :, step.write_at] = k[:, :, 0]
-            step.cache.v[i][rows, :, step.write_at] = v[:, :, 0]
+            # one index_copy_ per tensor into the flat [rows * kv heads * slots, d_head] view
+            step.cache.k[i].view(-1, dh).index_copy_(0, step.write_at, k.reshape(-1, dh))
+            step.cache.v[i].view(-1, dh).index_copy_(0, step.write_at, v.reshape(-1, dh))
             k, v = step.cache.k[i][:, :, : step.end], step.cache.v[i][:, :, : step.end]
         elif step.cache is not None:
             end = step.start + seq
@@ -340,6 +369,15 @@ class FastEngine:
             step.cache.v[i][:, :, step.start : end] = v
             k, v = step.cache.k[i][:, :, :end], step.cache.v[i][:, :, :end]
         group = self.n_heads // self.n_kv
+        if step.additive is not None:
+            # Decoding on CPU: the query heads of one key/value head as one [group, d_head]
+            # block, attention as two batched matmuls around a softmax (keys/values read once
+            # per kv head, never expanded; the mask added once per step, not converted per
+            # layer): on this CPU, fp32, batch 96, 1.3x faster than the SDPA kernel.
+            qg = rearrange(q, "b (k g) s h -> b k (g s) h", g=group)
+            scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(self.scale).add_(step.additive)
+            z = torch.matmul(torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype), v)
+            return _linear(rearrange(z, "b k (g s) h -> b s (k g h)", g=group), p["w_o"], p["b_o"])
         if seq == 1 and group > 1:
             # Decoding: the query heads of one key/value head attend as one [group, d_head]
             # block, so keys/values are read once per kv head and never expanded (on this
@@ -357,7 +395,7 @@ class FastEngine:
     @staticmethod
     def _mlp(p: dict[str, Tensor | None], h: Tensor) -> Tensor:
         """Gated (SiLU) MLP."""
-        act = F.silu(h @ p["w_gate"]) * (h @ p["w_up"])
+        act = F.silu(h @ p["w_gate"], inplace=True).mul_(h @ p["w_up"])
         if p["b_in"] is not None:
             act = act + p["b_in"]
         return _linear(act, p["w_down"], p["b_out"])
@@ -365,7 +403,15 @@ class FastEngine:
     def _unembed(self, resid: Tensor, last: bool) -> Tensor:
         """Final norm and unembedding (in column blocks on CPU), as fp32 logits."""
         h = self._rms(resid, self.ln_final)
-        out = torch.cat([h @ w for w in self.W_U], dim=-1) + self.b_U
+        packed = self._packed_unembed
+        if packed is not None and h.shape[0] * h.shape[1] == packed[0]:
+            out = torch.ops.mkl._mkl_linear(h, packed[1], packed[2], None, packed[0])
+        elif len(self.W_U) > 1:
+            out = torch.cat([h @ w for w in self.W_U], dim=-1)
+        else:
+            out = h @ self.W_U[0]
+        if self.b_U is not None:
+            out = out + self.b_U
         return out[:, -1].float() if last else out.float()
 
 
@@ -374,12 +420,15 @@ class _Step:
     """What every block of one forward shares: rotary tables, attention mask, cache slot."""
 
     cos: Tensor
-    sin: Tensor
+    sin_signed: Tensor
     mask: Tensor
     cache: KVCache | None
     start: int
     write_at: Tensor | None = None
-    """Slot mode: the cache slot each row's token goes to."""
+    """Slot mode: where each row's key/value heads go in a layer's flat cache view
+    ([batch * n_kv_heads * max_len, d_head]), row-major over (row, kv head)."""
+    additive: Tensor | None = None
+    """One-token forwards on CPU: the mask as 0 / -inf in the compute dtype, [batch, 1, 1, k]."""
 
     @property
     def end(self) -> int:
@@ -418,6 +467,23 @@ def _slot_mask(positions: Tensor, cache: KVCache) -> Tensor:
     mask = (key_pos >= 0) & (key_pos <= q_pos)
     mask[:, 0] |= q_pos[:, 0] < 0
     return mask[:, None, None]
+
+
+def _flat_slots(cache: KVCache, n_kv: int) -> Tensor:
+    """Slot mode: each (row, kv head)'s write index in a layer's flat cache view, for the
+    token every row writes at its own length."""
+    assert cache.lengths is not None
+    if not all(t.is_contiguous() for t in (*cache.k, *cache.v)):
+        raise ValueError("slot-mode writes need contiguous key/value tensors")
+    max_len = cache.positions.shape[1]
+    rows = torch.arange(cache.batch, device=cache.lengths.device)
+    heads = torch.arange(n_kv, device=rows.device)
+    return ((rows[:, None] * n_kv + heads[None]) * max_len + cache.lengths[:, None]).reshape(-1)
+
+
+def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean attention mask as an additive one (0 where allowed, -inf elsewhere)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:

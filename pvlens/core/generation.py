@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -79,11 +80,41 @@ def to_chats(
     return out
 
 
+GREEDY_BLOCK = 2048
+"""Vocabulary block of `greedy_argmax`'s first pass."""
+
+
+def greedy_argmax(logits: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]:
+    """`logits.argmax(-1)`, first maximum included, in two passes: each block's maximum
+    (`amax` is vectorised), then argmax inside the winning block only. On CPU the one-pass
+    argmax over a 49k vocabulary at batch 96 costs ~10 ms per decoding step; this ~2-3 ms."""
+    batch, vocab = logits.shape
+    n_blocks = vocab // GREEDY_BLOCK
+    if logits.device.type != "cpu" or n_blocks < 4:
+        return logits.argmax(-1)
+    split = n_blocks * GREEDY_BLOCK
+    blocks = logits[:, :split].reshape(batch, n_blocks, GREEDY_BLOCK)
+    best = blocks.amax(-1)
+    if split < vocab:  # the remainder is one more (shorter) block
+        best = torch.cat([best, logits[:, split:].amax(-1, keepdim=True)], dim=-1)
+    # argmax returns the first maximum, so the winning block is the first holding the maximum
+    # (NaN counts as the maximum in both, as in torch.argmax)
+    block = best.argmax(-1)
+    rows = torch.arange(batch, device=logits.device)
+    starts = block * GREEDY_BLOCK
+    width = torch.where(block < n_blocks, GREEDY_BLOCK, vocab - split)
+    window = torch.arange(GREEDY_BLOCK, device=logits.device)
+    cols = (starts[:, None] + window[None]).clamp(max=vocab - 1)
+    picked = logits[rows[:, None], cols]
+    picked = picked.masked_fill(window[None] >= width[:, None], float("-inf"))
+    return starts + picked.argmax(-1)
+
+
 def sample_next(
     logits: Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None
 ) -> Tensor:
     if temperature <= 0:
-        return logits.argmax(-1)
+        return greedy_argmax(logits)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, idx = probs.sort(-1, descending=True)

@@ -183,3 +183,22 @@ def test_unsupported_configs_fall_back(bad):
         setattr(model.cfg, k, v)
     assert "rotary" in unsupported_reason(model)
     assert engine_for(model) is None
+
+
+def test_packed_unembedding_gives_the_same_logits(tiny):
+    tokens, positions = _batch(tiny)
+    engine = engine_for(tiny, torch.float32)
+    plain = engine.forward(tokens, positions, logits="last")
+    try:
+        # on: an fp32 CPU engine with MKL; the packing is for exactly this many rows
+        assert engine.pack_unembed(tokens.shape[0]) == torch._C.has_mkl
+        torch.testing.assert_close(engine.forward(tokens, positions, logits="last"), plain, atol=0, rtol=0)
+        # another row count takes the unpacked path
+        torch.testing.assert_close(engine.forward(tokens[:2], positions[:2], logits="last"), plain[:2],
+                                   atol=1e-5, rtol=0)
+    finally:
+        assert engine.pack_unembed(None) is False
+    assert engine._packed_unembed is None
+    bf16 = engine_for(tiny, torch.bfloat16)
+    assert bf16.pack_unembed(3) is False  # MKL packs fp32 only
+    engine_for(tiny, torch.float32)  # leave the fp32 engine cached for the other tests

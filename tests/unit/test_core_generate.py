@@ -185,6 +185,21 @@ def test_top_p_keeps_only_the_nucleus():
     assert int(gen_mod.sample_next(logits, 0.0, 0.5, None)) == 0  # temperature 0: greedy
 
 
+@pytest.mark.parametrize("vocab", [49152, 151936, 9000, 2050, 100])
+def test_greedy_argmax_is_torch_argmax(vocab):
+    gen = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(12, vocab, generator=gen)
+    logits[0, [5, vocab - 1]] = 1e4  # a tie across blocks: the first wins
+    logits[1, vocab - 1] = 1e4  # the maximum in the remainder block
+    logits[2] = float("-inf")
+    logits[3] = 0.0  # all tied
+    logits[4, [vocab // 2, vocab // 3]] = float("nan")  # NaN counts as the maximum
+    logits[5, [2047 % vocab, 2048 % vocab]] = 1e4  # a tie on a block border
+    assert torch.equal(gen_mod.greedy_argmax(logits), logits.argmax(-1))
+    half = logits.bfloat16()
+    assert torch.equal(gen_mod.greedy_argmax(half), half.argmax(-1))
+
+
 def test_result_fields_and_stop_at_eos(tiny, monkeypatch):
     res = _run(tiny)
     assert len(res) == len(PROMPTS) and res.finished == [False] * len(PROMPTS)
