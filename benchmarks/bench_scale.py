@@ -28,7 +28,10 @@ The test suite runs `run(["tiny"], ...)` (a tiny Qwen2-style config) so the scri
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
+import math
 import os
 import threading
 import time
@@ -86,12 +89,42 @@ def build(name: str, device: str, dtype: torch.dtype):
     return model, hf, tok
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _mallinfo2() -> Callable[[], _MallInfo2] | None:
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc >= 2.33
+    except (AttributeError, OSError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_in_use_mb() -> float:
+    """MB the C allocator has handed out and not taken back (glibc `mallinfo2`: in-use heap
+    chunks + mmapped chunks; PyTorch's CPU tensors are allocated there). Unlike RSS it leaves
+    out freed memory the allocator keeps for reuse, so it shows what a pass holds live; NaN
+    without glibc's mallinfo2."""
+    if _MALLINFO2 is None:
+        return math.nan
+    info = _MALLINFO2()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
 class PeakMemory:
-    """Peak RSS (CPU, sampled every 5 ms) or CUDA max allocated during a block, in MB."""
+    """Peak RSS and peak live heap (CPU, sampled every 2 ms) or CUDA max allocated during a
+    block, in MB."""
 
     def __init__(self, device: str):
         self.cuda = device.startswith("cuda")
         self.peak = self.start = 0.0
+        self.heap_peak = self.heap_start = math.nan
 
     @staticmethod
     def rss() -> float:
@@ -104,11 +137,13 @@ class PeakMemory:
             self.start = torch.cuda.memory_allocated() / 2**20
             return self
         self.start = self.peak = self.rss()
+        self.heap_start = self.heap_peak = heap_in_use_mb()
         self._stop = threading.Event()
 
         def watch() -> None:
-            while not self._stop.wait(0.005):
+            while not self._stop.wait(0.002):
                 self.peak = max(self.peak, self.rss())
+                self.heap_peak = max(self.heap_peak, heap_in_use_mb())
 
         self._thread = threading.Thread(target=watch, daemon=True)
         self._thread.start()
@@ -121,10 +156,16 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak = max(self.peak, self.rss())
+            self.heap_peak = max(self.heap_peak, heap_in_use_mb())
 
     @property
     def extra(self) -> float:
         return self.peak - self.start
+
+    @property
+    def heap_extra(self) -> float:
+        """Peak live heap beyond the start (CPU); on CUDA, the allocated peak beyond the start."""
+        return self.extra if self.cuda else self.heap_peak - self.heap_start
 
 
 def timed(fn: Callable[[], Any], device: str) -> float:
@@ -205,21 +246,24 @@ def bench_activations(model, hf, tok, n: int, device: str, dtype: torch.dtype) -
 
 
 def streaming_memory(model, tok, sizes: Sequence[int], device: str,
-                     dtype: torch.dtype) -> tuple[dict[str, float], dict[str, float]]:
-    """Extra peak memory (MB) of the all-layer activation pass at each dataset size, and the size
-    of its result ([n, n_layers, d_model] float32, which grows with n by design): streaming
-    means the extra memory beyond the result stays flat."""
+                     dtype: torch.dtype) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """The all-layer activation pass at each dataset size: its extra peak RSS (MB), the size of
+    its result ([n, n_layers, d_model] float32, which grows with n by design) and its extra peak
+    live heap (`heap_in_use_mb`; on CUDA the allocated peak). Streaming means the extra beyond
+    the result stays flat. RSS also keeps memory the allocator freed but did not return, so the
+    live heap is the measure of what the pass holds."""
     from pvlens.core.activations import collect
 
-    extra, result = {}, {}
+    extra, result, heap = {}, {}, {}
     for n in sizes:
         chats = conversations(tok, n)
+        gc.collect()
         with PeakMemory(device) as mem:
             got = collect(model, chats, ("response_avg",), batch_size=16, dtype=dtype, progress=False)
-        extra[str(n)] = mem.extra
+        extra[str(n)], heap[str(n)] = mem.extra, mem.heap_extra
         result[str(n)] = got["response_avg"].numel() * 4 / 2**20
         del got
-    return extra, result
+    return extra, result, heap
 
 
 def bench_lora(model, hf, tok, device: str) -> dict[str, float]:
@@ -283,7 +327,8 @@ def run(models: Sequence[str], device: str = "cpu", dtype: str = "float32",
         row["generation"] = {str(b): bench_generation(model, hf, tok, b, n, device)
                              for b, n in zip(batches, new_tokens, strict=True)}
         row["activations"] = bench_activations(model, hf, tok, act_prompts, device, dt)
-        row["stream_extra_mb"], row["stream_result_mb"] = streaming_memory(model, tok, stream_sizes, device, dt)
+        row["stream_extra_mb"], row["stream_result_mb"], row["stream_heap_mb"] = streaming_memory(
+            model, tok, stream_sizes, device, dt)
         row["lora"] = bench_lora(model, hf, tok, device)
         row["peak_mb"] = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
                           else _max_rss_mb())

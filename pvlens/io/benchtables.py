@@ -61,10 +61,16 @@ def scale_table(data: dict[str, Any]) -> str:
         result = m["stream_result_mb"][n]
         return f"{m['stream_extra_mb'][n] - result:.0f} (+ {result:.0f} of result)"
 
+    heap = "stream_heap_mb" in models[names[0]]
     for n in models[names[0]]["stream_extra_mb"]:
         beyond = "; beyond its result" if "stream_result_mb" in models[names[0]] else ""
-        row(f"streaming activation pass over {n} conversations: extra peak MB (pvlens{beyond})",
+        row(f"streaming activation pass over {n} conversations: extra peak {'RSS ' if heap else ''}MB (pvlens{beyond})",
             lambda m, n=n: stream(m, n))
+    if heap:
+        for n in models[names[0]]["stream_heap_mb"]:
+            row(f"streaming activation pass over {n} conversations: extra peak live heap MB (pvlens; beyond its result)",
+                lambda m, n=n: f"{m['stream_heap_mb'][n] - m['stream_result_mb'][n]:.1f} "
+                               f"(+ {m['stream_result_mb'][n]:.0f} of result)")
     row("peak memory of the whole run, MB", lambda m: f"{m['peak_mb']:.0f}")
     load = (data.get("load_average_1min_before"), data.get("load_average_1min_after"))
     return "\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}.\n"

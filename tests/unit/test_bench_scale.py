@@ -23,9 +23,14 @@ def test_tiny_run_measures_every_quantity_and_renders(benchmark_script):
     assert row["stream_result_mb"]["32"] == 4 * row["stream_result_mb"]["8"] > 0
     # streaming: 4x the conversations must not need memory in proportion (tiny model: a few MB)
     assert row["stream_extra_mb"]["32"] < row["stream_extra_mb"]["8"] + 64
+    # the live heap (glibc here) holds the result and a bounded working set, not more per conversation
+    heap = {n: row["stream_heap_mb"][n] - row["stream_result_mb"][n] for n in ("8", "32")}
+    assert all(math.isfinite(v) for v in heap.values())
+    assert heap["32"] < heap["8"] + 8
     assert row["peak_mb"] > 0
     table = benchmark_table(res)
     assert "| generation, batch 8" in table and "tiny" in table and "of result)" in table
+    assert "extra peak live heap MB" in table
 
 
 def test_real_configs_are_the_published_shapes(benchmark_script):
