@@ -68,9 +68,14 @@ def scale_table(data: dict[str, Any]) -> str:
             lambda m, n=n: stream(m, n))
     if heap:
         for n in models[names[0]]["stream_heap_mb"]:
-            row(f"streaming activation pass over {n} conversations: extra peak live heap MB (pvlens; beyond its result)",
+            row(f"streaming activation pass over {n} conversations, rerun: extra peak live heap MB "
+                "(pvlens; beyond its result)",
                 lambda m, n=n: f"{m['stream_heap_mb'][n] - m['stream_result_mb'][n]:.1f} "
                                f"(+ {m['stream_result_mb'][n]:.0f} of result)")
+        for n in models[names[0]].get("stream_heap_retained_mb", {}):
+            row(f"streaming activation pass over {n} conversations, first run: heap left allocated "
+                "after it (library caches), MB",
+                lambda m, n=n: f"{m['stream_heap_retained_mb'][n]:.1f}")
     row("peak memory of the whole run, MB", lambda m: f"{m['peak_mb']:.0f}")
     load = (data.get("load_average_1min_before"), data.get("load_average_1min_after"))
     return "\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}.\n"

@@ -30,7 +30,8 @@ def test_tiny_run_measures_every_quantity_and_renders(benchmark_script):
     assert row["peak_mb"] > 0
     table = benchmark_table(res)
     assert "| generation, batch 8" in table and "tiny" in table and "of result)" in table
-    assert "extra peak live heap MB" in table
+    assert "extra peak live heap MB" in table and "heap left allocated" in table
+    assert set(row["stream_heap_retained_mb"]) == {"8", "32"}
 
 
 def test_real_configs_are_the_published_shapes(benchmark_script):
