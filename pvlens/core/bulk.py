@@ -65,6 +65,8 @@ FALLBACK_BATCH = 16
 """Fixed batch size on the TransformerLens fallback (no cache there; larger batches gain little)."""
 PACK_MIN_ROWS = 16
 """Slots from which a run prepacks the unembedding (`FastEngine.pack_unembed`; ~0.1 s)."""
+PACK_RAM_SHARE = 0.1
+"""Largest share of free RAM the packed unembedding may take (else the run goes unpacked)."""
 KV_BUDGET = 0.25
 """Largest share of free device memory the KV cache may take when choosing the batch size."""
 
@@ -80,6 +82,12 @@ def auto_batch_size(engine: FastEngine, n_rows: int, max_len: int) -> int:
         free, cap = _free_ram(), CPU_BATCH
     by_memory = max(1, int(free * KV_BUDGET) // max(per_row, 1))
     return max(1, min(n_rows, cap, by_memory))
+
+
+def _pack_fits(model: HookedTransformer) -> bool:
+    """Whether a packed fp32 unembedding (~2x the fp32 [d_model, vocab] weight) fits in a tenth
+    of the free RAM (e.g. ~1.9 GB for a 1.5B Qwen's 152k-token vocabulary)."""
+    return 2 * 4 * model.cfg.d_model * model.cfg.d_vocab < PACK_RAM_SHARE * _free_ram()
 
 
 def _free_ram() -> int:
@@ -315,7 +323,7 @@ def bulk_generate(
                        row_seeds, share_prompts=share)
             # every decoding step runs the same number of rows (until compaction): worth a
             # packed unembedding for the run, dropped after it (it costs ~2x its memory)
-            packed = run.slots.n >= PACK_MIN_ROWS and engine.pack_unembed(run.slots.n)
+            packed = run.slots.n >= PACK_MIN_ROWS and _pack_fits(model) and engine.pack_unembed(run.slots.n)
             try:
                 replies = run.run(progress)
             finally:

@@ -239,3 +239,29 @@ def test_sharing_is_off_when_rows_can_differ(tiny, monkeypatch):
     got = _ids(bulk_generate(tiny, prompts, GREEDY, steer=steer, batch_size=6))
     ref = _ids(pvlens.generate(tiny, prompts, steer=steer, max_new_tokens=N_NEW, progress=False))
     assert got == ref and got[0] != got[1]
+
+
+@pytest.mark.parametrize("free_ram", [1 << 40, 1 << 20])
+def test_a_run_packs_the_unembedding_only_when_it_fits_and_drops_it_after(tiny, monkeypatch, free_ram):
+    import pvlens.core.bulk as bulk_mod
+
+    engine = engine_for(tiny, torch.float32)
+    calls: list[int | None] = []
+    real = type(engine).pack_unembed
+
+    def spy(self, rows):
+        calls.append(rows)
+        return real(self, rows)
+
+    monkeypatch.setattr(type(engine), "pack_unembed", spy)
+    monkeypatch.setattr(bulk_mod, "_free_ram", lambda: free_ram)
+    prompts = [f"Count to {i}." for i in range(16)]
+    got = bulk_generate(tiny, prompts, SamplingConfig(temperature=0.0, max_new_tokens=3), batch_size=16,
+                        dtype=torch.float32)
+    if free_ram > 1 << 30:
+        assert calls == [16, None] and engine._packed_unembed is None
+    else:  # 1 MB free: the packed copy would not fit, the run goes unpacked
+        assert calls == []
+    ref = bulk_generate(tiny, prompts, SamplingConfig(temperature=0.0, max_new_tokens=3), batch_size=8,
+                        dtype=torch.float32)  # 8 slots: never packed
+    assert _ids(got) == _ids(ref)
