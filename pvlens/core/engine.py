@@ -493,10 +493,9 @@ def _slot_mask(positions: Tensor, cache: KVCache) -> Tensor:
 
 def _flat_slots(cache: KVCache, n_kv: int) -> Tensor:
     """Slot mode: each (row, kv head)'s write index in a layer's flat cache view, for the
-    token every row writes at its own length."""
+    token every row writes at its own length. (Caches are made contiguous; the flat `view`
+    in `_attention` would refuse one that is not.)"""
     assert cache.lengths is not None
-    if not all(t.is_contiguous() for t in (*cache.k, *cache.v)):
-        raise ValueError("slot-mode writes need contiguous key/value tensors")
     max_len = cache.positions.shape[1]
     rows = torch.arange(cache.batch, device=cache.lengths.device)
     heads = torch.arange(n_kv, device=rows.device)
