@@ -142,6 +142,7 @@ def main() -> None:
     from pvlens.core.bulk import bulk_generate
     from pvlens.core.chat import stop_token_ids
     from pvlens.core.config import SamplingConfig
+    from pvlens.core.machine import machine_facts
     from pvlens.core.model import ensure_default_model_dir, load_hf_model
 
     load0 = os.getloadavg()[0]
@@ -211,7 +212,7 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "dtype": args.dtype, "pvlens_batch": res_batch, "pvlens_batch_auto": args.batch_size is None,
+            "machine": machine_facts(), "dtype": args.dtype, "pvlens_batch": res_batch, "pvlens_batch_auto": args.batch_size is None,
             "n_prompts": len(chats), "max_new_tokens": args.new_tokens, "prompt_tokens": p,
             "prompt_tokens_computed": p_run, "reply_tokens": r, "repeats": args.repeats,
             "ended_early": sum(res.finished),

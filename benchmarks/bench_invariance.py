@@ -68,6 +68,7 @@ def main() -> None:
     from pvlens.core.bulk import bulk_generate
     from pvlens.core.chat import encode_prompt
     from pvlens.core.config import SamplingConfig
+    from pvlens.core.machine import machine_facts
     from pvlens.traits import load_trait
     from pvlens.vectors.rollouts import plan
 
@@ -79,7 +80,7 @@ def main() -> None:
     seeds = list(range(len(prompts)))
     slots = [int(x) for x in args.slots.split(",")]
     results: dict = {"rows": len(prompts), "new_tokens": args.new_tokens, "dtype": "float32",
-                     "threads": args.threads, "slots": slots}
+                     "threads": args.threads, "slots": slots, "machine": machine_facts()}
     for name, temperature in (("sampled", 1.0), ("greedy", 0.0)):
         s = SamplingConfig(max_new_tokens=args.new_tokens, temperature=temperature, top_p=1.0, seed=0)
         runs: dict[str, list[list[int]]] = {}

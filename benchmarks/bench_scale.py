@@ -327,9 +327,11 @@ def run(models: Sequence[str], device: str = "cpu", dtype: str = "float32",
         act_prompts: int = 32, stream_sizes: Sequence[int] = (100, 400)) -> dict[str, Any]:
     """Every measurement for every model; returns the results dict (also what --out writes)."""
     from pvlens.core.device import as_dtype
+    from pvlens.core.machine import machine_facts
 
     dt = as_dtype(dtype)
     out: dict[str, Any] = {"device": device, "dtype": dtype, "threads": torch.get_num_threads(),
+                           "machine": machine_facts(),
                            "load_average_1min_before": os.getloadavg()[0], "models": {}}
     for name in models:
         with PeakMemory(device) as build_mem:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 import torch
 
+from pvlens.core.machine import cpu_flags
 from pvlens.errors import InputError
 
 DEVICE_HELP = "use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
@@ -42,11 +42,7 @@ def _check_cuda_index(device: str, index: int | None) -> None:
 @functools.cache
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU has AMX-bf16 or AVX512-bf16 units (bf16 matmuls several times faster)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
 
 
 COMPUTE_DTYPE_ENV = "PVLENS_COMPUTE_DTYPE"

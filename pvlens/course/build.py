@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pvlens.core.machine import machine_facts
 from pvlens.course.source import CHECK_CALL, read_chapter, to_notebook
 from pvlens.errors import InputError
 from pvlens.io.atomic import write_json_atomic, write_text_atomic
@@ -134,8 +134,7 @@ def record_runtime(out: Path, stem: str, timing: Timing) -> None:
     data = json.loads(path.read_text()) if path.exists() else {"chapters": {}}
     data["chapters"][stem] = {"seconds": round(timing.wall, 1), "cpu_seconds": round(timing.cpu, 1),
                               "load_avg": round(os.getloadavg()[0], 1), "date": date.today().isoformat(),
-                              "cpu": platform.processor() or platform.machine(),
-                              "cpus": os.cpu_count(), "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+                              **machine_facts(), "threads": os.environ.get("OMP_NUM_THREADS", "unset")}
     data["chapters"] = dict(sorted(data["chapters"].items()))
     write_json_atomic(path, data)
 

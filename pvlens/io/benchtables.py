@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pvlens.core.machine import describe
+
+
+def _machine(data: dict[str, Any]) -> str:
+    """The machine the numbers were measured on (older results files did not record it)."""
+    return describe(data["machine"]) if "machine" in data else "not recorded in this results file"
+
 
 def benchmark_table(data: dict[str, Any]) -> str:
     """The table of a `bench_scale.py` or `bench_bulk.py` results file."""
@@ -27,7 +34,7 @@ def invariance_table(data: dict[str, Any]) -> str:
         for p in data[name]:
             at = ", ".join(str(i) for i in p["first_difference_at"]) or "—"
             lines.append(f"| {name} | {p['a']} | {p['b']} | {p['identical']} / {p['rows']} | {at} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + f"\n\nMachine: {_machine(data)}.\n"
 
 
 def _ratio(pv: float, hf: float) -> str:
@@ -78,7 +85,8 @@ def scale_table(data: dict[str, Any]) -> str:
                 lambda m, n=n: f"{m['stream_heap_retained_mb'][n]:.1f}")
     row("peak memory of the whole run, MB", lambda m: f"{m['peak_mb']:.0f}")
     load = (data.get("load_average_1min_before"), data.get("load_average_1min_after"))
-    return "\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}.\n"
+    return ("\n".join(lines) + f"\n\nLoad average (1 min) before / after: {load[0]:.1f} / {load[1]:.1f}. "
+            f"Machine: {_machine(data)}.\n")
 
 
 def bulk_table(data: dict[str, Any]) -> str:
@@ -105,7 +113,8 @@ def bulk_table(data: dict[str, Any]) -> str:
               _peak_row(data),
               *_bulk_bounds(data),
               f"| load average (1 min) before / after | {data['load_average_1min'][0]:.1f} / "
-              f"{data['load_average_1min'][1]:.1f} |"]
+              f"{data['load_average_1min'][1]:.1f} |",
+              f"| machine | {_machine(data)} |"]
     return "\n".join(lines) + "\n"
 
 

@@ -5,7 +5,6 @@ the results record the CPU, the thread count and the load average around each sc
 from __future__ import annotations
 
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pvlens.core.machine import describe, machine_facts
 from pvlens.errors import PvlensError
 from pvlens.replicate.registry import Context
 from pvlens.replicate.tables import md_table
@@ -49,16 +49,6 @@ def parse_results(stdout: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def run_script(name: str, args: list[str], folder: Path) -> dict[str, Any]:
     """Run benchmarks/<name>.py; its stdout goes to <folder>/<name>.log; RESULT lines parsed."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -77,13 +67,13 @@ def _inputs(ctx: Context, plan: dict[str, list[str]]) -> dict[str, Any]:
     from pvlens.core.fingerprint import file_hash, source_hash
 
     return {"scripts": {n: {"args": a, "hash": file_hash(BENCH / f"{n}.py")} for n, a in plan.items()},
-            "cpu": _cpu(), "cpus": os.cpu_count(),
+            **machine_facts(),  # a result from another CPU (or its flags, or torch) is another benchmark
             # the timings measure pvlens's code: a changed pvlens is another benchmark
             "pvlens_code": source_hash(PVLENS_SRC)}
 
 
 def _run(plan: dict[str, list[str]], folder: Path) -> dict[str, Any]:
-    return {"cpu": _cpu(), "cpus": os.cpu_count(), "threads": 1,
+    return {**machine_facts(), "threads": 1,
             "scripts": {n: run_script(n, a, folder / "logs") for n, a in plan.items()}}
 
 
@@ -113,7 +103,7 @@ def bench_table(doc: dict[str, Any]) -> str:
     rows = [[f"`{name}.py`", f"`{res}`", _value(fields), f"{s['load_before']:.1f} → {s['load_after']:.1f}", f"{s['seconds']:.0f}"]
             for name, s in r["scripts"].items() for res, fields in s["results"].items()]
     return (md_table(["script", "RESULT", "values", "load average before → after", "script s"], rows)
-            + f"\n({r['cpus']} CPUs: {r['cpu']}; {r['threads']} thread per script.)\n")
+            + f"\n({describe(r)}; {r['threads']} thread per script.)\n")
 
 
 def ray_table(doc: dict[str, Any]) -> str:
@@ -131,4 +121,4 @@ def ray_table(doc: dict[str, Any]) -> str:
         rows.append([f"bulk generation, reply tokens/s (greedy, {gen['n']:.0f} chat prompts, mean reply "
                      f"{gen['mean_reply_tokens']:.0f} tokens)", f"{gen['tokens_per_s_1']:.1f}", f"{gen['tokens_per_s_2']:.1f}"])
     return md_table(["", "1 worker", "2 workers"], rows) + \
-        f"\n(load average {s['load_before']:.1f} before, {s['load_after']:.1f} after; {doc['results']['cpus']} CPUs: {doc['results']['cpu']})\n"
+        f"\n(load average {s['load_before']:.1f} before, {s['load_after']:.1f} after; {describe(doc['results'])})\n"
