@@ -1,7 +1,7 @@
 """What machine a measurement ran on, recorded beside every timing pvlens publishes.
 
-Two virtual machines can both call themselves "Intel(R) Xeon(R) Processor" and still differ by
-2x in fp32 and 5x in bf16 (AMX or not), so a benchmark's record names the CPU *and* the
+Two virtual machines can both call themselves "Intel(R) Xeon(R) Processor" and still differ
+severalfold in fp32 speed and far more in bf16 (AMX or not: docs/benchmarks.md), so a benchmark's record names the CPU *and* the
 instruction-set extensions that decide which kernels run, the core count and torch's version.
 A timing is comparable with another only when these match.
 """
