@@ -1,8 +1,9 @@
 """What machine a measurement ran on, recorded beside every timing pvlens publishes.
 
 Two virtual machines can both call themselves "Intel(R) Xeon(R) Processor" and still differ
-severalfold in fp32 speed and far more in bf16 (AMX or not: docs/benchmarks.md), so a benchmark's record names the CPU *and* the
-instruction-set extensions that decide which kernels run, the core count and torch's version.
+severalfold in fp32 speed and far more in bf16 (AMX or not: docs/benchmarks.md), so a
+benchmark's record names the CPU *and* the instruction-set extensions that decide which kernels
+run, the core count and torch's version.
 A timing is comparable with another only when these match.
 """
 
@@ -43,18 +44,27 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def cpu_facts() -> dict[str, Any]:
+    """CPU model, its speed-relevant flags and core count (for records that list versions apart)."""
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpus": os.cpu_count()}
+
+
 def machine_facts() -> dict[str, Any]:
-    """CPU model, its speed-relevant flags, core count and torch version, for results files."""
+    """`cpu_facts` plus torch's version, for benchmark results files."""
     import torch
 
-    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    return {**cpu_facts(), "torch": torch.__version__}
 
 
 def describe(facts: dict[str, Any]) -> str:
     """One line for a docs table, e.g. '2 CPUs: Intel(R) Xeon(R) ... (avx2, avx512f); torch 2.13.0'."""
-    flags = ", ".join(facts["cpu_flags"]) if "cpu_flags" in facts else "flags not recorded"
+    flags = facts.get("cpu_flags")
+    if flags is None:
+        isa = "flags not recorded"
+    else:
+        isa = ", ".join(flags) or "none of " + "/".join(SPEED_FLAGS)
     torch = f"; torch {facts['torch']}" if "torch" in facts else ""
-    return f"{facts.get('cpus')} CPUs: {facts.get('cpu')} ({flags or 'none of ' + '/'.join(SPEED_FLAGS)}){torch}"
+    return f"{facts.get('cpus')} CPUs: {facts.get('cpu')} ({isa}){torch}"
 
 
-__all__ = ["SPEED_FLAGS", "cpu_flags", "cpu_name", "describe", "machine_facts"]
+__all__ = ["SPEED_FLAGS", "cpu_facts", "cpu_flags", "cpu_name", "describe", "machine_facts"]

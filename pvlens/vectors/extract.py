@@ -30,7 +30,7 @@ from transformer_lens import HookedTransformer
 from pvlens.core.activations import REDUCTIONS, collect
 from pvlens.core.config import SamplingConfig
 from pvlens.core.fingerprint import json_hash, model_fingerprint
-from pvlens.core.machine import machine_facts
+from pvlens.core.machine import cpu_facts
 from pvlens.core.ray_bulk import BulkGenerator
 from pvlens.errors import InputError, PvlensError
 from pvlens.io.atomic import write_json_atomic, write_text_atomic
@@ -385,6 +385,6 @@ def _manifest(
             "sae_lens": sae_lens.__version__,
         },
         "device": str(model.W_E.device),
-        "machine": machine_facts(),  # dtype="auto" and kernels follow the CPU (bf16 with AMX)
+        "machine": cpu_facts(),  # dtype="auto" and kernels follow the CPU (bf16 with AMX); torch is in versions
         "files": ["rollouts.jsonl", "vectors.safetensors", "means.safetensors"],
     }
