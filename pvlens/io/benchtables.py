@@ -110,6 +110,7 @@ def bulk_table(data: dict[str, Any]) -> str:
     rounds = data.get("vs_hf_rounds")
     each = f"; rounds: {', '.join(f'{v:.2f}' for v in rounds)}" if rounds else ""
     lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f}{each} (target 1.5) |",
+              *_reference_row(data),
               _peak_row(data),
               *_bulk_bounds(data),
               f"| load average (1 min) before / after | {data['load_average_1min'][0]:.1f} / "
@@ -133,6 +134,16 @@ def _bulk_bounds(data: dict[str, Any]) -> list[str]:
             f"{hf_gflops:.1f} ÷ {data['matmul_gflops']:.1f} = {hf_gflops / data['matmul_gflops']:.2f} |",
             f"| ceiling of pvlens ÷ HF: pvlens's work at the full matmul rate | "
             f"{best_pv_rate / hf_rate:.2f} |"]
+
+
+def _reference_row(data: dict[str, Any]) -> list[str]:
+    """How the matmul reference was timed (files from before it was recorded: no row)."""
+    if "matmul_rows" not in data:
+        return []
+    layouts = sorted({x.get("matmul_layout", "?") for x in data.get("rounds", [])})
+    return [f"| matmul reference: the model's weight shapes on {data['matmul_rows']} rows, faster of "
+            f"`x @ W` / `F.linear` (faster here: {', '.join(f'`{x}`' for x in layouts)}) | "
+            f"{data['matmul_gflops']:.1f} GFLOP/s |"]
 
 
 def _peak_row(data: dict[str, Any]) -> str:

@@ -77,8 +77,11 @@ def test_on_resid_and_stop_at_layer_match_run_with_cache(tiny):
     assert out is None and list(got) == [0]
     _, cache = tiny.run_with_cache(tokens, attention_mask=valid.long(), padding_side="left",
                                    names_filter="blocks.0.hook_resid_post")
-    torch.testing.assert_close(got[0][valid], cache["blocks.0.hook_resid_post"][valid],
-                               atol=1e-4, rtol=1e-5)
+    ref = cache["blocks.0.hook_resid_post"][valid]
+    # The residual stream reaches ~150 here, so fp32 summation order (which differs between
+    # CPUs' matmul kernels) moves it by up to ~2e-4 (seen on an AMD EPYC); a real mistake
+    # (rotary, mask, weights) moves it by whole units. Tolerance: 2e-6 of its largest value.
+    torch.testing.assert_close(got[0][valid], ref, atol=2e-6 * float(ref.abs().max()), rtol=1e-5)
 
 
 def test_engine_repacks_after_weights_change():
