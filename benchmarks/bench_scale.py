@@ -7,7 +7,9 @@ and converted to pvlens's HookedTransformer. The tokenizer is pvlens's small shi
 ids stay below every vocabulary). Measured per model, pvlens vs HF:
 
 - generation: greedy new tokens per second at batch 1 / 8 / 64 (exactly --new-tokens per row;
-  fewer at larger batches on CPU), `bulk_generate` vs `hf.generate`;
+  fewer at larger batches on CPU), `bulk_generate` vs `hf.generate`, each side warmed up by an
+  untimed call first, then --repeats timed calls interleaved (median); pvlens's one-time weight
+  packing (its first fast-engine call on a model) is timed on its own, not inside batch 1;
 - the all-layer activation pass: per-layer response means of --act-prompts conversations,
   `pvlens.core.activations.collect` vs one HF forward per batch with `output_hidden_states`;
 - a LoRA training step (rsLoRA r=32 on the 7 projections, loss on responses): `add_lora` vs peft;
@@ -29,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import math
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -194,27 +198,35 @@ def conversations(tok, n: int) -> list:
     return out
 
 
-def bench_generation(model, hf, tok, batch: int, n_new: int, device: str) -> dict[str, float]:
+def bench_generation(model, hf, tok, batch: int, n_new: int, device: str, repeats: int = 3) -> dict[str, float]:
+    """Steady-state tokens/s of both sides: one untimed call each first (pvlens's engine packing,
+    HF's first-call set-up, allocator warm-up), then `repeats` interleaved timed calls, median."""
     from pvlens.core.batching import left_pad
     from pvlens.core.bulk import bulk_generate
     from pvlens.core.chat import EncodedChat
     from pvlens.core.config import SamplingConfig
 
     chats = [EncodedChat(c.prompt_ids, c.prompt_len) for c in conversations(tok, batch)]
-    greedy = SamplingConfig(max_new_tokens=n_new, temperature=0.0)
     tokens, positions = left_pad(chats, tok.pad_token_id, device)
     mask = (positions >= 0).long()
 
-    def pv() -> None:
-        bulk_generate(model, chats, greedy, batch_size=batch, stop_at_eos=False)
+    def pv(n: int) -> None:
+        bulk_generate(model, chats, SamplingConfig(max_new_tokens=n, temperature=0.0),
+                      batch_size=batch, stop_at_eos=False)
 
-    def ref() -> None:
+    def ref(n: int) -> None:
         with torch.inference_mode():
-            hf.generate(tokens, attention_mask=mask, max_new_tokens=n_new, min_new_tokens=n_new,
+            hf.generate(tokens, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                         do_sample=False, pad_token_id=tok.pad_token_id)
 
+    pv(1), ref(1)  # warm-up, untimed
+    times: dict[str, list[float]] = {"pv": [], "hf": []}
+    for _ in range(repeats):  # interleaved: drift in the machine's speed hits both sides
+        times["pv"].append(timed(lambda: pv(n_new), device))
+        times["hf"].append(timed(lambda: ref(n_new), device))
     n = batch * n_new
-    return {"pvlens_tok_s": n / timed(pv, device), "hf_tok_s": n / timed(ref, device)}
+    return {"pvlens_tok_s": n / statistics.median(times["pv"]), "hf_tok_s": n / statistics.median(times["hf"]),
+            "repeats": repeats}
 
 
 def hf_activation_pass(hf, chats, batch: int, device: str) -> torch.Tensor:
@@ -324,9 +336,10 @@ def bench_lora(model, hf, tok, device: str) -> dict[str, float]:
 
 def run(models: Sequence[str], device: str = "cpu", dtype: str = "float32",
         new_tokens: Sequence[int] = (16, 8, 4), batches: Sequence[int] = (1, 8, 64),
-        act_prompts: int = 32, stream_sizes: Sequence[int] = (100, 400)) -> dict[str, Any]:
+        act_prompts: int = 32, stream_sizes: Sequence[int] = (100, 400), repeats: int = 3) -> dict[str, Any]:
     """Every measurement for every model; returns the results dict (also what --out writes)."""
     from pvlens.core.device import as_dtype
+    from pvlens.core.engine import engine_for
     from pvlens.core.machine import machine_facts
 
     dt = as_dtype(dtype)
@@ -338,7 +351,9 @@ def run(models: Sequence[str], device: str = "cpu", dtype: str = "float32",
             model, hf, tok = build(name, device, dt)
         n_params = sum(p.numel() for p in hf.parameters())
         row: dict[str, Any] = {"params": n_params, "build_peak_mb": build_mem.peak}
-        row["generation"] = {str(b): bench_generation(model, hf, tok, b, n, device)
+        # one-time: the fast engine packs the weights on its first call (cached on the model)
+        row["engine_pack_s"] = timed(functools.partial(engine_for, model, dt), device)
+        row["generation"] = {str(b): bench_generation(model, hf, tok, b, n, device, repeats)
                              for b, n in zip(batches, new_tokens, strict=True)}
         row["activations"] = bench_activations(model, hf, tok, act_prompts, device, dt)
         (row["stream_extra_mb"], row["stream_result_mb"], row["stream_heap_mb"],
@@ -367,13 +382,14 @@ def main() -> None:
     ap.add_argument("--new-tokens", default="16,8,4", help="new tokens at batch 1,8,64")
     ap.add_argument("--act-prompts", type=int, default=32)
     ap.add_argument("--stream-sizes", default="100,400")
+    ap.add_argument("--repeats", type=int, default=3, help="timed generation calls per side (median)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     res = run(args.models.split(","), args.device, args.dtype,
               [int(x) for x in args.new_tokens.split(",")], (1, 8, 64), args.act_prompts,
-              [int(x) for x in args.stream_sizes.split(",")])
+              [int(x) for x in args.stream_sizes.split(",")], args.repeats)
     if args.out:
         from pvlens.io.atomic import write_json_atomic
 

@@ -54,8 +54,12 @@ def scale_table(data: dict[str, Any]) -> str:
         lines.append(f"| {label} | " + " | ".join(cell(models[n]) for n in names) + " |")
 
     row("parameters", lambda m: f"{m['params'] / 1e6:.0f} M")
-    for b in models[names[0]]["generation"]:
-        row(f"generation, batch {b} (new tokens per {unit})",
+    first = models[names[0]]
+    if "engine_pack_s" in first:
+        row(f"pvlens fast-engine weight packing, once per model ({unit})", lambda m: f"{m['engine_pack_s']:.1f}")
+    warm = "repeats" in next(iter(first["generation"].values()))
+    for b in first["generation"]:
+        row(f"generation, batch {b} (new tokens per {unit}{'; warmed up, median' if warm else '; first call, cold'})",
             lambda m, b=b: _ratio(m["generation"][b]["pvlens_tok_s"], m["generation"][b]["hf_tok_s"]))
     row(f"all-layer activation pass (tokens per {unit})",
         lambda m: _ratio(m["activations"]["pvlens_tok_s"], m["activations"]["hf_tok_s"]))

@@ -16,9 +16,12 @@ def test_tiny_run_measures_every_quantity_and_renders(benchmark_script):
     res = bench.run(["tiny"], new_tokens=(2, 2, 1), batches=(1, 4, 8), act_prompts=4, stream_sizes=(8, 32))
     row = res["models"]["tiny"]
     assert row["params"] > 1e6
-    rates = [v for g in row["generation"].values() for v in g.values()]
+    rates = [g[k] for g in row["generation"].values() for k in ("pvlens_tok_s", "hf_tok_s")]
     rates += list(row["activations"].values()) + list(row["lora"].values())
     assert len(rates) == 10 and all(math.isfinite(x) and x > 0 for x in rates)
+    # generation is timed warm (engine packing apart, timed once) and repeated
+    assert all(g["repeats"] == 3 for g in row["generation"].values())
+    assert math.isfinite(row["engine_pack_s"]) and row["engine_pack_s"] >= 0
     assert set(row["stream_extra_mb"]) == set(row["stream_result_mb"]) == {"8", "32"}
     assert row["stream_result_mb"]["32"] == 4 * row["stream_result_mb"]["8"] > 0
     # streaming: 4x the conversations must not need memory in proportion (tiny model: a few MB)
@@ -29,7 +32,9 @@ def test_tiny_run_measures_every_quantity_and_renders(benchmark_script):
     assert heap["32"] < heap["8"] + 8
     assert row["peak_mb"] > 0
     table = benchmark_table(res)
-    assert "| generation, batch 8" in table and "tiny" in table and "of result)" in table
+    assert "| generation, batch 8 (new tokens per CPU-s; warmed up, median)" in table
+    assert "| pvlens fast-engine weight packing, once per model (CPU-s)" in table
+    assert "tiny" in table and "of result)" in table
     assert "extra peak live heap MB" in table and "heap left allocated" in table
     assert set(row["stream_heap_retained_mb"]) == {"8", "32"}
 
