@@ -30,6 +30,8 @@ OPTS = RayOptions(workers=2, worker_cpus=0.5, max_restarts=2, max_task_retries=2
 PROMPTS = [f"Tell me about topic {i}" + " please" * (i % 4) for i in range(11)]
 GREEDY = SamplingConfig(max_new_tokens=6, temperature=0.0)
 SAMPLED = SamplingConfig(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=7)
+BLOCK = 3
+"""Rows per block of the module's generator."""
 
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")  # the session's local cluster (tests/conftest.py)
@@ -42,7 +44,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def gen():
-    with RayGenerator(FACTORY, OPTS, block_size=3) as g:
+    with RayGenerator(FACTORY, OPTS, block_size=BLOCK) as g:
         yield g
 
 
@@ -51,7 +53,7 @@ def test_greedy_equals_single_process(model, gen):
     assert gen(model, PROMPTS, GREEDY).texts == want  # blocks of 3 on two workers, reassembled in order
 
 
-def _in_blocks(model, prompts, sampling, block=3, row_seeds=None, **kw) -> list[str]:
+def _in_blocks(model, prompts, sampling, block=BLOCK, row_seeds=None, **kw) -> list[str]:
     """One process over the workers' blocks and slots, each row seeded by its global index."""
     seeds = list(range(len(prompts))) if row_seeds is None else list(row_seeds)
     return [t for b in range(0, len(prompts), block)
