@@ -14,7 +14,10 @@ prompt prefix shared by several rows once, the prompt tokens are those it actual
 process (one thread), so other processes on a shared machine slow the wall clock but not the
 ratios much; the 1-minute load average is printed before and after. The machine's speed also
 drifts (a virtual machine's neighbours): --repeats rounds each time the matmul, pvlens and HF at
-every batch size in turn, and the medians (and each round's ratio) are reported.
+every batch size in turn, and the medians (and each round's ratio) are reported. A short matmul
+probe just before and after each side reads the speed that side met; pvlens ÷ HF with each
+side's rate divided by its probe's is printed beside the RESULT as a drift-adjusted check (the
+RESULT itself stays the plain ratio).
 
     python benchmarks/bench_bulk.py [--n 96] [--new-tokens 64] [--hf-batch-sizes 32,64,96]
         [--dtype float32|bfloat16]
@@ -30,6 +33,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,6 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PROBE_CALLS = 2
+"""Passes over the model's shapes per speed probe (well under a second at the default size)."""
 
 
 def prompts(n: int) -> list[str]:
@@ -54,7 +60,40 @@ def flops_per_token(model, context: float) -> float:
     return 2.0 * weights + 4.0 * cfg.n_layers * d_attn * context
 
 
-def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> tuple[float, str]:
+class MatmulProbe:
+    """The model's weight shapes as random matrices on `rows` rows, in both layouts (`x @ W`
+    over [in, out] and `F.linear` over [out, in]), kept so the machine's matmul speed can be
+    read at any moment of the run (made once: filling them takes longer than timing them)."""
+
+    def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
+        import torch.nn.functional as F
+
+        cfg = model.cfg
+        kv = cfg.n_key_value_heads or cfg.n_heads
+        d_attn = cfg.n_heads * cfg.d_head
+        shapes = [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
+                  (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
+                  (cfg.d_model, cfg.d_vocab)]
+        in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
+        out_in = [w.t().contiguous() for w in in_out]
+        xs = [torch.randn(rows, a, dtype=dtype) for a, _ in shapes]
+        self.rows = rows
+        self.flop = sum(2.0 * rows * a * b for a, b in shapes)
+        self.layouts = {
+            "x @ W": lambda: [x @ w for x, w in zip(xs, in_out, strict=True)],
+            "F.linear": lambda: [F.linear(x, w) for x, w in zip(xs, out_in, strict=True)],
+        }
+
+    def rate(self, layout: str, calls: int = 10) -> float:
+        """FLOP per CPU-second of `calls` passes over every shape in `layout`."""
+        c0 = time.process_time()
+        for _ in range(calls):
+            self.layouts[layout]()
+        return calls * self.flop / (time.process_time() - c0)
+
+
+def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5,
+                probe: MatmulProbe | None = None) -> tuple[float, str]:
     """FLOP per CPU-second of the model's weight shapes on `rows` rows (best of `repeats`), in
     the faster of the two weight layouts, and which one that was.
 
@@ -62,31 +101,21 @@ def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: i
     picks per dtype, `FastEngine.out_in`); a reference in the slower one would flatter the
     peak fraction (bf16 on an AMD EPYC with avx512-bf16: `x @ W` 141 GFLOP/s vs `F.linear` 158
     at 64 rows)."""
-    import torch.nn.functional as F
-
-    cfg = model.cfg
-    kv = cfg.n_key_value_heads or cfg.n_heads
-    d_attn = cfg.n_heads * cfg.d_head
-    shapes = [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
-              (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
-              (cfg.d_model, cfg.d_vocab)]
-    in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
-    out_in = [w.t().contiguous() for w in in_out]
-    xs = [torch.randn(rows, a, dtype=dtype) for a, _ in shapes]
-    flop = sum(2.0 * rows * a * b for a, b in shapes)
-    layouts = {
-        "x @ W": lambda: [x @ w for x, w in zip(xs, in_out, strict=True)],
-        "F.linear": lambda: [F.linear(x, w) for x, w in zip(xs, out_in, strict=True)],
-    }
-    best: dict[str, float] = dict.fromkeys(layouts, 0.0)
+    probe = probe or MatmulProbe(model, rows, dtype)
+    best: dict[str, float] = dict.fromkeys(probe.layouts, 0.0)
     for _ in range(repeats):  # the layouts alternate, so drift hits both alike
-        for name, run in layouts.items():
-            c0 = time.process_time()
-            for _ in range(10):
-                run()
-            best[name] = max(best[name], 10 * flop / (time.process_time() - c0))
+        for name in probe.layouts:
+            best[name] = max(best[name], probe.rate(name))
     layout = max(best, key=lambda k: best[k])
     return best[layout], layout
+
+
+def drift_adjusted(ratio: float, pv_probe: Sequence[float], hf_probe: Sequence[float]) -> float:
+    """pvlens ÷ HF as if both sides had run at the same machine speed: each side's rate divided
+    by the mean matmul-probe rate read just before and just after it. A virtual machine's speed
+    moves over minutes (neighbours), and the sides run minutes apart; the probe reads the
+    speed the side met, so a slow spell during one side does not pass for that side's code."""
+    return ratio * statistics.fmean(hf_probe) / statistics.fmean(pv_probe)
 
 
 def useful_tokens(chats, replies, finished) -> tuple[int, int, float]:
@@ -179,15 +208,18 @@ def main() -> None:
     res_batch = args.batch_size or auto_batch_size(
         engine, len(chats), max(len(c.ids) for c in chats) + args.new_tokens)
     prefilled = count_prefill_tokens()
+    probe = MatmulProbe(model, args.matmul_rows or res_batch, dtype)
     batches = [int(x) for x in args.hf_batch_sizes.split(",")]
     rounds: list[dict] = []
     pv_replies: list | None = None
     for k in range(args.repeats):  # rounds interleave the sides, so drift in the machine's speed
-        rate, layout = matmul_rate(model, args.matmul_rows or res_batch, dtype)  # hits them alike
+        rate, layout = matmul_rate(model, probe.rows, dtype, probe=probe)  # hits them alike
         prefilled[0] = 0
+        before = probe.rate(layout, PROBE_CALLS)
         c0 = time.process_time()
         res = bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
         pv_sec = time.process_time() - c0
+        pv_probe = [before / 1e9, probe.rate(layout, PROBE_CALLS) / 1e9]
         replies = [c.response_ids for c in res.chats]
         if pv_replies is not None and replies != pv_replies:
             raise SystemExit("pvlens's greedy replies changed between rounds")
@@ -201,22 +233,27 @@ def main() -> None:
               f"{args.dtype}): {len(chats)} prompts, {p} prompt ({p_run} computed: shared prefixes once) "
               f"+ {r} reply tokens, {sum(res.finished)} ended before {args.new_tokens}; {pv_sec:.1f} CPU-s, "
               f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
-        hf_sec, hf_tokens, hf_same = {}, {}, {}
+        hf_sec, hf_tokens, hf_same, hf_probe = {}, {}, {}, {}
         for b in batches:
+            before = probe.rate(layout, PROBE_CALLS)
             sec, hf_replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
+            hf_probe[b] = [before / 1e9, probe.rate(layout, PROBE_CALLS) / 1e9]
             _, hr, _ = useful_tokens(chats, hf_replies, fin)
             same = sum(a == x for a, x in zip(hf_replies, pv_replies, strict=True))
             hf_sec[b], hf_tokens[b], hf_same[b] = sec, hr, same
             print(f"  HF generate batch {b}: {hr} reply tokens, {sec:.1f} CPU-s, {hr / sec:.1f} reply tok/s "
                   f"(identical replies to pvlens: {same}/{len(chats)})", flush=True)
         rounds.append({"matmul_gflops": rate / 1e9, "matmul_layout": layout, "pvlens_cpu_s": pv_sec, "hf_cpu_s": hf_sec,
-                       "hf_reply_tokens": hf_tokens, "identical_to_pvlens": hf_same})
+                       "hf_reply_tokens": hf_tokens, "identical_to_pvlens": hf_same,
+                       "probe_gflops": {"pvlens": pv_probe, "hf": hf_probe}})
     med = statistics.median
     pv_sec = med(x["pvlens_cpu_s"] for x in rounds)
     # each batch size's own reply tokens (at bf16 HF's replies change with the batch)
     hf_rates = {b: med(x["hf_reply_tokens"][b] / x["hf_cpu_s"][b] for x in rounds) for b in batches}
     best_b = max(hf_rates, key=lambda b: hf_rates[b])
     vs_rounds = [(r / x["pvlens_cpu_s"]) / (x["hf_reply_tokens"][best_b] / x["hf_cpu_s"][best_b]) for x in rounds]
+    adjusted_rounds = [drift_adjusted(v, x["probe_gflops"]["pvlens"], x["probe_gflops"]["hf"][best_b])
+                       for v, x in zip(vs_rounds, rounds, strict=True)]
     peak_rounds = [pv_flop / x["pvlens_cpu_s"] / (x["matmul_gflops"] * 1e9) for x in rounds]
     rate = med(x["matmul_gflops"] for x in rounds) * 1e9
     peak, vs_hf = med(peak_rounds), med(vs_rounds)
@@ -225,6 +262,8 @@ def main() -> None:
           + ", ".join(f"batch {b} {v:.1f}" for b, v in hf_rates.items())
           + f"; pvlens ÷ HF (batch {best_b}) per round {', '.join(f'{v:.2f}' for v in vs_rounds)}; "
           f"load average (1 min) {load0:.1f} before, {load1:.1f} after; threads {torch.get_num_threads()}")
+    print(f"drift adjusted (each side's rate ÷ the matmul probe around it): pvlens ÷ HF {med(adjusted_rounds):.2f}, "
+          f"per round {', '.join(f'{v:.2f}' for v in adjusted_rounds)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
@@ -235,6 +274,7 @@ def main() -> None:
             "pvlens_reply_tok_per_cpu_s": r / pv_sec, "pvlens_gflops": pv_flop / pv_sec / 1e9,
             "matmul_gflops": rate / 1e9, "matmul_rows": args.matmul_rows or res_batch, "hf_reply_tok_per_cpu_s": hf_rates, "hf_best_batch": best_b,
             "peak_fraction": peak, "vs_hf": vs_hf, "vs_hf_rounds": vs_rounds, "peak_fraction_rounds": peak_rounds,
+            "vs_hf_drift_adjusted": med(adjusted_rounds), "vs_hf_drift_adjusted_rounds": adjusted_rounds,
             "rounds": rounds, "load_average_1min": [load0, load1],
         }, indent=2))
     print(f"RESULT bulk_generate_peak_fraction ratio={peak:.2f} target=0.6")

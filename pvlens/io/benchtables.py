@@ -114,6 +114,7 @@ def bulk_table(data: dict[str, Any]) -> str:
     rounds = data.get("vs_hf_rounds")
     each = f"; rounds: {', '.join(f'{v:.2f}' for v in rounds)}" if rounds else ""
     lines += [f"| pvlens ÷ HF at HF's best batch ({data['hf_best_batch']}) | {data['vs_hf']:.2f}{each} (target 1.5) |",
+              *_drift_rows(data),
               *_reference_row(data),
               _peak_row(data),
               *_bulk_bounds(data),
@@ -138,6 +139,20 @@ def _bulk_bounds(data: dict[str, Any]) -> list[str]:
             f"{hf_gflops:.1f} ÷ {data['matmul_gflops']:.1f} = {hf_gflops / data['matmul_gflops']:.2f} |",
             f"| ceiling of pvlens ÷ HF: pvlens's work at the full matmul rate | "
             f"{best_pv_rate / hf_rate:.2f} |"]
+
+
+def _drift_rows(data: dict[str, Any]) -> list[str]:
+    """The same ratio with each side's rate divided by the matmul probe read around it, and how
+    far the probe moved during the run (files from before the probes: no rows)."""
+    if "vs_hf_drift_adjusted" not in data:
+        return []
+    each = ", ".join(f"{v:.2f}" for v in data["vs_hf_drift_adjusted_rounds"])
+    readings = [g for x in data["rounds"] for g in
+                [*x["probe_gflops"]["pvlens"], *(v for pair in x["probe_gflops"]["hf"].values() for v in pair)]]
+    return [f"| the same, drift adjusted: each side's rate ÷ the matmul probe's rate read just before and "
+            f"after it (a check on the row above, not the RESULT) | {data['vs_hf_drift_adjusted']:.2f}; rounds: {each} |",
+            f"| matmul probe readings around the sides, slowest – fastest | "
+            f"{min(readings):.1f} – {max(readings):.1f} GFLOP/s |"]
 
 
 def _reference_row(data: dict[str, Any]) -> list[str]:

@@ -49,3 +49,34 @@ def test_matmul_rate_keeps_the_faster_layout(benchmark_script, tiny):
     m = benchmark_script("bench_bulk")
     rate, layout = m.matmul_rate(tiny, rows=4, repeats=1)
     assert rate > 0 and layout in ("x @ W", "F.linear")
+
+
+def test_drift_adjustment_divides_each_side_by_the_speed_it_met(benchmark_script):
+    m = benchmark_script("bench_bulk")
+    assert m.drift_adjusted(1.5, [30.0, 30.0], [30.0, 30.0]) == 1.5  # steady machine: unchanged
+    # HF ran while the machine was at half speed: its rate was halved by the machine, not its code
+    assert m.drift_adjusted(2.0, [30.0, 30.0], [14.0, 16.0]) == 1.0
+    assert m.drift_adjusted(1.0, [20.0, 10.0], [30.0, 30.0]) == 2.0  # pvlens met the slow spell
+
+
+def test_matmul_probe_reads_a_rate_per_layout(benchmark_script, tiny):
+    m = benchmark_script("bench_bulk")
+    probe = m.MatmulProbe(tiny, rows=4)
+    assert probe.rows == 4 and probe.flop > 0
+    assert all(probe.rate(name, calls=1) > 0 for name in probe.layouts)
+    rate, layout = m.matmul_rate(tiny, rows=4, repeats=1, probe=probe)
+    assert rate > 0 and layout in probe.layouts
+
+
+def test_bulk_table_shows_the_drift_adjusted_ratio_only_when_recorded():
+    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
+            "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
+            "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
+            "vs_hf": 2.0, "vs_hf_rounds": [2.0, 3.0], "load_average_1min": [0.5, 0.6],
+            "rounds": [{"probe_gflops": {"pvlens": [20.0, 21.0], "hf": {"64": [12.5, 20.0]}}},
+                       {"probe_gflops": {"pvlens": [19.0, 20.0], "hf": {"64": [20.0, 22.0]}}}]}
+    assert "drift adjusted" not in benchmark_table(data)  # an older file: no row, no guess
+    data |= {"vs_hf_drift_adjusted": 1.8, "vs_hf_drift_adjusted_rounds": [1.59, 2.0]}
+    table = benchmark_table(data)
+    assert "(a check on the row above, not the RESULT) | 1.80; rounds: 1.59, 2.00 |" in table
+    assert "| matmul probe readings around the sides, slowest – fastest | 12.5 – 22.0 GFLOP/s |" in table
