@@ -76,7 +76,10 @@ def test_weights_equal_hooks(make) -> None:
     torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
     unit = u / u.norm()
     for got, want in zip(resid, ref_resid, strict=True):
-        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        # fp32 rounding of the two computations grows with the stream's size (|resid| reaches
+        # ~160 in the tiny Llama's second block; an avx2-only CPU's kernels left 1.7e-4 there), so
+        # the tolerance scales with it (2e-6 × max: 3e-4 there); the unablated model differs by ~100
+        torch.testing.assert_close(got, want, atol=2e-6 * float(want.abs().max()), rtol=1e-4)
         assert float((got @ unit).abs().max()) < 1e-4  # the stream never holds u
     base_logits, _ = _plain(model, tokens)
     assert float((base_logits - logits).abs().max()) > 1e-2  # the ablation changed something
