@@ -33,14 +33,16 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 PROBE_CALLS = 2
 """Passes over the model's shapes per speed probe (well under a second at the default size)."""
 
@@ -50,14 +52,19 @@ def prompts(n: int) -> list[str]:
     return [json.loads(r)["prompt"] for r in rows[:n]]
 
 
-def flops_per_token(model, context: float) -> float:
-    """2 × matmul weights (q/k/v/o, gate/up/down, unembedding) + QK and AV over `context` keys."""
-    cfg = model.cfg
+def layer_shapes(cfg) -> list[tuple[int, int]]:
+    """[in, out] of one block's matmul weights: fused q/k/v, o, gate, up, down."""
     kv = cfg.n_key_value_heads or cfg.n_heads
     d_attn = cfg.n_heads * cfg.d_head
-    per_layer = cfg.d_model * (d_attn + 2 * kv * cfg.d_head) + d_attn * cfg.d_model + 3 * cfg.d_model * cfg.d_mlp
-    weights = cfg.n_layers * per_layer + cfg.d_model * cfg.d_vocab
-    return 2.0 * weights + 4.0 * cfg.n_layers * d_attn * context
+    return [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
+            (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model)]
+
+
+def flops_per_token(model, context: float) -> float:
+    """2 × matmul weights (every block's, unembedding) + QK and AV over `context` keys."""
+    cfg = model.cfg
+    weights = cfg.n_layers * sum(a * b for a, b in layer_shapes(cfg)) + cfg.d_model * cfg.d_vocab
+    return 2.0 * weights + 4.0 * cfg.n_layers * cfg.n_heads * cfg.d_head * context
 
 
 class MatmulProbe:
@@ -68,12 +75,7 @@ class MatmulProbe:
     def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
         import torch.nn.functional as F
 
-        cfg = model.cfg
-        kv = cfg.n_key_value_heads or cfg.n_heads
-        d_attn = cfg.n_heads * cfg.d_head
-        shapes = [(cfg.d_model, d_attn + 2 * kv * cfg.d_head), (d_attn, cfg.d_model),
-                  (cfg.d_model, cfg.d_mlp), (cfg.d_model, cfg.d_mlp), (cfg.d_mlp, cfg.d_model),
-                  (cfg.d_model, cfg.d_vocab)]
+        shapes = [*layer_shapes(model.cfg), (model.cfg.d_model, model.cfg.d_vocab)]
         in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
         out_in = [w.t().contiguous() for w in in_out]
         xs = [torch.randn(rows, a, dtype=dtype) for a, _ in shapes]
@@ -90,6 +92,14 @@ class MatmulProbe:
         for _ in range(calls):
             self.layouts[layout]()
         return calls * self.flop / (time.process_time() - c0)
+
+    def around(self, layout: str, run: Callable[[], T]) -> tuple[T, float, list[float]]:
+        """(`run()`'s result, its CPU seconds, the probe's GFLOP/s just before and just after)."""
+        before = self.rate(layout, PROBE_CALLS)
+        c0 = time.process_time()
+        out = run()
+        sec = time.process_time() - c0
+        return out, sec, [before / 1e9, self.rate(layout, PROBE_CALLS) / 1e9]
 
 
 def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5,
@@ -145,12 +155,11 @@ def count_prefill_tokens() -> list[int]:
     return counter
 
 
-def run_hf(hf, chats, pad_id: int, stops: set[int], n_new: int, batch: int) -> tuple[float, list, list]:
-    """HF greedy generate in length-sorted fixed batches; (CPU seconds, replies, finished)."""
+def run_hf(hf, chats, pad_id: int, stops: set[int], n_new: int, batch: int) -> tuple[list, list]:
+    """HF greedy generate in length-sorted fixed batches; (replies, finished)."""
     order = sorted(range(len(chats)), key=lambda i: len(chats[i].ids))
     replies: list = [None] * len(chats)
     fin: list = [False] * len(chats)
-    c0 = time.process_time()
     for s in range(0, len(order), batch):
         idx = order[s : s + batch]
         width = max(len(chats[i].ids) for i in idx)
@@ -166,7 +175,7 @@ def run_hf(hf, chats, pad_id: int, stops: set[int], n_new: int, batch: int) -> t
             row = out[j, width:].tolist()
             cut = next((k for k, t in enumerate(row) if t in stops), None)
             replies[i], fin[i] = (row[:cut], True) if cut is not None else (row, False)
-    return time.process_time() - c0, replies, fin
+    return replies, fin
 
 
 def main() -> None:
@@ -215,11 +224,8 @@ def main() -> None:
     for k in range(args.repeats):  # rounds interleave the sides, so drift in the machine's speed
         rate, layout = matmul_rate(model, probe.rows, dtype, probe=probe)  # hits them alike
         prefilled[0] = 0
-        before = probe.rate(layout, PROBE_CALLS)
-        c0 = time.process_time()
-        res = bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
-        pv_sec = time.process_time() - c0
-        pv_probe = [before / 1e9, probe.rate(layout, PROBE_CALLS) / 1e9]
+        res, pv_sec, pv_probe = probe.around(layout, lambda: bulk_generate(
+            model, chats, sampling, batch_size=args.batch_size, dtype=dtype))
         replies = [c.response_ids for c in res.chats]
         if pv_replies is not None and replies != pv_replies:
             raise SystemExit("pvlens's greedy replies changed between rounds")
@@ -235,9 +241,8 @@ def main() -> None:
               f"{r / pv_sec:.1f} reply tok/s, {pv_flop / pv_sec / 1e9:.1f} GFLOP/s", flush=True)
         hf_sec, hf_tokens, hf_same, hf_probe = {}, {}, {}, {}
         for b in batches:
-            before = probe.rate(layout, PROBE_CALLS)
-            sec, hf_replies, fin = run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b)
-            hf_probe[b] = [before / 1e9, probe.rate(layout, PROBE_CALLS) / 1e9]
+            (hf_replies, fin), sec, hf_probe[b] = probe.around(
+                layout, lambda b=b: run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, b))
             _, hr, _ = useful_tokens(chats, hf_replies, fin)
             same = sum(a == x for a, x in zip(hf_replies, pv_replies, strict=True))
             hf_sec[b], hf_tokens[b], hf_same[b] = sec, hr, same
