@@ -5,9 +5,10 @@ stopping at the end-of-turn token, so rows end at different times (the case cont
 is for). pvlens runs `bulk_generate` at its default (auto) batch size; HF `generate` runs the
 same prompts in length-sorted fixed batches at each of --hf-batch-sizes, and its best is used.
 The same run times a matmul of every weight shape of the model at pvlens's own row count (its
-slots; --matmul-rows overrides), each weight in both layouts (`x @ W` over [in, out] and
-`F.linear` over [out, in]) and the faster kept: the machine's best for that arithmetic, which
-bounds what it allows. Work is counted as useful tokens (prompt tokens + reply
+slots; --matmul-rows overrides), each weight in every layout the engine may use (`x @ W` over
+[in, out], `F.linear` over [out, in], and in bf16 where oneDNN runs it, [out, in] reordered
+once for oneDNN) and the fastest kept: the machine's best for that arithmetic, which bounds
+what it allows. Work is counted as useful tokens (prompt tokens + reply
 tokens up to and including end-of-turn, no padding) × FLOPs per token (2 × every matmul weight
 incl. the unembedding, + attention over the row's context); for pvlens, which computes a
 prompt prefix shared by several rows once, the prompt tokens are those it actually ran. Rates are per CPU-second of this
@@ -68,12 +69,15 @@ def flops_per_token(model, context: float) -> float:
 
 
 class MatmulProbe:
-    """The model's weight shapes as random matrices on `rows` rows, in both layouts (`x @ W`
-    over [in, out] and `F.linear` over [out, in]), kept so the machine's matmul speed can be
+    """The model's weight shapes as random matrices on `rows` rows, in each layout the engine
+    may hold them in (`x @ W` over [in, out], `F.linear` over [out, in], and in bf16 where
+    oneDNN runs it, [out, in] reordered once for oneDNN's kernels), kept so the machine's matmul speed can be
     read at any moment of the run (made once: filling them takes longer than timing them)."""
 
     def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
         import torch.nn.functional as F
+
+        from pvlens.core.engine import MKLDNN_PACK_ROWS, mkldnn_bf16_packing
 
         shapes = [*layer_shapes(model.cfg), (model.cfg.d_model, model.cfg.d_vocab)]
         in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
@@ -85,6 +89,12 @@ class MatmulProbe:
             "x @ W": lambda: [x @ w for x, w in zip(xs, in_out, strict=True)],
             "F.linear": lambda: [F.linear(x, w) for x, w in zip(xs, out_in, strict=True)],
         }
+        if dtype == torch.bfloat16 and mkldnn_bf16_packing():
+            # the weights as the engine holds them in bf16 there: reordered once for oneDNN
+            packed = [torch.ops.mkldnn._reorder_linear_weight(w, MKLDNN_PACK_ROWS) for w in out_in]
+            self.layouts["oneDNN packed"] = lambda: [
+                torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
+                for x, w in zip(xs, packed, strict=True)]
 
     def rate(self, layout: str, calls: int = 10) -> float:
         """FLOP per CPU-second of `calls` passes over every shape in `layout`."""
@@ -105,9 +115,9 @@ class MatmulProbe:
 def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5,
                 probe: MatmulProbe | None = None) -> tuple[float, str]:
     """FLOP per CPU-second of the model's weight shapes on `rows` rows (best of `repeats`), in
-    the faster of the two weight layouts, and which one that was.
+    the fastest weight layout, and which one that was.
 
-    Both layouts count because which is faster depends on the dtype and the CPU (the engine
+    Every layout counts because which is faster depends on the dtype and the CPU (the engine
     picks per dtype, `FastEngine.out_in`); a reference in the slower one would flatter the
     peak fraction (bf16 on an AMD EPYC with avx512-bf16: `x @ W` 141 GFLOP/s vs `F.linear` 158
     at 64 rows)."""

@@ -226,3 +226,53 @@ def test_bf16_engine_on_cpu_packs_weights_out_in_and_agrees_with_fp32(tiny):
         assert (step - got[:, -1]).abs().mean() < 0.05 * ref[valid].std()
     finally:
         engine_for(tiny, torch.float32)
+
+
+def test_onednn_packed_bf16_weights_give_the_plain_bf16_results(tiny, monkeypatch):
+    """The oneDNN weight reorder is a layout change only: logits of a prefill and of a
+    decoding step equal those of the same bf16 engine with plain [out, in] weights."""
+    import pvlens.core.engine as engine_module
+
+    tokens, positions = _batch(tiny)
+    try:
+        packed = engine_for(tiny, torch.bfloat16)
+        assert packed.mkldnn == engine_module.mkldnn_bf16_packing()
+        runs = []
+        for engine in (packed, None):
+            if engine is None:
+                monkeypatch.setattr(engine_module, "mkldnn_bf16_packing", lambda: False)
+                tiny.__dict__["_pvlens_engines"].clear()
+                engine = engine_for(tiny, torch.bfloat16)
+                assert not engine.mkldnn and isinstance(engine.layers[0]["w_up"], torch.Tensor)
+            cache = engine.new_cache(tokens.shape[0], tokens.shape[1])
+            first = engine.forward(tokens[:, :-1], positions[:, :-1], cache, logits="all")
+            runs.append((first, engine.forward(tokens[:, -1:], positions[:, -1:], cache)))
+        valid = positions[:, :-1] >= 0
+        torch.testing.assert_close(runs[0][0][valid], runs[1][0][valid], atol=0, rtol=0)
+        torch.testing.assert_close(runs[0][1], runs[1][1], atol=0, rtol=0)
+    finally:
+        monkeypatch.undo()
+        tiny.__dict__["_pvlens_engines"].clear()
+        engine_for(tiny, torch.float32)
+
+
+def test_bf16_engine_falls_back_where_onednn_cannot_pack_bf16(tmp_path):
+    """On a CPU without AVX512-BW/VL/DQ or AVX-NE-CONVERT oneDNN's bf16 reorder raises; the
+    engine must then keep plain weights (emulated here by capping oneDNN at AVX2)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, pvlens.core.engine as e\n"
+        "from pvlens.core.model import tiny_model\n"
+        "m = tiny_model()\n"
+        "eng = e.engine_for(m, torch.bfloat16)\n"
+        "t = torch.tensor([[1, 2, 3]]); p = torch.arange(3)[None]\n"
+        "out = eng.forward(t, p)\n"
+        "print(e.mkldnn_bf16_packing(), eng.mkldnn, bool(torch.isfinite(out).all()))\n"
+    )
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["False", "False", "True"]
