@@ -160,8 +160,10 @@ def _reference_row(data: dict[str, Any]) -> list[str]:
     if "matmul_rows" not in data:
         return []
     layouts = sorted({x.get("matmul_layout", "?") for x in data.get("rounds", [])})
-    return [f"| matmul reference: the model's weight shapes on {data['matmul_rows']} rows, faster of "
-            f"`x @ W` / `F.linear` (faster here: {', '.join(f'`{x}`' for x in layouts)}) | "
+    tried = data.get("matmul_layouts", ["x @ W", "F.linear"])  # older files timed these two
+    which = "faster" if len(tried) == 2 else "fastest"
+    return [f"| matmul reference: the model's weight shapes on {data['matmul_rows']} rows, {which} of "
+            f"{' / '.join(f'`{x}`' for x in tried)} ({which} here: {', '.join(f'`{x}`' for x in layouts)}) | "
             f"{data['matmul_gflops']:.1f} GFLOP/s |"]
 
 
