@@ -38,11 +38,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Tests run on TEST_WORKERS pytest-xdist workers (one per core here), one thread each, each
+# test module kept on one worker (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST = HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
 unit: install browser
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 integration: install
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/integration
+	$(PYTEST) tests/integration
 
 docs: install
 	$(BIN)/mkdocs build --strict -q -d .site
@@ -51,7 +56,7 @@ test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/mkdocs build --strict -q -d .site
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests
+	$(PYTEST) --durations=15 tests
 
 # Regenerate every measured number the docs show (results/<name>/), then the docs' tables.
 replicate: install

@@ -27,6 +27,18 @@ jaxtyping.install_import_hook(
 )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`make test` runs two workers with `--dist loadgroup`), keep each
+    module's tests on one worker, so its module-scoped models load once, unless the module
+    sets `XDIST_PER_TEST = True` (independent, long tests: the notebooks) or names its own
+    group (the Ray modules share one, so one worker starts one Ray cluster)."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is None or item.get_closest_marker("xdist_group") or getattr(module, "XDIST_PER_TEST", False):
+            continue
+        item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """A 2-layer random Llama-architecture HookedTransformer with the small shipped SmolLM2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+XDIST_PER_TEST = True  # independent notebooks: xdist spreads them over its workers (conftest.py)
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT = 1200  # seconds; generous for a loaded CPU
 

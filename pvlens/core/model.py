@@ -65,7 +65,7 @@ def _gguf_path() -> Path:
 def ensure_default_model_dir() -> Path:
     """Convert the GGUF default model into an fp32 HF folder once; return the folder."""
     target = default_model_dir()
-    if (target / "config.json").exists() and (target / "tokenizer_config.json").exists():
+    if _converted(target):
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,14 +77,26 @@ def ensure_default_model_dir() -> Path:
     hf.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf, "is_quantized"):
         hf.is_quantized = False  # type: ignore[assignment]
-    tmp = target.with_name(target.name + ".tmp")
+    # a folder of this process's own (parallel test workers may convert at the same time),
+    # renamed into place: a killed conversion never leaves a half folder behind
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     hf.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: a killed conversion never leaves a half folder behind
+    if target.exists() and not _converted(target):
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process finished first: keep its folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _converted(target):
+            raise
     return target
+
+
+def _converted(folder: Path) -> bool:
+    return (folder / "config.json").exists() and (folder / "tokenizer_config.json").exists()
 
 
 def load_hf_model(path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"):

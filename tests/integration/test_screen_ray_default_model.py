@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pvlens.cli import app
 from pvlens.io.jsonl import read_jsonl_lenient
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # with the other Ray modules
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "pvlens/data/datasets/evil/level_ii.jsonl"
 VECTORS = ROOT / "pvlens/data/vectors/smollm2-135m-instruct/evil.safetensors"

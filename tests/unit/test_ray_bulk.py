@@ -34,7 +34,8 @@ BLOCK = 3
 """Rows per block of the module's generator."""
 
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")  # the session's local cluster (tests/conftest.py)
+pytestmark = [pytest.mark.usefixtures("ray_cluster"),  # the session's local cluster (tests/conftest.py),
+              pytest.mark.xdist_group("ray")]  # on one xdist worker: one cluster
 
 
 @pytest.fixture(scope="module")

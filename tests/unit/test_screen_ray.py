@@ -32,7 +32,8 @@ FACTORY = functools.partial(pvlens.tiny_model, n_layers=3)
 OPTS = RayOptions(workers=2, worker_cpus=1, max_restarts=2, max_task_retries=2)
 
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")  # the session's local cluster (tests/conftest.py)
+pytestmark = [pytest.mark.usefixtures("ray_cluster"),  # the session's local cluster (tests/conftest.py),
+              pytest.mark.xdist_group("ray")]  # on one xdist worker: one cluster
 
 
 @pytest.fixture(scope="module")
