@@ -46,8 +46,12 @@ def cpu_has_fast_bf16() -> bool:
 
 
 COMPUTE_DTYPE_ENV = "PVLENS_COMPUTE_DTYPE"
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+"""Every dtype name pvlens accepts, in arguments and in PVLENS_COMPUTE_DTYPE."""
 
 
 def fast_dtype(device: str | torch.device) -> torch.dtype:
@@ -60,22 +64,16 @@ def fast_dtype(device: str | torch.device) -> torch.dtype:
     """
     forced = os.environ.get(COMPUTE_DTYPE_ENV, "").strip().lower()
     if forced and forced != "auto":
-        if forced not in _DTYPES:
+        if forced not in DTYPE_NAMES:
             raise ValueError(
-                f"{COMPUTE_DTYPE_ENV}={forced!r}: use one of auto, {', '.join(sorted(_DTYPES))}"
+                f"{COMPUTE_DTYPE_ENV}={forced!r}: use one of auto, {', '.join(sorted(DTYPE_NAMES))}"
             )
-        return _DTYPES[forced]
+        return DTYPE_NAMES[forced]
     device = str(device)
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
-
-DTYPE_NAMES: dict[str, torch.dtype] = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 
 
 def as_dtype(
