@@ -77,7 +77,7 @@ class MatmulProbe:
     def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
         import torch.nn.functional as F
 
-        from pvlens.core.engine import MKLDNN_PACK_ROWS, mkldnn_bf16_packing
+        from pvlens.core.engine import mkldnn_bf16_packing, onednn_linear, onednn_pack
 
         shapes = [*layer_shapes(model.cfg), (model.cfg.d_model, model.cfg.d_vocab)]
         in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
@@ -91,10 +91,9 @@ class MatmulProbe:
         }
         if dtype == torch.bfloat16 and mkldnn_bf16_packing():
             # the weights as the engine holds them in bf16 there: reordered once for oneDNN
-            packed = [torch.ops.mkldnn._reorder_linear_weight(w, MKLDNN_PACK_ROWS) for w in out_in]
+            packed = [onednn_pack(w) for w in out_in]
             self.layouts["oneDNN packed"] = lambda: [
-                torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [], "")
-                for x, w in zip(xs, packed, strict=True)]
+                onednn_linear(x, w) for x, w in zip(xs, packed, strict=True)]
 
     def rate(self, layout: str, calls: int = 10) -> float:
         """FLOP per CPU-second of `calls` passes over every shape in `layout`."""

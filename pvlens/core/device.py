@@ -75,7 +75,6 @@ def fast_dtype(device: str | torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-
 def as_dtype(
     dtype: torch.dtype | str | None, device: str | torch.device | None = None
 ) -> torch.dtype | None:

@@ -278,14 +278,14 @@ class FastEngine:
 
     def _reorder(self, w: Tensor) -> Tensor:
         """An [out, in] bf16 weight in oneDNN's blocked layout when `mkldnn`, else `w`."""
-        return torch.ops.mkldnn._reorder_linear_weight(w, MKLDNN_PACK_ROWS) if self.mkldnn else w
+        return onednn_pack(w) if self.mkldnn else w
 
     # --- pieces ----------------------------------------------------------------------------
     def _linear(self, x: Tensor, w: Tensor | None, b: Tensor | None = None) -> Tensor:
         """x times a packed weight (layout per `out_in`/`mkldnn`), plus the bias if any."""
         assert w is not None
-        if self.mkldnn:  # the oneDNN kernel reads x as contiguous rows
-            return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
+        if self.mkldnn:
+            return onednn_linear(x, w, b)
         if self.out_in:
             return F.linear(x, w, b)
         out = x @ w
@@ -409,15 +409,7 @@ class FastEngine:
             step.cache.v[i][:, :, step.start : end] = v
             k, v = step.cache.k[i][:, :, :end], step.cache.v[i][:, :, :end]
         group = self.n_heads // self.n_kv
-        if step.additive is not None and self.dtype != torch.float32:
-            # Decoding on CPU in bf16/fp16: SDPA's CPU kernel with the grouped heads
-            # (Intel Xeon with AMX, bf16, batch 96, ~110 slots: 1.0 ms per layer against 2.0 ms
-            # for the two batched matmuls below, whose bf16 kernel needs the cache slice
-            # copied contiguous first; fp32 SDPA there is 6.8 ms, so fp32 keeps the matmuls)
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=step.additive, scale=self.scale,
-                                               enable_gqa=group > 1)
-            return self._linear(rearrange(z, "b n s h -> b s (n h)"), p["w_o"], p["b_o"])
-        if step.additive is not None:
+        if step.additive is not None and self.dtype == torch.float32:
             # Decoding on CPU in fp32: the query heads of one key/value head as one
             # [group, d_head] block, attention as two batched matmuls around a softmax
             # (keys/values read once per kv head, never expanded; the mask added once per step,
@@ -426,17 +418,23 @@ class FastEngine:
             scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(self.scale).add_(step.additive)
             z = torch.matmul(torch.softmax(scores, dim=-1), v)
             return self._linear(rearrange(z, "b k (g s) h -> b s (k g h)", g=group), p["w_o"], p["b_o"])
-        if seq == 1 and group > 1:
-            # Decoding: the query heads of one key/value head attend as one [group, d_head]
-            # block, so keys/values are read once per kv head and never expanded (on this
-            # CPU, fp32 and bf16, 1.1-1.6x faster than enable_gqa at batch 64-80).
+        if seq == 1 and group > 1 and step.additive is None:
+            # Decoding off the CPU (no additive mask): the query heads of one key/value head
+            # attend as one [group, d_head] block, so keys/values are read once per kv head and
+            # never expanded (measured on a CPU, fp32 and bf16: 1.1-1.6x faster than enable_gqa
+            # at batch 64-80).
             z = F.scaled_dot_product_attention(
                 rearrange(q, "b (k g) s h -> b k (g s) h", g=group), k, v,
                 attn_mask=step.mask, scale=self.scale,
             )
             return self._linear(rearrange(z, "b k (g s) h -> b s (k g h)", g=group), p["w_o"], p["b_o"])
+        # Prefill, and decoding on CPU in bf16/fp16 (the additive mask): SDPA with grouped
+        # heads there takes 1.0 ms per layer against 2.0 ms for the fp32 path's two matmuls,
+        # whose bf16 kernel needs the cache slice copied contiguous first (Intel Xeon with AMX,
+        # batch 96, ~110 slots); fp32 SDPA there is 6.8 ms, so fp32 keeps the matmuls.
+        mask = step.additive if step.additive is not None else step.mask
         z = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=step.mask, scale=self.scale, enable_gqa=group > 1
+            q, k, v, attn_mask=mask, scale=self.scale, enable_gqa=group > 1
         )
         return self._linear(rearrange(z, "b n s h -> b s (n h)"), p["w_o"], p["b_o"])
 
@@ -532,13 +530,25 @@ def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+def onednn_pack(w: Float[Tensor, "out d_in"]) -> Tensor:
+    """An [out, in] bf16 weight reordered once into oneDNN's blocked layout (an opaque
+    tensor for `onednn_linear` only; see MKLDNN_PACK_ROWS)."""
+    return torch.ops.mkldnn._reorder_linear_weight(w, MKLDNN_PACK_ROWS)
+
+
+def onednn_linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """`F.linear(x, W, b)` for a weight from `onednn_pack` (the kernel reads x as contiguous
+    rows, so a strided x is copied first)."""
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
+
+
 @functools.cache
 def mkldnn_bf16_packing() -> bool:
     """Whether this PyTorch build and CPU can run oneDNN's prepacked bf16 linear (it needs
     AVX512-BW/VL/DQ or AVX-NE-CONVERT; on other CPUs the reorder raises)."""
     try:
-        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8, dtype=torch.bfloat16), 1)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 8, dtype=torch.bfloat16), w, None, "none", [], "")
+        out = onednn_linear(torch.ones(1, 8, dtype=torch.bfloat16),
+                            onednn_pack(torch.ones(8, 8, dtype=torch.bfloat16)))
     except (AttributeError, RuntimeError):
         return False
     return bool((out == 8).all())
