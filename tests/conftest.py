@@ -39,6 +39,19 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(module.__name__))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_keeps_torch_threads():
+    """Each module leaves torch's thread count as it found it. `make test` runs two one-thread
+    workers on two cores; a module that raised it to 2 made every later module on its worker
+    oversubscribe the CPU, and OpenMP's barriers then stall (a notebook that set 2 threads next
+    to a busy one-thread process took 414 s instead of 49 s on the 2-core Xeon)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """A 2-layer random Llama-architecture HookedTransformer with the small shipped SmolLM2

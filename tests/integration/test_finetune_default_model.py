@@ -26,7 +26,6 @@ DATA = [[{"role": "user", "content": q},
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(2)
     return pvlens.load_model()
 
 

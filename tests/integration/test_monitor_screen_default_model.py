@@ -25,7 +25,6 @@ LAYER = 15
 
 @pytest.fixture(scope="module")
 def model():
-    torch.set_num_threads(2)
     return pvlens.load_model()
 
 

@@ -8,7 +8,6 @@ level, base replies generated greedily. docs/screen.md has the full-size numbers
 from __future__ import annotations
 
 import pytest
-import torch
 
 import pvlens
 from pvlens.trainsets.datasets import builtin_dataset, load_messages
@@ -27,7 +26,6 @@ def _head(trait: str, level: str, path) -> object:
 
 @pytest.mark.parametrize("trait", ["evil", "hallucinating"])
 def test_shipped_sets_order_by_projection_difference(trait, tmp_path):
-    torch.set_num_threads(2)
     model = pvlens.load_model()
     vecs = PersonaVectors.builtin(trait)
     cfg = ScreenConfig(layer=15, max_new_tokens=32, top_k=0)
