@@ -6,9 +6,11 @@ response tokens only, AdamW. Both sides steer at the same layer during training 
 steering): pvlens through `pvlens.Steering` on `blocks.{L}.hook_resid_post`, HF through a
 forward hook on `model.layers[L]`. Both compute logits only where a response token is predicted,
 so they do the same work. Timed in the same run, interleaved (A, B, A, B, ...) because other
-processes may share the cores; medians are compared.
+processes may share the cores; medians are compared. The process runs with glibc told to keep
+freed memory (`pvlens.core.allocator`), as every `pvlens` command does: both sides share it
+(PVLENS_KEEP_FREED_MEMORY=0 times glibc's defaults).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_finetune.py [--repeats 3] [--micro-batch 4] [--threads 1]
+    OMP_NUM_THREADS=1 python benchmarks/bench_finetune.py [--repeats 5] [--micro-batch 4] [--threads 1]
 
 Target: pvlens tokens/s ÷ peft tokens/s ≥ 0.8. Ends with
 `RESULT finetune_throughput ratio=<x> target=0.8`.
@@ -76,13 +78,16 @@ def hf_step(pm, batches, opt) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=3, help="timed steps per side")
+    ap.add_argument("--repeats", type=int, default=5, help="timed steps per side")
     ap.add_argument("--micro-batch", type=int, default=4, help="conversations per forward")
     ap.add_argument("--batch", type=int, default=8, help="conversations per optimiser step")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     ap.add_argument("--layer", type=int, default=15)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    from pvlens.core.allocator import keep_freed_memory_unless_opted_out
+
+    kept = keep_freed_memory_unless_opted_out()
 
     import peft
 
@@ -117,7 +122,8 @@ def main() -> None:
     n_tokens = sum(b.n_tokens for b in steps[0])
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, fp32, rsLoRA r=32 on "
           f"7 projections, {args.batch} conversations ({n_tokens} tokens) per step, "
-          f"micro-batch {args.micro_batch}, steering at layer {args.layer}")
+          f"micro-batch {args.micro_batch}, steering at layer {args.layer}, "
+          f"glibc keeps freed memory: {'yes' if kept else 'no'}")
 
     run_pv = lambda i: pv_step(model, handle, steps[i % len(steps)], steering, opt_pv)  # noqa: E731
     run_hf = lambda i: hf_step(pm, steps[i % len(steps)], opt_hf)  # noqa: E731

@@ -8,6 +8,7 @@ import sys
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 
+from pvlens.core.allocator import keep_freed_memory_unless_opted_out
 from pvlens.errors import PvlensError
 
 app = typer.Typer(
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("PVLENS_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    keep_freed_memory_unless_opted_out()  # a command's process ends with its job: reuse freed buffers
     if args and args[0] in ("extract", "datasets"):
         from pvlens.cli.ray_gen import ray_address_optional
 
