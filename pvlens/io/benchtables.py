@@ -105,7 +105,6 @@ def bulk_table(data: dict[str, Any]) -> str:
              f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens{early}), "
              f"greedy, {dtype} |",
              *([f"| interleaved rounds (medians below) | {data['repeats']} |"] if "repeats" in data else []),
-             *_warmup_row(data),
              f"| pvlens `bulk_generate` ({'auto batch size' if data.get('pvlens_batch_auto', True) else 'batch size set'}"
              f"{f': {slots} slots' if slots else ''}), "
              f"reply tokens per CPU-s | {data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
@@ -123,18 +122,6 @@ def bulk_table(data: dict[str, Any]) -> str:
               f"{data['load_average_1min'][1]:.1f} |",
               f"| machine | {_machine(data)} |"]
     return "\n".join(lines) + "\n"
-
-
-def _warmup_row(data: dict[str, Any]) -> list[str]:
-    """The untimed first call of each side beside its timed median (files from before the
-    full-size warm-up: no row)."""
-    warm = data.get("warmup_cpu_s")
-    if warm is None:
-        return []
-    pv_median = data["reply_tokens"] / data["pvlens_reply_tok_per_cpu_s"]
-    return [f"| first call of each side in the process, before the rounds and not in them (pvlens ran first, "
-            f"on fresh memory; HF then reuses what pvlens freed), CPU-s | pvlens {warm['pvlens']:.1f} "
-            f"(its rounds' median {pv_median:.1f}); HF batch {warm['hf_batch']} {warm['hf']:.1f} |"]
 
 
 def _bulk_bounds(data: dict[str, Any]) -> list[str]:
