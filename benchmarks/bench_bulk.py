@@ -108,10 +108,15 @@ class MatmulProbe:
     def around(self, layout: str, run: Callable[[], T]) -> tuple[T, float, list[float]]:
         """(`run()`'s result, its CPU seconds, the probe's GFLOP/s just before and just after)."""
         before = self.rate(layout, PROBE_CALLS)
-        c0 = time.process_time()
-        out = run()
-        sec = time.process_time() - c0
+        out, sec = cpu_timed(run)
         return out, sec, [before / 1e9, self.rate(layout, PROBE_CALLS) / 1e9]
+
+
+def cpu_timed(run: Callable[[], T]) -> tuple[T, float]:
+    """(`run()`'s result, the CPU seconds this process spent in it)."""
+    c0 = time.process_time()
+    out = run()
+    return out, time.process_time() - c0
 
 
 def matmul_rate(model, rows: int, dtype: torch.dtype = torch.float32, repeats: int = 5,
@@ -220,16 +225,9 @@ def main() -> None:
     stops = stop_token_ids(tok)
     sampling = SamplingConfig(max_new_tokens=args.new_tokens, temperature=0.0)
     batches = [int(x) for x in args.hf_batch_sizes.split(",")]
-    # Warm-up, untimed in the rounds: each side once at full size. The first call of a process
-    # packs weights and touches its memory for the first time (pvlens's KV cache for every slot,
-    # its packed unembedding); what the first side frees, the second reuses, so without this
-    # only the side that runs first would pay it, in round 1. Recorded, not hidden.
-    c0 = time.process_time()
-    bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype)
-    warm_pv = time.process_time() - c0
-    c0 = time.process_time()
-    run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, max(batches))
-    warm_hf = time.process_time() - c0
+    # each side once at full size before the rounds, untimed there (see the module docstring)
+    _, warm_pv = cpu_timed(lambda: bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype))
+    _, warm_hf = cpu_timed(lambda: run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, max(batches)))
     print(f"warm-up (first call of each side in this process, pvlens first): pvlens {warm_pv:.1f} CPU-s, "
           f"HF batch {max(batches)} {warm_hf:.1f} CPU-s", flush=True)
 
