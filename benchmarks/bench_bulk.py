@@ -21,7 +21,9 @@ a process's first call packs weights and touches fresh memory, and what the firs
 the second reuses, so timing the first call would charge it to whichever side ran first. A short matmul
 probe just before and after each side reads the speed that side met; pvlens ÷ HF with each
 side's rate divided by its probe's is printed beside the RESULT as a drift-adjusted check (the
-RESULT itself stays the plain ratio).
+RESULT itself stays the plain ratio). glibc keeps freed memory for reuse, as in every `pvlens`
+command (process-wide, so for both sides; PVLENS_KEEP_FREED_MEMORY=0 leaves glibc's defaults,
+what a notebook gets); the results file records which.
 
     python benchmarks/bench_bulk.py [--n 96] [--new-tokens 64] [--hf-batch-sizes 32,64,96]
         [--dtype float32|bfloat16]
@@ -208,6 +210,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    from pvlens.core.allocator import keep_freed_memory_unless_opted_out
+
+    kept = keep_freed_memory_unless_opted_out()  # see the module docstring
 
     import pvlens
     from pvlens.core.bulk import bulk_generate
@@ -229,7 +234,7 @@ def main() -> None:
     _, warm_pv = cpu_timed(lambda: bulk_generate(model, chats, sampling, batch_size=args.batch_size, dtype=dtype))
     _, warm_hf = cpu_timed(lambda: run_hf(hf, chats, tok.pad_token_id, stops, args.new_tokens, max(batches)))
     print(f"warm-up (first call of each side in this process, pvlens first): pvlens {warm_pv:.1f} CPU-s, "
-          f"HF batch {max(batches)} {warm_hf:.1f} CPU-s", flush=True)
+          f"HF batch {max(batches)} {warm_hf:.1f} CPU-s; glibc keeps freed memory: {kept}", flush=True)
 
     from pvlens.core.bulk import auto_batch_size
     from pvlens.core.engine import engine_for
@@ -304,6 +309,7 @@ def main() -> None:
             "vs_hf_drift_adjusted": med(adjusted_rounds), "vs_hf_drift_adjusted_rounds": adjusted_rounds,
             "rounds": rounds, "load_average_1min": [load0, load1],
             "warmup_cpu_s": {"pvlens": warm_pv, "hf": warm_hf, "hf_batch": max(batches)},
+            "keep_freed_memory": kept,
         }, indent=2))
     print(f"RESULT bulk_generate_peak_fraction ratio={peak:.2f} target=0.6")
     print(f"RESULT bulk_generate_vs_hf ratio={vs_hf:.2f} target=1.5")

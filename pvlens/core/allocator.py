@@ -14,7 +14,6 @@ command line sets it (its processes end when the job does) and the library leave
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 
@@ -48,14 +47,14 @@ def keep_freed_memory_unless_opted_out() -> bool:
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (the only one with these mallopt parameters), else None."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
+    """The C library when it is glibc (the only one with these mallopt parameters), else None.
+
+    The process's own symbols (`dlopen(NULL)`) include the C library it runs on, so no search
+    for a library file is needed (`ctypes.util.find_library` would run `ldconfig -p`)."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 — only glibc exports it
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows takes no None
         return None
     libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     libc.mallopt.restype = ctypes.c_int

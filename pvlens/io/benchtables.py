@@ -105,6 +105,8 @@ def bulk_table(data: dict[str, Any]) -> str:
              f"≤ {data['max_new_tokens']} new tokens, {data['reply_tokens']} reply tokens (pvlens{early}), "
              f"greedy, {dtype} |",
              *([f"| interleaved rounds (medians below) | {data['repeats']} |"] if "repeats" in data else []),
+             *_warmup_row(data),
+             *_allocator_row(data),
              f"| pvlens `bulk_generate` ({'auto batch size' if data.get('pvlens_batch_auto', True) else 'batch size set'}"
              f"{f': {slots} slots' if slots else ''}), "
              f"reply tokens per CPU-s | {data['pvlens_reply_tok_per_cpu_s']:.1f} |"]
@@ -122,6 +124,29 @@ def bulk_table(data: dict[str, Any]) -> str:
               f"{data['load_average_1min'][1]:.1f} |",
               f"| machine | {_machine(data)} |"]
     return "\n".join(lines) + "\n"
+
+
+def _warmup_row(data: dict[str, Any]) -> list[str]:
+    """The untimed first call of each side beside its timed median (files from before the
+    full-size warm-up: no row)."""
+    warm = data.get("warmup_cpu_s")
+    if warm is None:
+        return []
+    pv_median = data["reply_tokens"] / data["pvlens_reply_tok_per_cpu_s"]
+    return [f"| first call of each side in the process, before the rounds and not in them (pvlens ran first, "
+            f"on fresh memory; HF then reuses what pvlens freed), CPU-s | pvlens {warm['pvlens']:.1f} "
+            f"(its rounds' median {pv_median:.1f}); HF batch {warm['hf_batch']} {warm['hf']:.1f} |"]
+
+
+def _allocator_row(data: dict[str, Any]) -> list[str]:
+    """Whether glibc kept freed memory for reuse in the run (process-wide, so both sides), as
+    pvlens's command line sets it (files from before it was recorded: no row)."""
+    kept = data.get("keep_freed_memory")
+    if kept is None:
+        return []
+    how = ("yes, as pvlens's command line sets it (`keep_freed_memory`)" if kept
+           else "no: glibc's defaults (`PVLENS_KEEP_FREED_MEMORY=0`, or not glibc)")
+    return [f"| glibc keeps freed memory for reuse (process-wide: both sides) | {how} |"]
 
 
 def _bulk_bounds(data: dict[str, Any]) -> list[str]:

@@ -80,3 +80,27 @@ def test_bulk_table_shows_the_drift_adjusted_ratio_only_when_recorded():
     table = benchmark_table(data)
     assert "(a check on the row above, not the RESULT) | 1.80; rounds: 1.59, 2.00 |" in table
     assert "| matmul probe readings around the sides, slowest – fastest | 12.5 – 22.0 GFLOP/s |" in table
+
+
+def test_bulk_table_shows_each_sides_untimed_first_call_beside_its_median():
+    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
+            "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
+            "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
+            "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+    assert "first call of each side" not in benchmark_table(data)  # an older file: no row
+    data["warmup_cpu_s"] = {"pvlens": 13.25, "hf": 21.0, "hf_batch": 64}
+    row = next(r for r in benchmark_table(data).splitlines() if "first call of each side" in r)
+    # 100 reply tokens at the median 10 tok/s: 10 CPU-s timed, against 13.2 for the first call
+    assert row.endswith("| pvlens 13.2 (its rounds' median 10.0); HF batch 64 21.0 |")
+
+
+def test_bulk_table_says_whether_glibc_kept_freed_memory_only_when_recorded():
+    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
+            "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
+            "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
+            "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+    assert "keeps freed memory" not in benchmark_table(data)  # an older file: no row
+    data["keep_freed_memory"] = True
+    assert "| glibc keeps freed memory for reuse (process-wide: both sides) | yes, as" in benchmark_table(data)
+    data["keep_freed_memory"] = False
+    assert "| glibc keeps freed memory for reuse (process-wide: both sides) | no: glibc's defaults" in benchmark_table(data)
