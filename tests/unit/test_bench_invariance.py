@@ -68,13 +68,18 @@ def test_matmul_probe_reads_a_rate_per_layout(benchmark_script, tiny):
     assert rate > 0 and layout in probe.layouts
 
 
-def test_bulk_table_shows_the_drift_adjusted_ratio_only_when_recorded():
-    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
+def _bulk_results() -> dict:
+    """The keys every bench_bulk results file has (the oldest ones too)."""
+    return {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
             "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
             "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
-            "vs_hf": 2.0, "vs_hf_rounds": [2.0, 3.0], "load_average_1min": [0.5, 0.6],
-            "rounds": [{"probe_gflops": {"pvlens": [20.0, 21.0], "hf": {"64": [12.5, 20.0]}}},
-                       {"probe_gflops": {"pvlens": [19.0, 20.0], "hf": {"64": [20.0, 22.0]}}}]}
+            "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+
+
+def test_bulk_table_shows_the_drift_adjusted_ratio_only_when_recorded():
+    rounds = [{"probe_gflops": {"pvlens": [20.0, 21.0], "hf": {"64": [12.5, 20.0]}}},
+              {"probe_gflops": {"pvlens": [19.0, 20.0], "hf": {"64": [20.0, 22.0]}}}]
+    data = _bulk_results() | {"vs_hf_rounds": [2.0, 3.0], "rounds": rounds}
     assert "drift adjusted" not in benchmark_table(data)  # an older file: no row, no guess
     data |= {"vs_hf_drift_adjusted": 1.8, "vs_hf_drift_adjusted_rounds": [1.59, 2.0]}
     table = benchmark_table(data)
@@ -83,10 +88,7 @@ def test_bulk_table_shows_the_drift_adjusted_ratio_only_when_recorded():
 
 
 def test_bulk_table_shows_each_sides_untimed_first_call_beside_its_median():
-    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
-            "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
-            "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
-            "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+    data = _bulk_results()
     assert "first call of each side" not in benchmark_table(data)  # an older file: no row
     data["warmup_cpu_s"] = {"pvlens": 13.25, "hf": 21.0, "hf_batch": 64}
     row = next(r for r in benchmark_table(data).splitlines() if "first call of each side" in r)
@@ -95,10 +97,7 @@ def test_bulk_table_shows_each_sides_untimed_first_call_beside_its_median():
 
 
 def test_bulk_table_says_whether_glibc_kept_freed_memory_only_when_recorded():
-    data = {"n_prompts": 2, "prompt_tokens": 100, "max_new_tokens": 64, "reply_tokens": 100,
-            "pvlens_reply_tok_per_cpu_s": 10.0, "pvlens_gflops": 15.0, "matmul_gflops": 20.0,
-            "hf_reply_tok_per_cpu_s": {"64": 5.0}, "hf_best_batch": 64, "peak_fraction": 0.75,
-            "vs_hf": 2.0, "load_average_1min": [0.5, 0.6]}
+    data = _bulk_results()
     assert "keeps freed memory" not in benchmark_table(data)  # an older file: no row
     data["keep_freed_memory"] = True
     assert "| glibc keeps freed memory for reuse (process-wide: both sides) | yes, as" in benchmark_table(data)
