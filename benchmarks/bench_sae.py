@@ -8,9 +8,12 @@ Three numbers, in tokens (activations) per second:
 3. end_to_end: `train_sae` for one epoch of a fresh corpus — model passes, shuffling, scaling
    estimate and SAE steps together, which is what a first epoch costs.
 
-    python benchmarks/bench_sae.py [--n-prompts 128] [--threads 1]
+    python benchmarks/bench_sae.py [--n-prompts 128] [--threads 1] [--out results/bench_sae/results.json]
 
-Ends with `RESULT sae_<name> ...` lines.
+Ends with `RESULT sae_<name> ...` lines. Rates are per wall-clock second, so they fall when other
+processes share the cores: the load average before and after is printed and, with --out, kept
+with the RESULT lines in a file docs/sae.md's table is generated from
+(`python -m pvlens.io.doctables docs/sae.md`).
 """
 
 from __future__ import annotations
@@ -110,8 +113,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-prompts", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None, help="also write the RESULT lines, machine and load as JSON")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load0, t0 = os.getloadavg()[0], time.perf_counter()
 
     import tempfile
 
@@ -128,9 +133,27 @@ def main() -> None:
         ours, hf = bench_activations(model, docs)
         steps = bench_steps(model.cfg.d_model)
         e2e = bench_end_to_end(model, corpus, tmp, n_tokens)
-    print(f"RESULT sae_activations tokens_per_s={ours:.0f} hf_tokens_per_s={hf:.0f} ratio={ours / hf:.2f}")
-    print(f"RESULT sae_step tokens_per_s={steps:.0f} d_sae={8 * model.cfg.d_model} batch=2048")
-    print(f"RESULT sae_end_to_end tokens_per_s={e2e:.0f} (first epoch: activations + training)")
+    lines = [f"RESULT sae_activations tokens_per_s={ours:.0f} hf_tokens_per_s={hf:.0f} ratio={ours / hf:.2f}",
+             f"RESULT sae_step tokens_per_s={steps:.0f} d_sae={8 * model.cfg.d_model} batch=2048",
+             f"RESULT sae_end_to_end tokens_per_s={e2e:.0f} (first epoch: activations + training)"]
+    print("\n".join(lines))
+    if args.out:
+        write_results(args, lines, load0, time.perf_counter() - t0, n_tokens)
+
+
+def write_results(args: argparse.Namespace, lines: list[str], load0: float, seconds: float, n_tokens: int) -> None:
+    """The RESULT lines in the shape of a `pvlens replicate` benchmarks record (so the docs'
+    `bench` renderer shows them), with the machine, the load around the run and the workload."""
+    from pvlens.core.machine import machine_facts
+    from pvlens.io.atomic import write_json_atomic
+    from pvlens.replicate.benchmarks import parse_results
+
+    script = {"args": ["--n-prompts", str(args.n_prompts), "--threads", str(args.threads)],
+              "seconds": round(seconds, 1), "load_before": load0, "load_after": os.getloadavg()[0],
+              "tokens_after_position_0": n_tokens, "results": parse_results("\n".join(lines))}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, {"results": {**machine_facts(), "threads": args.threads,
+                                             "scripts": {"bench_sae": script}}})
 
 
 if __name__ == "__main__":
