@@ -1,9 +1,10 @@
 """SAE training throughput on the default model (SmolLM2-135M-Instruct), layer 15.
 
 Three numbers, in tokens (activations) per second:
-1. activations: `layer_activations` (fast engine, stopped after block 15) over chat-templated
-   prompts, against the plain Hugging Face forward of the same 16 decoder layers with
-   `output_hidden_states` on the same length-sorted batches (ratio: pvlens / HF);
+1. activations: `layer_activations` (fast engine, stopped after block 15, in pvlens's compute
+   dtype for the machine: bf16 where it runs fast) over chat-templated prompts, against the
+   plain Hugging Face forward of the same 16 decoder layers with `output_hidden_states`, loaded
+   in that same dtype, in length-sorted batches under the same token budget (ratio: pvlens / HF);
 2. sae_step: BatchTopK training steps (sae_lens) on activations already in memory;
 3. end_to_end: `train_sae` for one epoch of a fresh corpus — model passes, shuffling, scaling
    estimate and SAE steps together, which is what a first epoch costs.
@@ -45,16 +46,17 @@ def corpus_file(tmp: Path, n: int) -> Path:
     return path
 
 
-def bench_activations(model, docs) -> tuple[float, float]:
+def bench_activations(model, docs, dtype: torch.dtype) -> tuple[float, float]:
+    """(pvlens, HF) activation tokens per second, both sides computing in `dtype`."""
     from pvlens.core.activations import token_batches
     from pvlens.core.model import default_model_dir, load_hf_model
     from pvlens.sae.provider import layer_activations
 
     t0 = time.perf_counter()
-    n = sum(c.acts.shape[0] for c in layer_activations(model, docs, LAYER))
+    n = sum(c.acts.shape[0] for c in layer_activations(model, docs, LAYER, dtype=dtype))
     ours = n / (time.perf_counter() - t0)
 
-    hf, _ = load_hf_model(default_model_dir())
+    hf, _ = load_hf_model(default_model_dir(), dtype=dtype)
     hf.model.layers = hf.model.layers[: LAYER + 1]  # same depth as the engine's early stop
     hf.config.num_hidden_layers = LAYER + 1
     pad = model.tokenizer.pad_token_id or 0
@@ -122,6 +124,7 @@ def main() -> None:
 
     import pvlens
     from pvlens.sae.corpus import read_documents
+    from pvlens.sae.provider import sae_compute_dtype
 
     model = pvlens.load_model()
     with tempfile.TemporaryDirectory() as d:
@@ -130,10 +133,12 @@ def main() -> None:
         docs = read_documents(corpus, model.tokenizer)
         n_tokens = sum(len(x.ids) - 1 for x in docs)
         print(f"corpus: {len(docs)} conversations, {n_tokens} tokens after excluding position 0")
-        ours, hf = bench_activations(model, docs)
+        dtype = sae_compute_dtype(model, "auto")  # what `layer_activations` runs in by default
+        ours, hf = bench_activations(model, docs, dtype)
         steps = bench_steps(model.cfg.d_model)
         e2e = bench_end_to_end(model, corpus, tmp, n_tokens)
-    lines = [f"RESULT sae_activations tokens_per_s={ours:.0f} hf_tokens_per_s={hf:.0f} ratio={ours / hf:.2f}",
+    lines = [f"RESULT sae_activations tokens_per_s={ours:.0f} hf_tokens_per_s={hf:.0f} ratio={ours / hf:.2f} "
+             f"dtype={str(dtype).removeprefix('torch.')}",
              f"RESULT sae_step tokens_per_s={steps:.0f} d_sae={8 * model.cfg.d_model} batch=2048",
              f"RESULT sae_end_to_end tokens_per_s={e2e:.0f} (first epoch: activations + training)"]
     print("\n".join(lines))
