@@ -6,7 +6,8 @@ is for). pvlens runs `bulk_generate` at its default (auto) batch size; HF `gener
 same prompts in length-sorted fixed batches at each of --hf-batch-sizes, and its best is used.
 The same run times a matmul of every weight shape of the model at pvlens's own row count (its
 slots; --matmul-rows overrides), each weight in every layout the engine may use (`x @ W` over
-[in, out], `F.linear` over [out, in], and in bf16 where oneDNN runs it, [out, in] reordered
+[in, out], `F.linear` over [out, in], in fp32 where MKL runs it, [out, in] prepacked for MKL's
+GEMM (the engine's bulk unembedding), and in bf16 where oneDNN runs it, [out, in] reordered
 once for oneDNN) and the fastest kept: the machine's best for that arithmetic, which bounds
 what it allows. Work is counted as useful tokens (prompt tokens + reply
 tokens up to and including end-of-turn, no padding) × FLOPs per token (2 × every matmul weight
@@ -75,8 +76,9 @@ def flops_per_token(model, context: float) -> float:
 
 class MatmulProbe:
     """The model's weight shapes as random matrices on `rows` rows, in each layout the engine
-    may hold them in (`x @ W` over [in, out], `F.linear` over [out, in], and in bf16 where
-    oneDNN runs it, [out, in] reordered once for oneDNN's kernels), kept so the machine's matmul speed can be
+    may hold them in (`x @ W` over [in, out], `F.linear` over [out, in], in fp32 where MKL runs
+    it, [out, in] prepacked for MKL's GEMM, and in bf16 where oneDNN runs it, [out, in]
+    reordered once for oneDNN's kernels), kept so the machine's matmul speed can be
     read at any moment of the run (made once: filling them takes longer than timing them)."""
 
     def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
@@ -99,6 +101,12 @@ class MatmulProbe:
             packed = [onednn_pack(w) for w in out_in]
             self.layouts["oneDNN packed"] = lambda: [
                 onednn_linear(x, w) for x, w in zip(xs, packed, strict=True)]
+        mkl_packed = mkl_packing(out_in, rows) if dtype == torch.float32 else None
+        if mkl_packed is not None:
+            # as the engine holds the unembedding for bulk runs in fp32 (`pack_unembed`)
+            self.layouts["MKL packed"] = lambda: [
+                torch.ops.mkl._mkl_linear(x, p, w, None, rows)
+                for x, (p, w) in zip(xs, mkl_packed, strict=True)]
 
     def rate(self, layout: str, calls: int = 10) -> float:
         """FLOP per CPU-second of `calls` passes over every shape in `layout`."""
@@ -112,6 +120,19 @@ class MatmulProbe:
         before = self.rate(layout, PROBE_CALLS)
         out, sec = cpu_timed(run)
         return out, sec, [before / 1e9, self.rate(layout, PROBE_CALLS) / 1e9]
+
+
+def mkl_packing(out_in: Sequence[torch.Tensor], rows: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Each [out, in] fp32 weight with its copy prepacked by MKL for products of `rows` rows
+    (the engine's packed unembedding, `FastEngine.pack_unembed`), or None on a build without
+    MKL's packed GEMM."""
+    if not torch._C.has_mkl:
+        return None
+    try:
+        reorder = torch.ops.mkl._mkl_reorder_linear_weight
+        return [(reorder(w, rows), w) for w in out_in]
+    except (AttributeError, RuntimeError):
+        return None
 
 
 def cpu_timed(run: Callable[[], T]) -> tuple[T, float]:

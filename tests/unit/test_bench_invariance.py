@@ -42,7 +42,25 @@ def test_bulk_table_says_how_the_matmul_reference_was_timed():
 def test_matmul_rate_keeps_the_faster_layout(benchmark_script, tiny):
     m = benchmark_script("bench_bulk")
     rate, layout = m.matmul_rate(tiny, rows=4, repeats=1)
-    assert rate > 0 and layout in ("x @ W", "F.linear")
+    assert rate > 0 and layout in ("x @ W", "F.linear", "MKL packed")
+
+
+def test_fp32_reference_times_the_engines_mkl_packing(benchmark_script, tiny):
+    """Where MKL's packed GEMM runs (the engine's fp32 bulk unembedding), the reference times it
+    too, with the same products as plain `F.linear`; never in bf16."""
+    import torch
+
+    m = benchmark_script("bench_bulk")
+    w = torch.randn(12, 8)
+    packed = m.mkl_packing([w], rows=4)
+    if not torch._C.has_mkl:
+        assert packed is None and "MKL packed" not in m.MatmulProbe(tiny, rows=4).layouts
+        return
+    x = torch.randn(4, 8)
+    p, same = packed[0]
+    assert torch.allclose(torch.ops.mkl._mkl_linear(x, p, same, None, 4), x @ w.t(), atol=1e-5)
+    assert "MKL packed" in m.MatmulProbe(tiny, rows=4).layouts
+    assert "MKL packed" not in m.MatmulProbe(tiny, rows=4, dtype=torch.bfloat16).layouts
 
 
 def test_drift_adjustment_divides_each_side_by_the_speed_it_met(benchmark_script):
