@@ -45,6 +45,11 @@ def cpu_has_fast_bf16() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
 
 
+def cpu_has_amx() -> bool:
+    """True when the CPU has AMX-bf16 tiles (where oneDNN's bf16 kernels differ most)."""
+    return "amx_bf16" in cpu_flags()
+
+
 COMPUTE_DTYPE_ENV = "PVLENS_COMPUTE_DTYPE"
 DTYPE_NAMES: dict[str, torch.dtype] = {
     "float32": torch.float32, "fp32": torch.float32,

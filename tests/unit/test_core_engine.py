@@ -228,6 +228,51 @@ def test_bf16_engine_on_cpu_packs_weights_out_in_and_agrees_with_fp32(tiny):
         engine_for(tiny, torch.float32)
 
 
+def test_bf16_decoding_attention_kernels_agree(tiny, monkeypatch):
+    """CPU decoding in bf16 runs SDPA on AMX CPUs and two batched matmuls elsewhere
+    (`sdpa_decode`, chosen from the CPU's flags); each setting takes its kernel, and both give
+    the same step on a left-padded batch (the cache longer than the step reads, so its slices are
+    strided) within bf16 rounding, as close to fp32 as the prefill is."""
+    import torch.nn.functional as F
+
+    from pvlens.core.device import cpu_has_amx
+
+    calls = {"sdpa": 0}
+    sdpa = F.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls["sdpa"] += 1
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counted)
+    tokens, positions = _batch(tiny)
+    ref = engine_for(tiny, torch.float32).forward(tokens, positions, logits="all")[:, -1]
+    assert engine_for(tiny, torch.float32).sdpa_decode is False
+    bf16 = engine_for(tiny, torch.bfloat16)
+    try:
+        assert bf16.sdpa_decode == cpu_has_amx()
+        pad = positions[:, :-1] < 0  # left padding: the cache columns a step must not read
+        assert pad.any()
+        steps = {}
+        for use_sdpa in (True, False):
+            bf16.sdpa_decode = use_sdpa
+            cache = bf16.new_cache(tokens.shape[0], tokens.shape[1] + 4)
+            bf16.forward(tokens[:, :-1], positions[:, :-1], cache, logits="last")
+            for kv in (*cache.k, *cache.v):  # poison them: a step that reads them changes a lot
+                kv.permute(0, 2, 1, 3)[:, : pad.shape[1]][pad] = 30.0
+            calls["sdpa"] = 0
+            steps[use_sdpa] = bf16.forward(tokens[:, -1:], positions[:, -1:], cache)
+            assert calls["sdpa"] == (tiny.cfg.n_layers if use_sdpa else 0)
+        spread = ref.std()
+        assert (steps[True] - steps[False]).abs().mean() < 0.02 * spread
+        for got in steps.values():
+            assert torch.isfinite(got).all() and (got - ref).abs().mean() < 0.05 * spread
+    finally:
+        monkeypatch.undo()
+        tiny.__dict__["_pvlens_engines"].clear()
+        engine_for(tiny, torch.float32)
+
+
 def test_onednn_packed_bf16_weights_give_the_plain_bf16_results(tiny, monkeypatch):
     """The oneDNN weight reorder is a layout change only: logits of a prefill and of a
     decoding step equal those of the same bf16 engine with plain [out, in] weights."""
