@@ -84,7 +84,7 @@ class MatmulProbe:
     def __init__(self, model, rows: int, dtype: torch.dtype = torch.float32):
         import torch.nn.functional as F
 
-        from pvlens.core.engine import mkldnn_bf16_packing, onednn_linear, onednn_pack
+        from pvlens.core.engine import mkl_linear, mkldnn_bf16_packing, onednn_linear, onednn_pack
 
         shapes = [*layer_shapes(model.cfg), (model.cfg.d_model, model.cfg.d_vocab)]
         in_out = [torch.randn(a, b, dtype=dtype) for a, b in shapes]
@@ -105,8 +105,7 @@ class MatmulProbe:
         if mkl_packed is not None:
             # as the engine holds the unembedding for bulk runs in fp32 (`pack_unembed`)
             self.layouts["MKL packed"] = lambda: [
-                torch.ops.mkl._mkl_linear(x, p, w, None, rows)
-                for x, (p, w) in zip(xs, mkl_packed, strict=True)]
+                mkl_linear(x, p, w, rows) for x, (p, w) in zip(xs, mkl_packed, strict=True)]
 
     def rate(self, layout: str, calls: int = 10) -> float:
         """FLOP per CPU-second of `calls` passes over every shape in `layout`."""
@@ -124,15 +123,14 @@ class MatmulProbe:
 
 def mkl_packing(out_in: Sequence[torch.Tensor], rows: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """Each [out, in] fp32 weight with its copy prepacked by MKL for products of `rows` rows
-    (the engine's packed unembedding, `FastEngine.pack_unembed`), or None on a build without
-    MKL's packed GEMM."""
-    if not torch._C.has_mkl:
+    (`engine.mkl_pack`, as the engine's packed unembedding, `FastEngine.pack_unembed`), or None
+    on a build without MKL's packed GEMM."""
+    from pvlens.core.engine import mkl_pack
+
+    packed = [mkl_pack(w, rows) for w in out_in]
+    if any(p is None for p in packed):
         return None
-    try:
-        reorder = torch.ops.mkl._mkl_reorder_linear_weight
-        return [(reorder(w, rows), w) for w in out_in]
-    except (AttributeError, RuntimeError):
-        return None
+    return [(p, w) for p, w in zip(packed, out_in, strict=True) if p is not None]
 
 
 def cpu_timed(run: Callable[[], T]) -> tuple[T, float]:

@@ -249,7 +249,7 @@ class _Run:
         ctx = PositionContext(positions, torch.tensor(sl.prompt_len, device=dev),
                               torch.tensor([max(r, 0) for r in sl.row], device=dev))
         with position_context(ctx):
-            logits = self.engine.forward(tokens, positions, self.cache, logits="last")
+            logits = self.engine.forward(tokens, positions, self.cache, logits="last", float_logits=False)
         assert logits is not None
         picked = [s for s in range(sl.n) if busy[s]]
         self._take(picked, logits if len(picked) == sl.n else logits[torch.tensor(picked, device=dev)])

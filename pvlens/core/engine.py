@@ -327,15 +327,13 @@ class FastEngine:
         if self._packed_unembed is not None and self._packed_unembed[0] == rows:
             return True
         self._packed_unembed = None  # drop the old packing before making a new one
-        usable = self.device.type == "cpu" and self.dtype == torch.float32 and torch._C.has_mkl
-        if rows is None or not usable:
-            return False
-        try:
-            reorder = torch.ops.mkl._mkl_reorder_linear_weight
-        except (AttributeError, RuntimeError):  # a build without MKL's packed GEMM
+        if rows is None or self.device.type != "cpu" or self.dtype != torch.float32:
             return False
         weight = self.model.unembed.W_U.detach().float().t()  # [vocab, d_model], a view if fp32
-        self._packed_unembed = (rows, reorder(weight.contiguous(), rows), weight)
+        packed = mkl_pack(weight.contiguous(), rows)
+        if packed is None:
+            return False
+        self._packed_unembed = (rows, packed, weight)
         return True
 
     # --- forward ---------------------------------------------------------------------------
@@ -348,12 +346,15 @@ class FastEngine:
         stop_at_layer: int | None = None,
         on_resid: ResidCallback | None = None,
         logits: str | None = "last",
+        float_logits: bool = True,
     ) -> Float[Tensor, "batch vocab"] | Float[Tensor, "batch pos vocab"] | None:
         """Run the blocks on `tokens` (their own-sequence `positions`, -1 = padding).
 
         With a cache, keys/values are appended to it and queries see every filled slot.
         `on_resid(l, x)` receives each block's hooked output (fp32). `logits` is "last",
-        "all" or None (skip the unembedding).
+        "all" or None (skip the unembedding); they are fp32, or in the compute dtype with
+        `float_logits=False` (for sampling: the conversion is exact, so the picks are the
+        same, and in bf16 at batch 96 it saves a 19 MB copy per decoding step).
         """
         pos_idx = positions.clamp(min=0)
         slots = cache is not None and cache.lengths is not None
@@ -369,6 +370,9 @@ class FastEngine:
             write_at=_flat_slots(cache, self.n_kv) if slots and cache is not None else None,
             additive=_additive(mask, self.dtype) if tokens.shape[1] == 1 and self.device.type == "cpu" else None,
         )
+        if slots and cache is not None and step.additive is not None and self._reads_full_cache(cache, mask):
+            step.full_cache = True
+            step.additive = F.pad(step.additive, (0, cache.positions.shape[1] - mask.shape[-1]), value=float("-inf"))
         resid = self.model.hook_embed(self.model.embed.W_E[tokens]).float()
         n_layers = len(self.layers) if stop_at_layer is None else stop_at_layer
         for i in range(n_layers):
@@ -381,7 +385,14 @@ class FastEngine:
             cache.length += tokens.shape[1]
         if logits is None or stop_at_layer is not None:
             return None
-        return self._unembed(resid[:, -1:] if logits == "last" else resid, logits == "last")
+        return self._unembed(resid[:, -1:] if logits == "last" else resid, logits == "last", float_logits)
+
+    def _reads_full_cache(self, cache: KVCache, mask: Tensor) -> bool:
+        """Whether a CPU decoding step over a slot-mode cache reads all of it (see `_attention`):
+        bf16/fp16 without SDPA, when the keys it attends over fill at least half the cache.
+        (Slot-mode caches start zeroed, so slots no row has written hold no NaN garbage.)"""
+        return (not self.sdpa_decode and self.dtype != torch.float32
+                and 2 * mask.shape[-1] >= cache.positions.shape[1])
 
     def _block(self, i: int, resid: Tensor, step: _Step) -> Tensor:
         """Block `i` with the model's resid_pre/mid/post hook points around its two halves."""
@@ -418,17 +429,25 @@ class FastEngine:
             # key/value head as one [group, d_head] block, attention as two batched matmuls
             # around a softmax (keys/values read once per kv head, never expanded; the mask added
             # once per step, not converted per layer): AMD EPYC, fp32, batch 96, 1.3x faster
-            # than SDPA. In bf16 the matmuls need the cache slices contiguous (over a strided
-            # slice they run a slow kernel), and the softmax runs in fp32 as SDPA's does: on an
-            # AMD EPYC with avx512-bf16 and no AMX (batch 96, 9 query / 3 kv heads, 72 keys)
-            # 1.3 ms per layer against 7.8 ms for SDPA with `enable_gqa`.
+            # than SDPA.
             qg = rearrange(q, "b (k g) s h -> b k (g s) h", g=group)
             if self.dtype == torch.float32:
                 scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(self.scale).add_(step.additive)
                 z = torch.matmul(torch.softmax(scores, dim=-1), v)
             else:
-                k, v = k.contiguous(), v.contiguous()
-                scores = torch.matmul(qg, k.transpose(-1, -2)).float().mul_(self.scale).add_(step.additive)
+                # In bf16/fp16 oneDNN's matmuls copy a strided cache slice first, so they read
+                # the whole contiguous cache when the step needs at least half of it (its
+                # masked slots weigh 0; `full_cache`), else a contiguous copy of the slice. q
+                # is scaled before the product (fp16 scores cannot overflow; exact when the
+                # scale is a power of two), the scores are rounded to the compute dtype by the
+                # product, then masked and softmaxed in fp32. On an AMD EPYC with avx512-bf16
+                # and no AMX (batch 96, 9 query / 3 kv heads, 72 keys) the copy path took 1.3
+                # ms per layer against 7.8 ms for SDPA with `enable_gqa`.
+                if step.full_cache and step.cache is not None:
+                    k, v = step.cache.k[i], step.cache.v[i]
+                else:
+                    k, v = k.contiguous(), v.contiguous()
+                scores = torch.matmul(qg * self.scale, k.transpose(-1, -2)).float().add_(step.additive)
                 z = torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
             return self._linear(rearrange(z, "b k (g s) h -> b s (k g h)", g=group), p["w_o"], p["b_o"])
         if seq == 1 and group > 1 and step.additive is None:
@@ -458,19 +477,21 @@ class FastEngine:
             act = act + p["b_in"]
         return self._linear(act, p["w_down"], p["b_out"])
 
-    def _unembed(self, resid: Tensor, last: bool) -> Tensor:
-        """Final norm and unembedding (in column blocks on CPU in fp32), as fp32 logits."""
+    def _unembed(self, resid: Tensor, last: bool, float_logits: bool = True) -> Tensor:
+        """Final norm and unembedding (in column blocks on CPU in fp32), as fp32 logits unless
+        `float_logits` is False."""
         h = self._rms(resid, self.ln_final)
         packed = self._packed_unembed
         if packed is not None and h.shape[0] * h.shape[1] == packed[0]:
-            out = torch.ops.mkl._mkl_linear(h, packed[1], packed[2], None, packed[0])
+            out = mkl_linear(h, packed[1], packed[2], packed[0])
         elif len(self.W_U) > 1:
             out = torch.cat([h @ w for w in self.W_U], dim=-1)
         else:
             out = self._linear(h, self.W_U[0])
         if self.b_U is not None:
             out = out + self.b_U
-        return out[:, -1].float() if last else out.float()
+        out = out[:, -1] if last else out
+        return out.float() if float_logits else out
 
 
 @dataclass
@@ -487,6 +508,8 @@ class _Step:
     ([batch * n_kv_heads * max_len, d_head]), row-major over (row, kv head)."""
     additive: Tensor | None = None
     """One-token forwards on CPU: the mask as 0 / -inf in the compute dtype, [batch, 1, 1, k]."""
+    full_cache: bool = False
+    """Decoding attends over every slot of the cache (`additive` then covers all of them)."""
 
     @property
     def end(self) -> int:
@@ -553,6 +576,23 @@ def onednn_linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
     """`F.linear(x, W, b)` for a weight from `onednn_pack` (the kernel reads x as contiguous
     rows, so a strided x is copied first)."""
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], "")
+
+
+def mkl_pack(w: Float[Tensor, "out d_in"], rows: int) -> Tensor | None:
+    """An [out, in] fp32 weight prepacked by MKL for products of exactly `rows` rows (an
+    opaque tensor for `mkl_linear` only), or None on a build without MKL's packed GEMM."""
+    if not torch._C.has_mkl:
+        return None
+    try:
+        return torch.ops.mkl._mkl_reorder_linear_weight(w, rows)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def mkl_linear(x: Tensor, packed: Tensor, w: Float[Tensor, "out d_in"], rows: int) -> Tensor:
+    """`F.linear(x, w)` through `packed = mkl_pack(w, rows)` (x has `rows` rows; MKL reads `w`
+    itself only for its shape)."""
+    return torch.ops.mkl._mkl_linear(x, packed, w, None, rows)
 
 
 @functools.cache

@@ -160,7 +160,7 @@ def _generate_batch(
         fwd_tokens, fwd_pos = (step_tokens, step_pos) if cache is not None else (tokens, positions)
         with position_context(PositionContext(fwd_pos, prompt_lens, rows)):
             if engine is not None:
-                logits = engine.forward(fwd_tokens, fwd_pos, cache, logits="last")
+                logits = engine.forward(fwd_tokens, fwd_pos, cache, logits="last", float_logits=False)
             else:
                 logits = _tl_last_logits(model, tokens, positions)
         nxt = sample_next(logits, temperature, top_p, generators)

@@ -273,6 +273,93 @@ def test_bf16_decoding_attention_kernels_agree(tiny, monkeypatch):
         engine_for(tiny, torch.float32)
 
 
+def test_bf16_slot_decoding_reads_the_whole_cache_with_the_same_result(tiny, monkeypatch):
+    """Without SDPA, a bf16 decoding step over a slot-mode cache reads the whole cache (no copy
+    of a strided slice) when it needs at least half of it, and a contiguous copy of the slice
+    otherwise. Both give the same step: slots past a row's length (here poisoned) weigh 0."""
+    from pvlens.core.engine import FastEngine
+
+    bf16 = engine_for(tiny, torch.bfloat16)
+    ids = torch.tensor([[5, 9, 13, 2, 11, 4]])
+    fp32_ref = engine_for(tiny, torch.float32).forward(
+        torch.cat([ids, torch.tensor([[7]])], 1), torch.arange(7)[None])
+    decided: list[bool] = []
+    real = FastEngine._reads_full_cache
+
+    def spy(self, cache, mask):
+        decided.append(real(self, cache, mask))
+        return decided[-1]
+
+    monkeypatch.setattr(FastEngine, "_reads_full_cache", spy)
+    try:
+        bf16.sdpa_decode = False
+        steps = {}
+        for max_len, force_copy in ((10, False), (40, False), (10, True)):
+            if force_copy:
+                monkeypatch.setattr(FastEngine, "_reads_full_cache", lambda self, cache, mask: False)
+            prefill = bf16.new_cache(1, ids.shape[1])
+            bf16.forward(ids, torch.arange(ids.shape[1])[None], prefill)
+            cache = bf16.new_cache(3, max_len).slot_mode()
+            cache.load_rows([1], prefill)
+            for kv in (*cache.k, *cache.v):  # stale slots: rows 0 and 2, and row 1 past its length
+                kv[[0, 2]] = 30.0
+                kv[1, :, ids.shape[1] :] = 30.0
+            decided.clear()
+            got = bf16.forward(torch.tensor([[0], [7], [0]]), torch.tensor([[-1], [6], [-1]]), cache)
+            steps[(max_len, force_copy)] = got[1]
+            if not force_copy:  # 7 keys of a 10-slot cache: whole; of a 40-slot one: a copy
+                assert decided == [max_len == 10]
+        torch.testing.assert_close(steps[(10, False)], steps[(10, True)], atol=1e-2, rtol=0)
+        torch.testing.assert_close(steps[(40, False)], steps[(10, True)], atol=0, rtol=0)
+        spread = fp32_ref.std()
+        assert (steps[(10, False)] - fp32_ref[0]).abs().mean() < 0.05 * spread
+    finally:
+        monkeypatch.undo()
+        tiny.__dict__["_pvlens_engines"].clear()
+        engine_for(tiny, torch.float32)
+
+
+def test_logits_in_the_compute_dtype_are_the_fp32_logits_rounded(tiny):
+    """`float_logits=False` skips only the final conversion (sampling reads them as they are)."""
+    tokens, positions = _batch(tiny)
+    try:
+        for dtype in (torch.bfloat16, torch.float32):
+            engine = engine_for(tiny, dtype)
+            native = engine.forward(tokens, positions, float_logits=False)
+            assert native.dtype == dtype
+            torch.testing.assert_close(native.float(), engine.forward(tokens, positions), atol=0, rtol=0)
+    finally:
+        tiny.__dict__["_pvlens_engines"].clear()
+
+
+def test_fp16_decoding_scores_do_not_overflow_before_scaling():
+    """fp16 decoding without SDPA scales q before q.k: with raw scores above fp16's range
+    (65504) and scaled ones inside it, the step stays finite and near fp32."""
+    model = tiny_model()
+    tokens, positions = _batch(model)
+
+    def largest_score() -> float:  # over every layer; TransformerLens's are q.k / attn_scale
+        _, cache = model.run_with_cache(tokens, attention_mask=(positions >= 0).long(),
+                                        padding_side="left", names_filter=lambda n: "attn_scores" in n)
+        return max(float(x[torch.isfinite(x)].abs().max()) for x in cache.values())
+
+    with torch.no_grad():
+        grow = (30000 / largest_score()) ** 0.5  # scaled scores up to ~30000
+        for block in model.blocks:
+            block.attn.W_Q.mul_(grow)
+            block.attn._W_K.mul_(grow)  # grouped-query attention: W_K repeats _W_K
+        scaled = largest_score()
+    assert scaled < 65504 < scaled * model.blocks[0].attn.attn_scale
+    ref = engine_for(model, torch.float32).forward(tokens, positions, logits="all")[:, -1]
+    fp16 = engine_for(model, torch.float16)
+    fp16.sdpa_decode = False
+    cache = fp16.new_cache(tokens.shape[0], tokens.shape[1])
+    fp16.forward(tokens[:, :-1], positions[:, :-1], cache)
+    step = fp16.forward(tokens[:, -1:], positions[:, -1:], cache)
+    assert torch.isfinite(step).all()
+    assert (step - ref).abs().mean() < 0.05 * ref.std()
+
+
 def test_onednn_packed_bf16_weights_give_the_plain_bf16_results(tiny, monkeypatch):
     """The oneDNN weight reorder is a layout change only: logits of a prefill and of a
     decoding step equal those of the same bf16 engine with plain [out, in] weights."""
