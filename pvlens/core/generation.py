@@ -113,6 +113,9 @@ def greedy_argmax(logits: Float[Tensor, "batch vocab"]) -> Int[Tensor, " batch"]
 def sample_next(
     logits: Tensor, temperature: float, top_p: float, generators: list[torch.Generator] | None
 ) -> Tensor:
+    """Each row's next token: greedy at temperature 0, else drawn with the row's generator.
+    `logits` may be in the engine's compute dtype (read in fp32 here, so the picks are those
+    of fp32 logits)."""
     if temperature <= 0:
         return greedy_argmax(logits)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
