@@ -102,7 +102,9 @@ class KVCache:
     """Number of slots filled so far (shared by all rows; unused in slot mode)."""
     lengths: Int[Tensor, " batch"] | None = None
     """Slot mode (continuous batching): slots filled per row, each row at its own length.
-    A forward then takes one token per row and writes it at the row's own length."""
+    A forward then takes one token per row and writes it at the row's own length. Every slot
+    must hold finite values (`slot_mode()` zeroes them): bf16/fp16 decoding may read all of
+    them, masked to weight 0, and 0 x NaN is NaN."""
 
     @property
     def batch(self) -> int:
@@ -435,14 +437,16 @@ class FastEngine:
                 scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(self.scale).add_(step.additive)
                 z = torch.matmul(torch.softmax(scores, dim=-1), v)
             else:
-                # In bf16/fp16 oneDNN's matmuls copy a strided cache slice first, so they read
-                # the whole contiguous cache when the step needs at least half of it (its
-                # masked slots weigh 0; `full_cache`), else a contiguous copy of the slice. q
-                # is scaled before the product (fp16 scores cannot overflow; exact when the
-                # scale is a power of two), the scores are rounded to the compute dtype by the
-                # product, then masked and softmaxed in fp32. On an AMD EPYC with avx512-bf16
-                # and no AMX (batch 96, 9 query / 3 kv heads, 72 keys) the copy path took 1.3
-                # ms per layer against 7.8 ms for SDPA with `enable_gqa`.
+                # In bf16/fp16 the products over a strided cache slice run slower than over a
+                # contiguous copy of it (AMD EPYC, avx512-bf16), so they read the whole
+                # contiguous cache when the step needs at least half of it (its masked slots
+                # weigh 0; `full_cache`), else a contiguous copy of the slice. q is scaled
+                # before the product (so fp16 scores overflow only if the scaled ones would;
+                # exact when the scale is a power of two, one more rounding of q otherwise),
+                # the scores are rounded to the compute dtype by the product, then masked and
+                # softmaxed in fp32. On that CPU (no AMX; batch 96, 9 query / 3 kv heads, 72
+                # keys) the copy path took 1.3 ms per layer against 7.8 ms for SDPA with
+                # `enable_gqa`.
                 if step.full_cache and step.cache is not None:
                     k, v = step.cache.k[i], step.cache.v[i]
                 else:

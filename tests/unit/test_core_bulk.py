@@ -154,6 +154,32 @@ def _count_prefill(monkeypatch) -> list[tuple[int, int]]:
     return seen
 
 
+def test_sampling_reads_logits_in_the_compute_dtype(tiny, monkeypatch):
+    """Decoding steps of `bulk_generate` and `generate` ask the engine for compute-dtype logits
+    (no [batch, vocab] fp32 copy per step), and the bf16 replies equal those of fp32 logits."""
+    from pvlens.core.engine import FastEngine
+
+    asked: list[bool] = []
+    real = FastEngine.forward
+
+    def spy(self, tokens, positions, cache=None, **kw):
+        if tokens.shape[1] == 1:
+            asked.append(kw.get("float_logits", True))
+        return real(self, tokens, positions, cache, **kw)
+
+    monkeypatch.setattr(FastEngine, "forward", spy)
+    bulk_generate(tiny, PROMPTS, GREEDY, dtype=torch.bfloat16)
+    pvlens.generate(tiny, PROMPTS, max_new_tokens=N_NEW, temperature=0.0, dtype=torch.bfloat16, progress=False)
+    assert asked and not any(asked)
+    with_native = _ids(bulk_generate(tiny, PROMPTS, GREEDY, dtype=torch.bfloat16))
+
+    def float_logits(self, tokens, positions, cache=None, **kw):
+        return real(self, tokens, positions, cache, **{**kw, "float_logits": True})
+
+    monkeypatch.setattr(FastEngine, "forward", float_logits)
+    assert _ids(bulk_generate(tiny, PROMPTS, GREEDY, dtype=torch.bfloat16)) == with_native
+
+
 def test_repeated_prompts_are_prefilled_once(tiny, monkeypatch):
     """Samples of one prompt share its prefill; each still draws from its own generator, so the
     replies equal those of a run where every copy was prefilled on its own."""

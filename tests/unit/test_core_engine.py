@@ -299,18 +299,27 @@ def test_bf16_slot_decoding_reads_the_whole_cache_with_the_same_result(tiny, mon
                 monkeypatch.setattr(FastEngine, "_reads_full_cache", lambda self, cache, mask: False)
             prefill = bf16.new_cache(1, ids.shape[1])
             bf16.forward(ids, torch.arange(ids.shape[1])[None], prefill)
-            cache = bf16.new_cache(3, max_len).slot_mode()
+            cache = bf16.new_cache(3, max_len)
+            for kv in (*cache.k, *cache.v):  # what uninitialised memory may hold
+                kv.fill_(float("nan"))
+            cache.slot_mode()
             cache.load_rows([1], prefill)
-            for kv in (*cache.k, *cache.v):  # stale slots: rows 0 and 2, and row 1 past its length
-                kv[[0, 2]] = 30.0
-                kv[1, :, ids.shape[1] :] = 30.0
+            for kv in (*cache.k, *cache.v):  # some stale slots (others left as slot_mode made them)
+                kv[[0, 2], :, :3] = 30.0
+                kv[1, :, ids.shape[1] : ids.shape[1] + 2] = 30.0
             decided.clear()
             got = bf16.forward(torch.tensor([[0], [7], [0]]), torch.tensor([[-1], [6], [-1]]), cache)
             steps[(max_len, force_copy)] = got[1]
+            assert torch.isfinite(got).all()
             if not force_copy:  # 7 keys of a 10-slot cache: whole; of a 40-slot one: a copy
                 assert decided == [max_len == 10]
+                # a compacted cache (`select`, as bulk generation shrinks it) continues the same
+                tail = bf16.forward(torch.tensor([[3], [0]]), torch.tensor([[7], [-1]]), cache.select([1, 0]))
+                assert torch.isfinite(tail).all()
+                steps[(max_len, "tail")] = tail[0]
         torch.testing.assert_close(steps[(10, False)], steps[(10, True)], atol=1e-2, rtol=0)
         torch.testing.assert_close(steps[(40, False)], steps[(10, True)], atol=0, rtol=0)
+        torch.testing.assert_close(steps[(10, "tail")], steps[(40, "tail")], atol=1e-2, rtol=0)
         spread = fp32_ref.std()
         assert (steps[(10, False)] - fp32_ref[0]).abs().mean() < 0.05 * spread
     finally:
