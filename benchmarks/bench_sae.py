@@ -55,6 +55,7 @@ def bench_activations(model, docs, dtype: torch.dtype, rounds: int = 3) -> tuple
     import statistics
 
     from pvlens.core.activations import token_batches
+    from pvlens.core.batching import left_pad
     from pvlens.core.model import default_model_dir, load_hf_model
     from pvlens.sae.provider import layer_activations
 
@@ -69,12 +70,8 @@ def bench_activations(model, docs, dtype: torch.dtype, rounds: int = 3) -> tuple
     def theirs(part) -> int:
         with torch.inference_mode():
             for group in token_batches([len(d.ids) for d in part], 8192, 64):
-                width = max(len(part[i].ids) for i in group)
-                ids = torch.full((len(group), width), pad)
-                mask = torch.zeros_like(ids)
-                for j, i in enumerate(group):
-                    ids[j, width - len(part[i].ids):] = torch.tensor(part[i].ids)
-                    mask[j, width - len(part[i].ids):] = 1
+                ids, positions = left_pad([part[i].ids for i in group], pad, "cpu")
+                mask = (positions >= 0).long()
                 out = hf.model(ids, attention_mask=mask, output_hidden_states=True)
                 _ = out.hidden_states[LAYER + 1][mask.bool()]
         return sum(len(d.ids) - 1 for d in part)
